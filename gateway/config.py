@@ -1,0 +1,488 @@
+"""config.yaml -> frozen, validated objects. Every problem names `file:line` and the key."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from yarl import URL
+
+from .errors import ConfigError, Problem
+from .yamlsrc import LList, LMap, line_of, load_yaml
+
+DEFAULT_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
+KNOWN_METHODS = frozenset(DEFAULT_METHODS) | {"TRACE", "CONNECT", "PROPFIND", "QUERY"}
+_METHOD_RE = re.compile(r"^[A-Z]{1,20}$")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 10**6, "MiB": 2**20, "GB": 10**9, "GiB": 2**30}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_]{1,16}$")
+
+
+def parse_duration(value: object) -> float | None:
+    """`30d`, `12h`, `90`, 90 -> seconds; None when not a duration."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if m:
+            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    return None
+
+
+def parse_size(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m:
+            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    return None
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str
+    url: URL
+    connect_timeout: float = 5.0
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body: int = 10 * 2**20
+    max_credential: int = 4096
+    header_timeout: float = 10.0
+    failed_auth_per_minute: int = 0
+
+
+@dataclass(frozen=True)
+class TokensConfig:
+    prefix: str = "st_"
+    cache_ttl: float = 60.0
+    default_ttl: float = 90 * 86400.0
+    max_ttl: float = 365 * 86400.0
+    revocation_poll: float = 1.0
+    last_used_flush: float = 5.0
+
+
+@dataclass(frozen=True)
+class JwtClaims:
+    subject: str = "sub"
+    workspace: str | None = "workspace_id"
+    workspaces: str | None = "workspaces"
+    role: str | None = "role"
+    scopes: str | None = None
+
+
+@dataclass(frozen=True)
+class JwtConfig:
+    algorithms: tuple[str, ...] = ("RS256",)
+    jwks_url: URL | None = None
+    secret: str | None = None
+    public_key_file: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    leeway: float = 30.0
+    claims: JwtClaims = field(default_factory=JwtClaims)
+    roles: Mapping[str, frozenset[str]] | None = None
+    jwks_cache: float = 300.0
+    jwks_refetch_interval: float = 10.0
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    listen: Listen = Listen("0.0.0.0", 8080)
+    admin: Listen | None = Listen("127.0.0.1", 9090)
+    methods: frozenset[str] = frozenset(DEFAULT_METHODS)
+    surface_files: tuple[str, ...] = ()
+    upstreams: Mapping[str, Upstream] = field(default_factory=dict)
+    store: str = "sqlite:///scopegate.db"
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    limits: Limits = Limits()
+    tokens: TokensConfig = TokensConfig()
+    jwt: JwtConfig | None = None
+    workspace_header: str = "X-Workspace-Id"
+    management_mount: str = "/auth"
+    log: LogConfig = LogConfig()
+    drain_timeout: float = 30.0
+
+    @property
+    def base_dir(self) -> str:
+        return os.path.dirname(os.path.abspath(self.path))
+
+    def sqlite_path(self) -> str | None:
+        """The SQLite file the `store` URL names, resolved against the config file."""
+        if not self.store.startswith("sqlite:///"):
+            return None
+        rest = self.store[len("sqlite:///") :]
+        return rest if rest.startswith("/") else os.path.join(self.base_dir, rest)
+
+
+T = TypeVar("T")
+
+
+class Reader:
+    """Pulls typed values out of a located YAML mapping, collecting every problem."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+
+    def error(self, line: int, message: str) -> None:
+        self.problems.append(Problem(self.file, line, message))
+
+    def mapping(self, node: Any, where: str, allowed: set[str], line: int = 0) -> LMap:
+        if not isinstance(node, LMap):
+            self.error(getattr(node, "line", line), f"{where}: expected a mapping")
+            return LMap()
+        for key in node:
+            if key not in allowed:
+                self.error(line_of(node, key), f"{where}: unknown key {key!r}")
+        return node
+
+    def get(
+        self,
+        node: LMap,
+        key: str,
+        where: str,
+        convert: Callable[[Any], T | None],
+        default: T,
+        expect: str,
+    ) -> T:
+        if key not in node or node[key] is None:
+            return default
+        value = convert(node[key])
+        if value is None:
+            self.error(line_of(node, key), f"{where}.{key}: expected {expect}, got {node[key]!r}")
+            return default
+        return value
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _port(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 65535 else None
+
+
+def _nonneg_int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
+def _pos_duration(v: Any) -> float | None:
+    d = parse_duration(v)
+    return d if d is not None and d > 0 else None
+
+
+def _pos_size(v: Any) -> int | None:
+    s = parse_size(v)
+    return s if s is not None and s > 0 else None
+
+
+def _listen(r: Reader, node: Any, where: str, default: Listen) -> Listen:
+    m = r.mapping(node, where, {"host", "port"})
+    return Listen(
+        r.get(m, "host", where, _str, default.host, "a host name or address"),
+        r.get(m, "port", where, _port, default.port, "a port number 0-65535"),
+    )
+
+
+def _http_url(v: Any) -> URL | None:
+    if not isinstance(v, str):
+        return None
+    try:
+        url = URL(v)
+    except ValueError:
+        return None
+    if url.scheme not in ("http", "https") or not url.host:
+        return None
+    return url
+
+
+def _upstreams(r: Reader, node: Any) -> dict[str, Upstream]:
+    out: dict[str, Upstream] = {}
+    m = r.mapping(node, "upstreams", set(node) if isinstance(node, LMap) else set())
+    for name, value in m.items():
+        where = f"upstreams.{name}"
+        line = line_of(m, name)
+        if isinstance(value, str):
+            url = _http_url(value)
+            if url is None:
+                r.error(line, f"{where}: expected an http(s) URL, got {value!r}")
+                continue
+            out[name] = Upstream(name, url)
+            continue
+        um = r.mapping(value, where, {"url", "connect_timeout", "timeout"}, line)
+        url = r.get(um, "url", where, _http_url, None, "an http(s) URL")
+        if "url" not in um:
+            r.error(um.line or line, f"{where}: missing key 'url'")
+        if url is None:
+            continue
+        out[name] = Upstream(
+            name,
+            url,
+            r.get(um, "connect_timeout", where, _pos_duration, 5.0, "a positive number of seconds"),
+            r.get(um, "timeout", where, _pos_duration, 30.0, "a positive number of seconds"),
+        )
+    return out
+
+
+def _methods(r: Reader, node: LMap) -> frozenset[str]:
+    value = node.get("methods")
+    if value is None:
+        return frozenset(DEFAULT_METHODS)
+    if not isinstance(value, LList) or not value:
+        r.error(line_of(node, "methods"), "methods: expected a non-empty list of HTTP methods")
+        return frozenset(DEFAULT_METHODS)
+    out = set()
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not _METHOD_RE.match(item):
+            r.error(line_of(value, i), f"methods[{i}]: {item!r} is not an upper-case HTTP method")
+        else:
+            out.add(item)
+    return frozenset(out)
+
+
+def _trusted(r: Reader, node: LMap) -> tuple[Any, ...]:
+    value = node.get("trusted_proxies")
+    if value is None:
+        return ()
+    if not isinstance(value, LList):
+        r.error(line_of(node, "trusted_proxies"), "trusted_proxies: expected a list of CIDRs")
+        return ()
+    out = []
+    for i, item in enumerate(value):
+        try:
+            out.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            r.error(line_of(value, i), f"trusted_proxies[{i}]: {item!r} is not a CIDR")
+    return tuple(out)
+
+
+def _limits(r: Reader, node: Any) -> Limits:
+    w = "limits"
+    m = r.mapping(node, w, {"max_body", "max_credential", "header_timeout", "failed_auth_per_minute"})
+    d = Limits()
+    return Limits(
+        r.get(m, "max_body", w, _pos_size, d.max_body, "a size such as 10MiB"),
+        r.get(m, "max_credential", w, _pos_size, d.max_credential, "a positive number of bytes"),
+        r.get(m, "header_timeout", w, _pos_duration, d.header_timeout, "a positive number of seconds"),
+        r.get(m, "failed_auth_per_minute", w, _nonneg_int, d.failed_auth_per_minute, "an integer >= 0"),
+    )
+
+
+def _tokens(r: Reader, node: Any) -> TokensConfig:
+    w = "tokens"
+    keys = {"prefix", "cache_ttl", "default_ttl", "max_ttl", "revocation_poll", "last_used_flush"}
+    m = r.mapping(node, w, keys)
+    d = TokensConfig()
+    prefix = r.get(m, "prefix", w, lambda v: v if isinstance(v, str) and _PREFIX_RE.match(v) else None,
+                   d.prefix, "1-16 letters, digits or _")
+    dur = "a positive duration such as 60, 30s or 90d"
+    t = TokensConfig(
+        prefix,
+        r.get(m, "cache_ttl", w, _pos_duration, d.cache_ttl, dur),
+        r.get(m, "default_ttl", w, _pos_duration, d.default_ttl, dur),
+        r.get(m, "max_ttl", w, _pos_duration, d.max_ttl, dur),
+        r.get(m, "revocation_poll", w, _pos_duration, d.revocation_poll, dur),
+        r.get(m, "last_used_flush", w, _pos_duration, d.last_used_flush, dur),
+    )
+    if t.default_ttl > t.max_ttl:
+        r.error(line_of(m, "default_ttl", m.line), "tokens.default_ttl: longer than tokens.max_ttl")
+    return t
+
+
+_JWT_ALGS = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+             "ES256", "ES384", "ES512", "EdDSA"}
+
+
+def _jwt(r: Reader, node: Any, base_dir: str) -> JwtConfig:
+    w = "jwt"
+    keys = {"algorithms", "jwks_url", "secret", "public_key_file", "issuer", "audience", "leeway",
+            "claims", "roles", "jwks_cache", "jwks_refetch_interval"}
+    m = r.mapping(node, w, keys)
+    algs_node = m.get("algorithms", LList(["RS256"]))
+    algs: list[str] = []
+    if not isinstance(algs_node, list) or not algs_node:
+        r.error(line_of(m, "algorithms"), "jwt.algorithms: expected a non-empty list")
+    else:
+        for i, a in enumerate(algs_node):
+            if not isinstance(a, str) or a not in _JWT_ALGS:
+                # SECURITY: "none" (in any case) is never accepted, whatever the config says.
+                r.error(line_of(algs_node, i, m.line), f"jwt.algorithms[{i}]: unsupported algorithm {a!r}")
+            else:
+                algs.append(a)
+    hs = [a for a in algs if a.startswith("HS")]
+    if hs and len(hs) != len(algs):
+        # SECURITY: mixing HMAC and public-key algorithms invites key confusion (CVE-2015-9235 kin).
+        r.error(line_of(m, "algorithms"), "jwt.algorithms: HS* cannot be mixed with public-key algorithms")
+    secret = r.get(m, "secret", w, _str, None, "a string") or os.environ.get("SCOPEGATE_JWT_SECRET") or None
+    jwks_url = None
+    if "jwks_url" in m:
+        jwks_url = r.get(m, "jwks_url", w, _http_url, None, "an http(s) URL")
+        if jwks_url is not None and jwks_url.scheme == "http" and jwks_url.host not in (
+            "127.0.0.1", "localhost", "::1"):
+            r.error(line_of(m, "jwks_url"), "jwt.jwks_url: must be https (plain http only on loopback)")
+    key_file = r.get(m, "public_key_file", w, _str, None, "a file path")
+    if key_file is not None and not os.path.isabs(key_file):
+        key_file = os.path.join(base_dir, key_file)
+    if key_file is not None and not os.path.isfile(key_file):
+        r.error(line_of(m, "public_key_file"), f"jwt.public_key_file: no such file {key_file!r}")
+    sources = [s for s in (jwks_url, key_file) if s is not None]
+    if hs:
+        if sources:
+            r.error(m.line, "jwt: HS* algorithms take `secret`, not jwks_url or public_key_file")
+        if not secret:
+            r.error(m.line, "jwt: HS* algorithms need `secret` or $SCOPEGATE_JWT_SECRET")
+        elif len(secret.encode()) < 32:
+            r.error(line_of(m, "secret", m.line), "jwt.secret: must be at least 32 bytes")
+    elif algs:
+        if len(sources) != 1:
+            r.error(m.line, "jwt: public-key algorithms need exactly one of jwks_url or public_key_file")
+        secret = None
+    claims_node = r.mapping(m.get("claims", LMap()), "jwt.claims",
+                            {"subject", "workspace", "workspaces", "role", "scopes"})
+    dc = JwtClaims()
+    claims = JwtClaims(
+        r.get(claims_node, "subject", "jwt.claims", _str, dc.subject, "a claim name"),
+        r.get(claims_node, "workspace", "jwt.claims", _str, dc.workspace, "a claim name"),
+        r.get(claims_node, "workspaces", "jwt.claims", _str, dc.workspaces, "a claim name"),
+        r.get(claims_node, "role", "jwt.claims", _str, dc.role, "a claim name"),
+        r.get(claims_node, "scopes", "jwt.claims", _str, dc.scopes, "a claim name"),
+    )
+    roles: dict[str, frozenset[str]] | None = None
+    if m.get("roles") is not None:
+        rm = r.mapping(m["roles"], "jwt.roles", set(m["roles"]) if isinstance(m["roles"], dict) else set())
+        roles = {}
+        for role, scopes in rm.items():
+            if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+                r.error(line_of(rm, role), f"jwt.roles.{role}: expected a list of scopes")
+                continue
+            roles[role] = frozenset(scopes)
+    return JwtConfig(
+        tuple(algs),
+        jwks_url,
+        secret,
+        key_file,
+        r.get(m, "issuer", w, _str, None, "a string"),
+        r.get(m, "audience", w, _str, None, "a string"),
+        r.get(m, "leeway", w, lambda v: parse_duration(v) if parse_duration(v) is not None
+              and parse_duration(v) >= 0 else None, 30.0, "seconds >= 0"),  # type: ignore[operator]
+        claims,
+        roles,
+        r.get(m, "jwks_cache", w, _pos_duration, 300.0, "a positive duration"),
+        r.get(m, "jwks_refetch_interval", w, _pos_duration, 10.0, "a positive duration"),
+    )
+
+
+def _store(r: Reader, node: LMap) -> str:
+    value = node.get("store", "sqlite:///scopegate.db")
+    if not isinstance(value, str) or not (
+        value.startswith("sqlite:///") and len(value) > len("sqlite:///")
+    ):
+        if isinstance(value, str) and value.startswith(("postgresql://", "postgres://")):
+            r.error(line_of(node, "store"), "store: the PostgreSQL store is not available in this version")
+        else:
+            r.error(line_of(node, "store"), f"store: expected sqlite:///path.db, got {value!r}")
+        return "sqlite:///scopegate.db"
+    return value
+
+
+TOP_KEYS = {"listen", "methods", "admin", "surface", "upstreams", "store", "trusted_proxies",
+            "limits", "tokens", "jwt", "headers", "management", "log", "drain_timeout"}
+
+
+def load_config(path: str) -> Config:
+    """Read and validate config.yaml. Raises ConfigError listing every problem found."""
+    raw = load_yaml(path)
+    r = Reader(path)
+    if raw is None:
+        raw = LMap()
+    top = r.mapping(raw, "config", TOP_KEYS, 1)
+    base_dir = os.path.dirname(os.path.abspath(path))
+
+    surface = top.get("surface")
+    files: list[str] = []
+    if surface is None:
+        r.error(top.line or 1, "surface: missing; name a surface file or a list of them")
+    elif isinstance(surface, str):
+        files = [surface]
+    elif isinstance(surface, list) and surface and all(isinstance(s, str) for s in surface):
+        files = list(surface)
+    else:
+        r.error(line_of(top, "surface"), "surface: expected a file path or a non-empty list of them")
+    files = [f if os.path.isabs(f) else os.path.join(base_dir, f) for f in files]
+
+    upstreams = _upstreams(r, top.get("upstreams", LMap()))
+    headers = r.mapping(top.get("headers", LMap()), "headers", {"workspace"})
+    ws_header = r.get(headers, "workspace", "headers",
+                      lambda v: v if isinstance(v, str) and _HEADER_RE.match(v) else None,
+                      "X-Workspace-Id", "a header name")
+    management = r.mapping(top.get("management", LMap()), "management", {"mount"})
+    mount = r.get(management, "mount", "management",
+                  lambda v: v.rstrip("/") if isinstance(v, str) and re.match(r"^(/[A-Za-z0-9._~-]+)+/?$", v)
+                  else None, "/auth", "an absolute path such as /auth")
+    log = r.mapping(top.get("log", LMap()), "log", {"level", "format"})
+    log_cfg = LogConfig(
+        r.get(log, "level", "log", lambda v: v if v in ("debug", "info", "warning", "error") else None,
+              "info", "debug, info, warning or error"),
+        r.get(log, "format", "log", lambda v: v if v in ("json", "text") else None, "json", "json or text"),
+    )
+    admin: Listen | None = Listen("127.0.0.1", 9090)
+    if "admin" in top and top["admin"] is False:
+        admin = None
+    elif "admin" in top:
+        admin = _listen(r, top["admin"], "admin", Listen("127.0.0.1", 9090))
+    cfg = Config(
+        path=path,
+        listen=_listen(r, top.get("listen", LMap()), "listen", Listen("0.0.0.0", 8080)),
+        admin=admin,
+        methods=_methods(r, top),
+        surface_files=tuple(files),
+        upstreams=upstreams,
+        store=_store(r, top),
+        trusted_proxies=_trusted(r, top),
+        limits=_limits(r, top.get("limits", LMap())),
+        tokens=_tokens(r, top.get("tokens", LMap())),
+        jwt=_jwt(r, top["jwt"], base_dir) if top.get("jwt") is not None else None,
+        workspace_header=ws_header,
+        management_mount=mount,
+        log=log_cfg,
+        drain_timeout=r.get(top, "drain_timeout", "config", _pos_duration, 30.0, "a positive duration"),
+    )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return cfg
+
+
+def default_config_path(explicit: str | None) -> str:
+    return explicit or os.environ.get("SCOPEGATE_CONFIG") or "config.yaml"
