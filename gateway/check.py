@@ -1,0 +1,37 @@
+"""`scopegate check`: config and surface validation, fit for a CI step in a policy repository."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .config import load_config
+from .errors import ConfigError, Problem
+from .surface.loader import load_surface
+
+
+def run_check(config_path: str, fmt: str = "text", openapi: str | None = None) -> int:
+    problems: list[Problem] = []
+    routes = 0
+    try:
+        cfg = load_config(config_path)
+        surface = load_surface(cfg.surface_files, cfg.upstreams.keys(), cfg.management_mount)
+        routes = len(surface.routes)
+        if openapi is not None:
+            from .openapi import coverage
+
+            problems += coverage(openapi, surface)
+    except ConfigError as exc:
+        problems = list(exc.problems)
+    if fmt == "json":
+        print(json.dumps({
+            "ok": not problems,
+            "routes": routes,
+            "problems": [{"file": p.file, "line": p.line, "message": p.message} for p in problems],
+        }, indent=2))
+    elif problems:
+        for p in problems:
+            print(p, file=sys.stderr)
+    else:
+        print(f"ok: {config_path} and {len(cfg.surface_files)} surface file(s), {routes} routes")
+    return 1 if problems else 0

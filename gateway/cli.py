@@ -1,0 +1,288 @@
+"""The command line: a thin shell over the same services the HTTP API uses."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from .config import Config, default_config_path, load_config
+from .errors import ConfigError, GatewayError
+from .observe import setup_logging
+from .surface.loader import load_surface
+
+T = TypeVar("T")
+
+
+class CliError(Exception):
+    """A one-line message for the user and an exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise CliError(f"{self.prog}: {message}", 2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="scopegate", description="An authorization gateway in front of HTTP APIs.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def cmd(name: str, help: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help)
+        c.add_argument("-c", "--config", help="config file (default $SCOPEGATE_CONFIG, then ./config.yaml)")
+        return c
+
+    s = cmd("serve", "run the gateway")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--worker-id", default=None, help=argparse.SUPPRESS)
+    c = cmd("check", "validate config and surface files")
+    c.add_argument("--format", choices=("text", "json"), default="text")
+    c.add_argument("--openapi", help="report OpenAPI operations no route covers, and routes no operation has")
+    cmd("routes", "print the route table")
+    e = cmd("explain", "explain the decision for one request")
+    e.add_argument("method")
+    e.add_argument("url")
+    e.add_argument("--token", help="the bearer credential to decide with")
+    e.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
+    t = sub.add_parser("token", help="mint, list and revoke API tokens in the store")
+    tsub = t.add_subparsers(dest="token_command", required=True, parser_class=_Parser)
+    tc = tsub.add_parser("create", help="mint a token; the secret is printed once")
+    tc.add_argument("-c", "--config")
+    tc.add_argument("--name", required=True)
+    tc.add_argument("--workspace", required=True)
+    tc.add_argument("--project")
+    tc.add_argument("--scope", action="append", dest="scopes")
+    tc.add_argument("--target", action="append", default=[], metavar="KIND:ID")
+    tc.add_argument("--expires-in")
+    tc.add_argument("--owner", default="cli")
+    tc.add_argument("--json", action="store_true")
+    tl = tsub.add_parser("list", help="list tokens (never a secret)")
+    tl.add_argument("-c", "--config")
+    tl.add_argument("--workspace")
+    tl.add_argument("--status", choices=("active", "revoked", "all"), default="active")
+    tl.add_argument("--json", action="store_true")
+    tr = tsub.add_parser("revoke", help="revoke a token everywhere")
+    tr.add_argument("-c", "--config")
+    tr.add_argument("id")
+    d = cmd("demo", "run the gateway on embedded defaults with an echo upstream")
+    d.add_argument("--port", type=int, default=8080)
+    d.add_argument("--check", action="store_true", help="run the walkthrough itself and exit (0: all as shown)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        return _dispatch(args)
+    except CliError as exc:
+        print(f"scopegate: {exc}" if not str(exc).startswith("scopegate") else str(exc), file=sys.stderr)
+        return exc.code
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except GatewayError as exc:
+        print(f"scopegate: {exc.code}: {exc.detail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(default_config_path(getattr(args, "config", None)))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "check":
+        from .check import run_check
+
+        return run_check(default_config_path(args.config), args.format, args.openapi)
+    if args.command == "routes":
+        return _routes(_config(args))
+    if args.command == "explain":
+        return _run(_explain(_config(args), args))
+    if args.command == "token":
+        return _run(_token(_config(args), args))
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.port, args.check)
+    raise CliError(f"unknown command {args.command}", 2)
+
+
+def _run(coro: Awaitable[T]) -> T:
+    async def wrapper() -> T:
+        return await coro
+
+    return asyncio.run(wrapper())
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import run_workers, serve
+
+    path = default_config_path(args.config)
+    cfg = load_config(path)
+    setup_logging(cfg.log.level, cfg.log.format)
+    host = args.host or cfg.listen.host
+    port = args.port if args.port is not None else cfg.listen.port
+    if args.workers < 1:
+        raise CliError("--workers must be at least 1", 2)
+    if args.workers > 1 and args.worker_id is None:
+        return run_workers(path, host, port, args.workers)
+    worker = args.worker_id or "0"
+    asyncio.run(serve(cfg, host, port, worker=worker, reuse_port=args.worker_id is not None,
+                      admin=worker == "0"))
+    return 0
+
+
+def _routes(cfg: Config) -> int:
+    surface = load_surface(cfg.surface_files, cfg.upstreams.keys(), cfg.management_mount)
+    rows = [("ID", "MATCH", "METHODS", "CLASS", "REQUIRES", "UPSTREAM")]
+    for r in surface.routes:
+        methods = ",".join(sorted(r.methods)) if r.methods else "*"
+        match = f"path {r.path}" if r.path is not None else f"prefix {r.prefix}"
+        if r.scopes:
+            need = " | ".join(r.scopes)
+        elif r.cls.value in ("public", "jwt_only"):
+            need = (r.scope or "read/write by method") + (" (JWT only)" if r.cls.value == "jwt_only" else "")
+        else:
+            need = r.requirement("GET")
+        mode = " (shadow)" if r.shadow else ""
+        rows.append((r.id, match, methods, r.cls.value + mode, need, r.upstream))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+async def _with_runtime(cfg: Config, body: Callable[[Any], Awaitable[T]]) -> T:
+    from .web.runtime import Runtime
+
+    rt = Runtime(cfg)
+    await rt.store.open()
+    try:
+        return await body(rt)
+    finally:
+        await rt.validator.stop()
+        await rt.store.close()
+
+
+async def _explain(cfg: Config, args: argparse.Namespace) -> int:
+    from .pipeline import RouteRefused
+    from .web.runtime import Runtime
+
+    method = args.method.upper()
+    url = URL(args.url)
+    target = url.raw_path_qs if url.is_absolute() else args.url
+    headers: CIMultiDict[str] = CIMultiDict()
+    if args.token:
+        headers["Authorization"] = f"Bearer {args.token}"
+    for h in args.header:
+        name, sep, value = h.partition(":")
+        if not sep:
+            raise CliError(f"--header {h!r}: expected NAME:VALUE", 2)
+        headers.add(name.strip(), value.strip())
+    rt = Runtime(cfg)
+    try:
+        await rt.start()
+        try:
+            path = rt.pipeline.vet(method, target, CIMultiDictProxy(headers))
+            d = await rt.pipeline.decide(method, path, CIMultiDictProxy(headers), "127.0.0.1")
+        except RouteRefused as exc:
+            r = exc.route
+            print(f"route:       {r.id} ({r.where})")
+            print(f"class:       {r.cls.value}")
+            print(f"requires:    {r.requirement(method)}")
+            print(f"credential:  {_cred(headers)}")
+            print(f"decision:    deny {exc.status} {exc.code} ({exc.detail})")
+            return 1
+        except GatewayError as exc:
+            print("route:       none")
+            print(f"decision:    deny {exc.status} {exc.code} ({exc.detail})")
+            return 1
+    finally:
+        await rt.close()
+    r = d.route
+    print(f"route:       {r.id} ({r.where})")
+    print(f"class:       {r.cls.value}")
+    print(f"requires:    {r.requirement(method)}")
+    who = d.principal
+    cred = "none" if who.kind == "anonymous" else (
+        f"{who.kind} {who.token_id or who.subject} scopes={' '.join(sorted(who.scopes)) or '-'}")
+    print(f"credential:  {cred}")
+    if d.shadow_denied is not None:
+        print(f"decision:    shadow (would deny {d.shadow_denied.status} {d.shadow_denied.code}; forwarded)")
+        return 1
+    print(f"decision:    allow ok -> upstream {r.upstream}")
+    return 0
+
+
+def _cred(headers: CIMultiDict[str]) -> str:
+    return "bearer credential given" if "Authorization" in headers else "none"
+
+
+async def _token(cfg: Config, args: argparse.Namespace) -> int:
+    from .tokens.service import record_json
+
+    async def create(rt: Any) -> int:
+        body: dict[str, Any] = {"name": args.name, "workspace": args.workspace, "owner": args.owner}
+        if args.project:
+            body["project"] = args.project
+        if args.scopes is not None:
+            body["scopes"] = args.scopes
+        if args.expires_in is not None:
+            body["expires_in"] = args.expires_in
+        if args.target:
+            targets = []
+            for t in args.target:
+                kind, sep, tid = t.partition(":")
+                if not sep or not kind or not tid:
+                    raise CliError(f"--target {t!r}: expected KIND:ID", 2)
+                targets.append({"kind": kind, "id": tid})
+            body["targets"] = targets
+        record, secret = await rt.service.create(None, body)
+        if args.json:
+            print(json.dumps(record_json(record, secret), indent=2))
+        else:
+            print(f"created {record.id} ({record.name}) scopes={' '.join(record.scopes)}")
+            print("token (shown once, store it now):")
+            print(secret)
+        return 0
+
+    async def listing(rt: Any) -> int:
+        records = await rt.store.list(args.workspace, status=args.status)
+        if args.json:
+            print(json.dumps([record_json(r) for r in records], indent=2))
+            return 0
+        rows = [("ID", "NAME", "PREFIX", "WORKSPACE", "PROJECT", "SCOPES", "EXPIRES", "LAST USED", "REVOKED")]
+        for r in records:
+            j = record_json(r)
+            rows.append((r.id, r.name, r.display_prefix, r.workspace, r.project or "-", " ".join(r.scopes),
+                         j["expires_at"] or "-", j["last_used_at"] or "-", j["revoked_at"] or "-"))
+        widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        return 0
+
+    async def revoke(rt: Any) -> int:
+        await rt.service.revoke(None, args.id)
+        print(f"revoked {args.id}")
+        return 0
+
+    action = {"create": create, "list": listing, "revoke": revoke}[args.token_command]
+    return await _with_runtime(cfg, action)

@@ -1,0 +1,115 @@
+"""Metrics (Prometheus) and the per-request decision log: one place that knows their names."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+ACCESS = logging.getLogger("scopegate.access")
+LOG = logging.getLogger("scopegate")
+
+
+class Metrics:
+    def __init__(self, worker: str = "0") -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.worker = worker
+        self.requests = Counter(
+            "scopegate_requests", "Requests by route and decision",
+            ["route", "class", "decision", "reason", "status"], registry=self.registry)
+        self.duration = Histogram(
+            "scopegate_request_duration_seconds", "Time from request to response start at the gateway",
+            ["decision"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.upstream_duration = Histogram(
+            "scopegate_upstream_duration_seconds", "Time until the upstream's response headers",
+            ["upstream"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.upstream_errors = Counter(
+            "scopegate_upstream_errors", "Upstream failures", ["upstream", "kind"], registry=self.registry)
+        self.reloads = Counter("scopegate_reloads", "Surface reloads", ["result"], registry=self.registry)
+        self.shadow_denied = Counter(
+            "scopegate_shadow_denied", "Refusals forwarded anyway on shadow routes", ["route", "reason"],
+            registry=self.registry)
+        for result in ("ok", "error"):
+            self.reloads.labels(result)
+
+    def add_source(self, collect: Callable[[], Iterator[Any]]) -> None:
+        """Register a callback collector (cache counters, feed lag) read at scrape time."""
+
+        class _Source(Collector):
+            def collect(self) -> Iterator[Any]:
+                return collect()
+
+            def describe(self) -> list[Any]:
+                return []
+
+        self.registry.register(_Source())
+
+
+def counter(name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], float]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, value in values.items():
+        family.add_metric(list(key), value)
+    return family
+
+
+def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def escape(value: str) -> str:
+    """Log-safe text: control characters escaped so a decoded path cannot forge a log line."""
+    return value.encode("unicode_escape").decode("ascii") if not value.isprintable() else value
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            return json.dumps(fields, separators=(",", ":"), ensure_ascii=True)
+        out = {"ts": _iso(record.created), "level": record.levelname.lower(), "logger": record.name,
+               "message": record.getMessage()}
+        extra = getattr(record, "audit", None)
+        if isinstance(extra, dict):
+            out.update(extra)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, separators=(",", ":"), ensure_ascii=True)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            f = fields
+            return (f"{f['ts']} {f['status']} {f['decision']:<5} {f['method']} {f['path']} "
+                    f"route={f['route']} cred={f['credential']} reason={f['reason']} {f['total_ms']}ms "
+                    f"rid={f['request_id']}")
+        return f"{_iso(record.created)} {record.levelname.lower()} {record.name}: {record.getMessage()}"
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger("scopegate")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def log_request(fields: dict[str, Any]) -> None:
+    if ACCESS.isEnabledFor(logging.INFO):
+        fields["ts"] = _iso(time.time())
+        ACCESS.info("request", extra={"fields": fields})

@@ -1,0 +1,141 @@
+"""The one request pipeline behind both doors (the proxy and /auth/verify).
+
+    vet method -> clean path -> match route -> authenticate -> authorize
+
+Every stage either continues or raises a GatewayError; only this module knows their order.
+Header mutation and forwarding happen in the proxy door, which is handed the Decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from multidict import CIMultiDictProxy
+
+from .auth.bearer import Authenticate, authenticate, credential_of
+from .auth.principal import ANONYMOUS, Principal
+from .auth.ratelimit import FailedAuthLimiter
+from .authz import authorize
+from .config import Config
+from .errors import (
+    BadRequest,
+    GatewayError,
+    InsufficientScope,
+    InvalidToken,
+    MethodNotAllowed,
+    NoRoute,
+    RateLimited,
+    TargetDenied,
+)
+from .surface.matcher import Matcher, Verdict
+from .surface.model import Route, RouteClass
+from .surface.paths import CleanPath, clean
+
+# Refusals a shadow route forwards anyway (decided, logged and counted, not enforced).
+SHADOWABLE = (InvalidToken, InsufficientScope, TargetDenied)
+
+
+@dataclass(frozen=True)
+class Decision:
+    method: str
+    path: CleanPath
+    route: Route
+    params: dict[str, str]
+    principal: Principal
+    shadow_denied: GatewayError | None = None
+
+
+class RouteRefused(GatewayError):
+    """A refusal raised after a route matched: carries the route for logs and metrics."""
+
+    def __init__(self, cause: GatewayError, route: Route) -> None:
+        super().__init__(cause.detail)
+        self.cause, self.route = cause, route
+        self.status, self.code = cause.status, cause.code
+
+    def headers(self) -> dict[str, str]:
+        return self.cause.headers()
+
+
+class Pipeline:
+    def __init__(
+        self,
+        cfg: Config,
+        matcher: Callable[[], Matcher],
+        authenticators: Sequence[Authenticate],
+        limiter: FailedAuthLimiter,
+    ) -> None:
+        self.cfg = cfg
+        self._matcher = matcher
+        self._authenticators = tuple(authenticators)
+        self._limiter = limiter
+        self._allow_all = tuple(sorted(cfg.methods))
+
+    def vet(self, method: str, target: str, headers: CIMultiDictProxy[str]) -> CleanPath:
+        """The stages before routing: the method, path hygiene and the request's shape."""
+        if method not in self.cfg.methods:
+            raise MethodNotAllowed(f"method {method} is not allowed", allow=self._allow_all)
+        path = clean(target)
+        check_request_shape(path, headers)
+        return path
+
+    async def decide(
+        self, method: str, path: CleanPath, headers: CIMultiDictProxy[str], peer: str | None
+    ) -> Decision:
+        found = self._matcher().match(method, path.segments, path.trailing_slash)
+        if found.verdict is Verdict.NONE:
+            raise NoRoute("no route matches this path")
+        if found.verdict is Verdict.METHOD:
+            raise MethodNotAllowed(f"method {method} is not allowed on this path", allow=found.allow)
+        route = found.route
+        assert route is not None
+        principal = ANONYMOUS
+        try:
+            principal = await self.authenticate(route.cls, headers, peer)
+            authorize(route, method, found.params, principal)
+        except SHADOWABLE as exc:
+            if not route.shadow:
+                raise RouteRefused(exc, route) from None
+            # Forwarded as far as it got: authenticated identity if any, never more.
+            return Decision(method, path, route, found.params, principal, shadow_denied=exc)
+        except GatewayError as exc:
+            raise RouteRefused(exc, route) from None
+        return Decision(method, path, route, found.params, principal)
+
+    async def authenticate(
+        self, cls: RouteClass, headers: CIMultiDictProxy[str], peer: str | None
+    ) -> Principal:
+        """The credential stage: ANONYMOUS on anonymous routes, else a verified Principal."""
+        if len(headers.getall("Authorization", [])) > 1:
+            raise BadRequest("more than one Authorization header")
+        if cls is RouteClass.ANONYMOUS:
+            return ANONYMOUS
+        ip = peer or ""
+        if self._limiter.blocked(ip):
+            raise RateLimited("too many failed authentications from this address")
+        try:
+            credential = credential_of(headers, self.cfg.limits.max_credential)
+            return await authenticate(
+                credential, headers.get(self.cfg.workspace_header), self._authenticators
+            )
+        except InvalidToken:
+            self._limiter.failed(ip)
+            raise
+
+
+def check_request_shape(path: CleanPath, headers: CIMultiDictProxy[str]) -> None:
+    """Refusals that do not depend on the route: method overrides in the query, odd upgrades."""
+    if path.query and any(
+        part.split("=", 1)[0] in ("_method", "%5Fmethod", "%5fmethod") for part in path.query.split("&")
+    ):
+        # SECURITY: frameworks that honour `_method` would run a POST as a DELETE behind our back.
+        raise BadRequest("the _method parameter is not accepted")
+    upgrade = headers.get("Upgrade")
+    if upgrade is not None:
+        if upgrade.strip().lower() != "websocket":
+            raise BadRequest("only websocket upgrades are accepted")
+        has_body = headers.get("Content-Length", "0").strip() not in ("", "0") or "Transfer-Encoding" in headers
+        if has_body:
+            # SECURITY: an upgrade with a body can smuggle a pipelined request past the gate.
+            raise BadRequest("an upgrade request cannot carry a body")

@@ -1,0 +1,73 @@
+"""WebSocket pass-through: authorised like a GET, then frames pumped both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from multidict import CIMultiDict
+from yarl import URL
+
+from .forward import upstream_errors
+
+_HANDSHAKE = ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
+              "sec-websocket-accept", "sec-websocket-protocol")
+POLICY_VIOLATION = 1008
+
+
+async def proxy_websocket(
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    name: str,
+    url: URL,
+    headers: CIMultiDict[str],
+    still_valid: Callable[[], Awaitable[bool]],
+    check_every: float = 1.0,
+) -> web.WebSocketResponse:
+    protocols = tuple(p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip())
+    for h in _HANDSHAKE:
+        headers.popall(h, None)
+    ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
+    # Connect upstream before answering 101, so a dead upstream is still a clean 502.
+    async with upstream_errors(name):
+        upstream = await session.ws_connect(ws_url, headers=headers, protocols=protocols, autoping=True)
+    client = web.WebSocketResponse(protocols=protocols, autoping=True)
+    await client.prepare(request)
+
+    async def pump(src: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
+                   dst: aiohttp.ClientWebSocketResponse | web.WebSocketResponse) -> None:
+        async for msg in src:
+            if msg.type is WSMsgType.TEXT:
+                await dst.send_str(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                await dst.send_bytes(msg.data)
+            else:
+                break
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(check_every)
+            if not await still_valid():
+                await client.close(code=POLICY_VIOLATION, message=b"credential no longer valid")
+                await upstream.close()
+                return
+
+    tasks = [asyncio.create_task(pump(client, upstream)), asyncio.create_task(pump(upstream, client)),
+             asyncio.create_task(watch())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if not upstream.closed:
+            await upstream.close()
+        if not client.closed:
+            code = upstream.close_code if upstream.close_code else 1000
+            await client.close(code=code)
+    return client

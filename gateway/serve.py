@@ -1,0 +1,106 @@
+"""Running the gateway: listeners, signals (SIGHUP reload, SIGTERM drain), and worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from .config import Config
+from .web.admin import build_admin_app
+from .web.app import build_app
+from .web.runtime import Runtime
+
+LOG = logging.getLogger("scopegate")
+WATCH_INTERVAL = 2.0
+
+
+async def serve(
+    cfg: Config,
+    host: str,
+    port: int,
+    *,
+    worker: str = "0",
+    reuse_port: bool = False,
+    admin: bool = True,
+    ready: Callable[[list[tuple[str, int]]], Awaitable[None]] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    rt = Runtime(cfg, worker=worker)
+    runner = web.AppRunner(build_app(rt), access_log=None, handle_signals=False,
+                           shutdown_timeout=cfg.drain_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
+    await site.start()
+    admin_runner = None
+    if admin and cfg.admin is not None:
+        admin_runner = web.AppRunner(build_admin_app(rt), access_log=None, handle_signals=False)
+        await admin_runner.setup()
+        await web.TCPSite(admin_runner, cfg.admin.host, cfg.admin.port, reuse_port=reuse_port or None).start()
+    bound = [_address(runner)] + ([_address(admin_runner)] if admin_runner else [])
+    LOG.info("scopegate worker %s listening on %s:%d (%d routes)", worker, bound[0][0], bound[0][1],
+             len(rt.surface.routes))
+    stop = stop or asyncio.Event()
+    if ready is not None:
+        await ready(bound)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, rt.reload)
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if rt.surface_changed():
+                rt.reload()
+
+    watcher = asyncio.create_task(watch())
+    await stop.wait()
+    LOG.info("scopegate worker %s draining", worker)
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    # AppRunner.cleanup stops accepting, waits up to shutdown_timeout for in-flight requests,
+    # then runs the cleanup contexts (which flush batched writes and close the store).
+    if admin_runner is not None:
+        await admin_runner.cleanup()
+    await runner.cleanup()
+    LOG.info("scopegate worker %s stopped", worker)
+
+
+def _address(runner: web.AppRunner) -> tuple[str, int]:
+    for server_site in runner.sites:
+        server = getattr(server_site, "_server", None)
+        if server is not None and server.sockets:
+            name = server.sockets[0].getsockname()
+            return str(name[0]), int(name[1])
+    return ("", 0)
+
+
+def run_workers(config_path: str, host: str, port: int, workers: int) -> int:
+    """Start N worker processes on one port (SO_REUSEPORT); forward signals; exit when all do."""
+    if port == 0:
+        print("scopegate: --workers needs a fixed --port", file=sys.stderr)
+        return 2
+    procs = []
+    for i in range(workers):
+        cmd = [sys.executable, "-m", "gateway", "serve", "-c", config_path, "--host", host,
+               "--port", str(port), "--worker-id", str(i)]
+        procs.append(subprocess.Popen(cmd, env=os.environ.copy()))
+
+    def relay(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, relay)
+    codes = [p.wait() for p in procs]
+    return max(codes, default=0)

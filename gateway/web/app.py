@@ -1,0 +1,129 @@
+"""The aiohttp application: the proxy door, the management mount, and the admin listener."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from ..auth.principal import Principal
+from ..errors import GatewayError, InvalidToken, StoreUnavailable
+from ..observe import escape, log_request
+from ..pipeline import Decision, RouteRefused
+from ..proxy.forward import forward
+from ..proxy.headers import request_id
+from ..proxy.websocket import proxy_websocket
+from .errors import error_response
+from .management import management
+from .runtime import Runtime
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def peer_of(request: web.Request) -> str | None:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return str(peer[0]) if peer else None
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    rt = request.app[RUNTIME]
+    rid = request_id(request.headers)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    fields: dict[str, Any] = {
+        "request_id": rid, "method": request.method, "path": escape(request.raw_path.partition("?")[0])[:2048],
+        "route": None, "class": None, "credential": "none", "token_id": None, "worker": rt.worker,
+    }
+    decision = "deny"
+    reason = "ok"
+    response: web.StreamResponse
+    try:
+        path = rt.pipeline.vet(request.method, request.raw_path, request.headers)
+        if path.segments[: len(rt.mount_segments)] == rt.mount_segments:
+            fields["route"] = "management"
+            response = await management(rt, request, path, rid, fields)
+            decision = "allow" if response.status < 400 else "deny"
+        else:
+            d = await rt.pipeline.decide(request.method, path, request.headers, peer_of(request))
+            _describe(fields, d)
+            if d.shadow_denied is not None:
+                decision, reason = "shadow", d.shadow_denied.code
+                rt.metrics.shadow_denied.labels(d.route.id, reason).inc()
+            else:
+                decision = "allow"
+            response = await _proxy(rt, request, d, rid, timings)
+            if d.principal.token_id and decision == "allow" and response.status < 500:
+                rt.validator.note_used(d.principal.token_id)
+    except RouteRefused as exc:
+        fields["route"], fields["class"] = exc.route.id, exc.route.cls.value
+        reason = exc.code
+        response = error_response(exc, rid, close="Upgrade" in request.headers)
+    except GatewayError as exc:
+        reason = exc.code
+        if exc.code in ("upstream_unavailable", "upstream_timeout"):
+            rt.metrics.upstream_errors.labels(fields.get("upstream", ""), exc.code).inc()
+        response = error_response(exc, rid, close="Upgrade" in request.headers)
+    total = time.perf_counter() - started
+    status = response.status
+    if "upstream_error" in timings:
+        rt.metrics.upstream_errors.labels(fields.get("upstream", ""), "reset").inc()
+    if "upstream_ms" in timings:
+        rt.metrics.upstream_duration.labels(fields.get("upstream", "")).observe(timings["upstream_ms"] / 1000)
+    rt.metrics.requests.labels(fields["route"] or "", fields["class"] or "", decision, reason, str(status)).inc()
+    rt.metrics.duration.labels(decision).observe(total)
+    fields.update(decision=decision, reason=reason, status=status,
+                  upstream_ms=round(timings.get("upstream_ms", 0.0), 3), total_ms=round(total * 1000, 3))
+    log_request(fields)
+    return response
+
+
+def _describe(fields: dict[str, Any], d: Decision) -> None:
+    fields["route"], fields["class"] = d.route.id, d.route.cls.value
+    fields["credential"] = d.principal.kind if d.principal.kind != "anonymous" else "none"
+    fields["token_id"] = d.principal.token_id
+    fields["upstream"] = d.route.upstream
+
+
+async def _proxy(rt: Runtime, request: web.Request, d: Decision, rid: str,
+                 timings: dict[str, float]) -> web.StreamResponse:
+    principal = d.principal
+    headers = rt.headers.upstream_request(
+        request.headers, principal, peer=peer_of(request), scheme=request.scheme,
+        host=request.headers.get("Host"), rid=rid, keep_authorization=principal.kind == "jwt",
+    )
+    url = rt.upstreams.url(d.route.upstream, d.path.raw, d.path.query)
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        credential = request.headers.get("Authorization", "").partition(" ")[2].strip()
+        return await proxy_websocket(
+            request, rt.upstreams.session(d.route.upstream), d.route.upstream, url, headers,
+            lambda: _still_valid(rt, principal, credential),
+        )
+    return await forward(request, rt.upstreams, d.route.upstream, url, headers,
+                         rt.cfg.limits.max_body, timings)
+
+
+async def _still_valid(rt: Runtime, principal: Principal, credential: str) -> bool:
+    if principal.expires_at is not None and time.time() >= principal.expires_at:
+        return False
+    if principal.kind != "token":
+        return True
+    try:
+        return await rt.validator.authenticate(credential) is not None
+    except (InvalidToken, StoreUnavailable):
+        return False
+
+
+def build_app(rt: Runtime) -> web.Application:
+    app = web.Application(client_max_size=rt.cfg.limits.max_body, handler_args={"max_field_size": 16384})
+    app[RUNTIME] = rt
+
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        await rt.start()
+        yield
+        await rt.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app

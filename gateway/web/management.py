@@ -1,0 +1,109 @@
+"""The management mount (default /auth): token lifecycle, the scope catalogue, forward-auth.
+
+Served by the gateway itself, before any surface rule, never forwarded.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from ..errors import BadRequest, InvalidRequest, MethodNotAllowed, NotFound
+from ..proxy.headers import identity_headers
+from ..surface.model import RouteClass
+from ..surface.paths import CleanPath
+from ..tokens.service import record_json
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+MAX_JSON = 64 * 1024
+
+
+async def management(
+    rt: Runtime, request: web.Request, path: CleanPath, rid: str, fields: dict[str, Any]
+) -> web.StreamResponse:
+    rest = path.segments[len(rt.mount_segments) :]
+    method = request.method
+    if rest == ("verify",):
+        fields["route"] = "verify"
+        return await verify(rt, request, rid, fields)
+    if rest == ("scopes",):
+        _only(method, ("GET", "HEAD"))
+        return web.json_response({"scopes": rt.catalogue.as_json()})
+    if rest and rest[0] == "tokens" and len(rest) <= 2:
+        principal = await rt.pipeline.authenticate(RouteClass.PUBLIC, request.headers, _peer(request))
+        fields["credential"], fields["token_id"] = principal.kind, principal.token_id
+        if len(rest) == 1:
+            _only(method, ("GET", "HEAD", "POST"))
+            if method == "POST":
+                body = await _json_body(request)
+                record, secret = await rt.service.create(principal, body)
+                return web.json_response(record_json(record, secret), status=201)
+            status = request.query.get("status", "active")
+            records = await rt.service.list(principal, status)  # type: ignore[arg-type]
+            return web.json_response({"tokens": [record_json(r) for r in records]})
+        _only(method, ("DELETE",))
+        await rt.service.revoke(principal, rest[1])
+        return web.Response(status=204)
+    raise NotFound("no such management endpoint")
+
+
+def _only(method: str, allowed: tuple[str, ...]) -> None:
+    if method not in allowed:
+        raise MethodNotAllowed(f"method {method} is not allowed here", allow=allowed)
+
+
+def _peer(request: web.Request) -> str | None:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return str(peer[0]) if peer else None
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise InvalidRequest("body: expected Content-Type application/json")
+    if request.content_length is not None and request.content_length > MAX_JSON:
+        raise InvalidRequest(f"body: larger than {MAX_JSON} bytes")
+    raw = await request.content.read(MAX_JSON + 1)
+    if len(raw) > MAX_JSON:
+        raise InvalidRequest(f"body: larger than {MAX_JSON} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("body: not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("body: expected a JSON object")
+    return body
+
+
+def original_request(headers: CIMultiDictProxy[str]) -> tuple[str, str]:
+    """The method and URI a fronting proxy asks about (Traefik/Envoy, then nginx names)."""
+    method = headers.get("X-Forwarded-Method") or headers.get("X-Original-Method") or "GET"
+    uri = headers.get("X-Forwarded-Uri") or headers.get("X-Original-URI")
+    if not uri:
+        raise BadRequest("forward-auth needs X-Forwarded-Uri or X-Original-URI")
+    return method.upper(), uri
+
+
+async def verify(rt: Runtime, request: web.Request, rid: str, fields: dict[str, Any]) -> web.StreamResponse:
+    """Forward-auth: the same pipeline as the proxy; 200 with identity headers, or its refusal."""
+    method, uri = original_request(request.headers)
+    fields["method"], fields["path"] = method, uri.partition("?")[0][:2048]
+    path = rt.pipeline.vet(method, uri, request.headers)
+    if path.segments[: len(rt.mount_segments)] == rt.mount_segments:
+        raise BadRequest("forward-auth cannot ask about the management mount")
+    d = await rt.pipeline.decide(method, path, request.headers, _peer(request))
+    fields["route"], fields["class"] = d.route.id, d.route.cls.value
+    fields["credential"] = d.principal.kind if d.principal.kind != "anonymous" else "none"
+    fields["token_id"] = d.principal.token_id
+    out: CIMultiDict[str] = CIMultiDict(identity_headers(d.principal, rt.cfg.workspace_header))
+    out["X-Request-Id"] = rid
+    if d.principal.kind == "jwt":
+        # The Authorization value the fronting proxy should pass on: a JWT's, never a token's.
+        out["X-Auth-Authorization"] = request.headers.get("Authorization", "")
+    if d.principal.token_id:
+        rt.validator.note_used(d.principal.token_id)
+    return web.Response(status=200, headers=out)

@@ -1,0 +1,116 @@
+"""Everything a running gateway holds, built from one Config and paired with its lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..auth.jwt import JwtAuthenticator
+from ..auth.principal import Principal
+from ..auth.ratelimit import FailedAuthLimiter
+from ..config import Config
+from ..errors import ConfigError
+from ..observe import Metrics, counter, gauge
+from ..pipeline import Pipeline
+from ..proxy.forward import Upstreams
+from ..proxy.headers import HeaderPolicy
+from ..scopes import Catalogue
+from ..surface.loader import load_surface
+from ..surface.matcher import Matcher
+from ..surface.model import Surface
+from ..tokens.service import TokenService
+from ..tokens.sqlite import SqliteTokenStore
+from ..tokens.validator import TokenValidator
+
+LOG = logging.getLogger("scopegate")
+
+
+class Runtime:
+    def __init__(self, cfg: Config, *, clock: Callable[[], float] = time.time, worker: str = "0") -> None:
+        self.cfg = cfg
+        self.worker = worker
+        self.surface: Surface = load_surface(cfg.surface_files, cfg.upstreams.keys(), cfg.management_mount)
+        self.matcher = Matcher(self.surface)
+        self.catalogue = Catalogue.build(self.surface.scope_names())
+        self._surface_stamp = self._stamp()
+        self.metrics = Metrics(worker)
+        self.headers = HeaderPolicy(cfg.workspace_header, cfg.trusted_proxies)
+        self.upstreams = Upstreams(cfg.upstreams)
+        path = cfg.sqlite_path()
+        assert path is not None  # config validation admits only sqlite URLs today
+        self.store = SqliteTokenStore(path)
+        self.validator = TokenValidator(self.store, cfg.tokens, cfg.tokens.prefix, clock)
+        self.jwt = JwtAuthenticator(cfg.jwt, clock) if cfg.jwt is not None else None
+        self.service = TokenService(self.store, self.validator, cfg.tokens, lambda: self.catalogue, clock)
+        self.mount_segments = tuple(s for s in cfg.management_mount.split("/") if s)
+        self.pipeline = Pipeline(cfg, lambda: self.matcher, self._authenticators(),
+                                 FailedAuthLimiter(cfg.limits.failed_auth_per_minute))
+        self.store_ok = False
+        self.metrics.add_source(self._collect)
+
+    def _authenticators(self) -> list[Any]:
+        async def token(credential: str, workspace: str | None) -> Principal | None:
+            return await self.validator.authenticate(credential)
+
+        out: list[Any] = [token]
+        if self.jwt is not None:
+            out.append(self.jwt.authenticate)
+        return out
+
+    def _collect(self) -> Iterator[Any]:
+        v = self.validator
+        yield counter("scopegate_token_cache", "Token cache lookups", ["result"],
+                      {("hit",): v.cache_hits, ("miss",): v.cache_misses})
+        yield counter("scopegate_store_writes", "last_used_at batch writes", [], {(): v.store_writes})
+        yield gauge("scopegate_revocation_feed_lag_seconds", "Seconds since the revocation feed was last read",
+                    max(0.0, time.time() - v.last_poll) if getattr(v, "last_poll", 0) else 0.0)
+
+    async def start(self) -> None:
+        await self.upstreams.start()
+        try:
+            await self.store.open()
+            self.store_ok = True
+        except Exception as exc:  # the gateway still serves anonymous and JWT routes
+            LOG.error("token store unavailable at start: %s", exc)
+        await self.validator.start()
+        if self.jwt is not None:
+            await self.jwt.start()
+
+    async def close(self) -> None:
+        if self.jwt is not None:
+            await self.jwt.close()
+        await self.validator.stop()
+        await self.store.close()
+        await self.upstreams.close()
+
+    def _stamp(self) -> tuple[tuple[str, float, int], ...]:
+        out = []
+        for f in self.cfg.surface_files:
+            try:
+                st = os.stat(f)
+                out.append((f, st.st_mtime, st.st_size))
+            except OSError:
+                out.append((f, 0.0, -1))
+        return tuple(out)
+
+    def surface_changed(self) -> bool:
+        return self._stamp() != self._surface_stamp
+
+    def reload(self) -> bool:
+        """Swap in a freshly loaded surface; an invalid one leaves the old one serving."""
+        self._surface_stamp = self._stamp()
+        try:
+            surface = load_surface(self.cfg.surface_files, self.cfg.upstreams.keys(), self.cfg.management_mount)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                LOG.error("surface reload refused: %s", problem)
+            self.metrics.reloads.labels("error").inc()
+            return False
+        self.surface, self.matcher = surface, Matcher(surface)
+        self.catalogue = Catalogue.build(surface.scope_names())
+        self.metrics.reloads.labels("ok").inc()
+        LOG.info("surface reloaded: %d routes", len(surface.routes))
+        return True
