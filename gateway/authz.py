@@ -28,7 +28,9 @@ def _scope_gate(route: Route, method: str, principal: Principal) -> None:
     held = principal.scopes
     if AGENCY in held and principal.kind == "token":
         # SECURITY: agency is off the ladder; an agency token satisfies nothing on public routes.
-        raise InsufficientScope("an agency token is confined to agency routes", scope=route.requirement(method))
+        raise InsufficientScope(
+            "an agency token is confined to agency routes", scope=route.requirement(method)
+        )
     if route.scopes:
         if any(covers(held, s) for s in route.scopes):
             return

@@ -24,11 +24,16 @@ def run_check(config_path: str, fmt: str = "text", openapi: str | None = None) -
     except ConfigError as exc:
         problems = list(exc.problems)
     if fmt == "json":
-        print(json.dumps({
-            "ok": not problems,
-            "routes": routes,
-            "problems": [{"file": p.file, "line": p.line, "message": p.message} for p in problems],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "ok": not problems,
+                    "routes": routes,
+                    "problems": [{"file": p.file, "line": p.line, "message": p.message} for p in problems],
+                },
+                indent=2,
+            )
+        )
     elif problems:
         for p in problems:
             print(p, file=sys.stderr)

@@ -79,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("id")
     d = cmd("demo", "run the gateway on embedded defaults with an echo upstream")
     d.add_argument("--port", type=int, default=8080)
-    d.add_argument("--check", action="store_true", help="run the walkthrough itself and exit (0: all as shown)")
+    d.add_argument(
+        "--check", action="store_true", help="run the walkthrough itself and exit (0: all as shown)"
+    )
     return p
 
 
@@ -145,8 +147,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and args.worker_id is None:
         return run_workers(path, host, port, args.workers)
     worker = args.worker_id or "0"
-    asyncio.run(serve(cfg, host, port, worker=worker, reuse_port=args.worker_id is not None,
-                      admin=worker == "0"))
+    asyncio.run(
+        serve(cfg, host, port, worker=worker, reuse_port=args.worker_id is not None, admin=worker == "0")
+    )
     return 0
 
 
@@ -222,8 +225,11 @@ async def _explain(cfg: Config, args: argparse.Namespace) -> int:
     print(f"class:       {r.cls.value}")
     print(f"requires:    {r.requirement(method)}")
     who = d.principal
-    cred = "none" if who.kind == "anonymous" else (
-        f"{who.kind} {who.token_id or who.subject} scopes={' '.join(sorted(who.scopes)) or '-'}")
+    cred = (
+        "none"
+        if who.kind == "anonymous"
+        else (f"{who.kind} {who.token_id or who.subject} scopes={' '.join(sorted(who.scopes)) or '-'}")
+    )
     print(f"credential:  {cred}")
     if d.shadow_denied is not None:
         print(f"decision:    shadow (would deny {d.shadow_denied.status} {d.shadow_denied.code}; forwarded)")
@@ -265,15 +271,26 @@ async def _token(cfg: Config, args: argparse.Namespace) -> int:
         return 0
 
     async def listing(rt: Any) -> int:
-        records = await rt.store.list(args.workspace, status=args.status)
+        records = await rt.service.list(None, args.status, workspace=args.workspace)
         if args.json:
             print(json.dumps([record_json(r) for r in records], indent=2))
             return 0
         rows = [("ID", "NAME", "PREFIX", "WORKSPACE", "PROJECT", "SCOPES", "EXPIRES", "LAST USED", "REVOKED")]
         for r in records:
             j = record_json(r)
-            rows.append((r.id, r.name, r.display_prefix, r.workspace, r.project or "-", " ".join(r.scopes),
-                         j["expires_at"] or "-", j["last_used_at"] or "-", j["revoked_at"] or "-"))
+            rows.append(
+                (
+                    r.id,
+                    r.name,
+                    r.display_prefix,
+                    r.workspace,
+                    r.project or "-",
+                    " ".join(r.scopes),
+                    j["expires_at"] or "-",
+                    j["last_used_at"] or "-",
+                    j["revoked_at"] or "-",
+                )
+            )
         widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
             print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

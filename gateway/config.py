@@ -203,6 +203,11 @@ def _pos_duration(v: Any) -> float | None:
     return d if d is not None and d > 0 else None
 
 
+def _nonneg_duration(v: Any) -> float | None:
+    d = parse_duration(v)
+    return d if d is not None and d >= 0 else None
+
+
 def _pos_size(v: Any) -> int | None:
     s = parse_size(v)
     return s if s is not None and s > 0 else None
@@ -305,8 +310,14 @@ def _tokens(r: Reader, node: Any) -> TokensConfig:
     keys = {"prefix", "cache_ttl", "default_ttl", "max_ttl", "revocation_poll", "last_used_flush"}
     m = r.mapping(node, w, keys)
     d = TokensConfig()
-    prefix = r.get(m, "prefix", w, lambda v: v if isinstance(v, str) and _PREFIX_RE.match(v) else None,
-                   d.prefix, "1-16 letters, digits or _")
+    prefix = r.get(
+        m,
+        "prefix",
+        w,
+        lambda v: v if isinstance(v, str) and _PREFIX_RE.match(v) else None,
+        d.prefix,
+        "1-16 letters, digits or _",
+    )
     dur = "a positive duration such as 60, 30s or 90d"
     t = TokensConfig(
         prefix,
@@ -321,14 +332,38 @@ def _tokens(r: Reader, node: Any) -> TokensConfig:
     return t
 
 
-_JWT_ALGS = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-             "ES256", "ES384", "ES512", "EdDSA"}
+_JWT_ALGS = {
+    "HS256",
+    "HS384",
+    "HS512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+}
 
 
 def _jwt(r: Reader, node: Any, base_dir: str) -> JwtConfig:
     w = "jwt"
-    keys = {"algorithms", "jwks_url", "secret", "public_key_file", "issuer", "audience", "leeway",
-            "claims", "roles", "jwks_cache", "jwks_refetch_interval"}
+    keys = {
+        "algorithms",
+        "jwks_url",
+        "secret",
+        "public_key_file",
+        "issuer",
+        "audience",
+        "leeway",
+        "claims",
+        "roles",
+        "jwks_cache",
+        "jwks_refetch_interval",
+    }
     m = r.mapping(node, w, keys)
     algs_node = m.get("algorithms", LList(["RS256"]))
     algs: list[str] = []
@@ -349,8 +384,11 @@ def _jwt(r: Reader, node: Any, base_dir: str) -> JwtConfig:
     jwks_url = None
     if "jwks_url" in m:
         jwks_url = r.get(m, "jwks_url", w, _http_url, None, "an http(s) URL")
-        if jwks_url is not None and jwks_url.scheme == "http" and jwks_url.host not in (
-            "127.0.0.1", "localhost", "::1"):
+        if (
+            jwks_url is not None
+            and jwks_url.scheme == "http"
+            and jwks_url.host not in ("127.0.0.1", "localhost", "::1")
+        ):
             r.error(line_of(m, "jwks_url"), "jwt.jwks_url: must be https (plain http only on loopback)")
     key_file = r.get(m, "public_key_file", w, _str, None, "a file path")
     if key_file is not None and not os.path.isabs(key_file):
@@ -369,8 +407,9 @@ def _jwt(r: Reader, node: Any, base_dir: str) -> JwtConfig:
         if len(sources) != 1:
             r.error(m.line, "jwt: public-key algorithms need exactly one of jwks_url or public_key_file")
         secret = None
-    claims_node = r.mapping(m.get("claims", LMap()), "jwt.claims",
-                            {"subject", "workspace", "workspaces", "role", "scopes"})
+    claims_node = r.mapping(
+        m.get("claims", LMap()), "jwt.claims", {"subject", "workspace", "workspaces", "role", "scopes"}
+    )
     dc = JwtClaims()
     claims = JwtClaims(
         r.get(claims_node, "subject", "jwt.claims", _str, dc.subject, "a claim name"),
@@ -395,8 +434,7 @@ def _jwt(r: Reader, node: Any, base_dir: str) -> JwtConfig:
         key_file,
         r.get(m, "issuer", w, _str, None, "a string"),
         r.get(m, "audience", w, _str, None, "a string"),
-        r.get(m, "leeway", w, lambda v: parse_duration(v) if parse_duration(v) is not None
-              and parse_duration(v) >= 0 else None, 30.0, "seconds >= 0"),  # type: ignore[operator]
+        r.get(m, "leeway", w, _nonneg_duration, 30.0, "seconds >= 0"),
         claims,
         roles,
         r.get(m, "jwks_cache", w, _pos_duration, 300.0, "a positive duration"),
@@ -406,9 +444,7 @@ def _jwt(r: Reader, node: Any, base_dir: str) -> JwtConfig:
 
 def _store(r: Reader, node: LMap) -> str:
     value = node.get("store", "sqlite:///scopegate.db")
-    if not isinstance(value, str) or not (
-        value.startswith("sqlite:///") and len(value) > len("sqlite:///")
-    ):
+    if not isinstance(value, str) or not (value.startswith("sqlite:///") and len(value) > len("sqlite:///")):
         if isinstance(value, str) and value.startswith(("postgresql://", "postgres://")):
             r.error(line_of(node, "store"), "store: the PostgreSQL store is not available in this version")
         else:
@@ -417,8 +453,22 @@ def _store(r: Reader, node: LMap) -> str:
     return value
 
 
-TOP_KEYS = {"listen", "methods", "admin", "surface", "upstreams", "store", "trusted_proxies",
-            "limits", "tokens", "jwt", "headers", "management", "log", "drain_timeout"}
+TOP_KEYS = {
+    "listen",
+    "methods",
+    "admin",
+    "surface",
+    "upstreams",
+    "store",
+    "trusted_proxies",
+    "limits",
+    "tokens",
+    "jwt",
+    "headers",
+    "management",
+    "log",
+    "drain_timeout",
+}
 
 
 def load_config(path: str) -> Config:
@@ -444,17 +494,33 @@ def load_config(path: str) -> Config:
 
     upstreams = _upstreams(r, top.get("upstreams", LMap()))
     headers = r.mapping(top.get("headers", LMap()), "headers", {"workspace"})
-    ws_header = r.get(headers, "workspace", "headers",
-                      lambda v: v if isinstance(v, str) and _HEADER_RE.match(v) else None,
-                      "X-Workspace-Id", "a header name")
+    ws_header = r.get(
+        headers,
+        "workspace",
+        "headers",
+        lambda v: v if isinstance(v, str) and _HEADER_RE.match(v) else None,
+        "X-Workspace-Id",
+        "a header name",
+    )
     management = r.mapping(top.get("management", LMap()), "management", {"mount"})
-    mount = r.get(management, "mount", "management",
-                  lambda v: v.rstrip("/") if isinstance(v, str) and re.match(r"^(/[A-Za-z0-9._~-]+)+/?$", v)
-                  else None, "/auth", "an absolute path such as /auth")
+    mount = r.get(
+        management,
+        "mount",
+        "management",
+        lambda v: v.rstrip("/") if isinstance(v, str) and re.match(r"^(/[A-Za-z0-9._~-]+)+/?$", v) else None,
+        "/auth",
+        "an absolute path such as /auth",
+    )
     log = r.mapping(top.get("log", LMap()), "log", {"level", "format"})
     log_cfg = LogConfig(
-        r.get(log, "level", "log", lambda v: v if v in ("debug", "info", "warning", "error") else None,
-              "info", "debug, info, warning or error"),
+        r.get(
+            log,
+            "level",
+            "log",
+            lambda v: v if v in ("debug", "info", "warning", "error") else None,
+            "info",
+            "debug, info, warning or error",
+        ),
         r.get(log, "format", "log", lambda v: v if v in ("json", "text") else None, "json", "json or text"),
     )
     admin: Listen | None = Listen("127.0.0.1", 9090)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -19,25 +20,42 @@ LOG = logging.getLogger("scopegate")
 
 class Metrics:
     def __init__(self, worker: str = "0") -> None:
+        # `registry` holds the metrics this process counts itself; with several workers they are
+        # summed across processes (prometheus multiprocess mode). `sources` holds callback
+        # collectors read at scrape time from this process only.
         self.registry = CollectorRegistry(auto_describe=True)
+        self.sources = CollectorRegistry(auto_describe=True)
         self.worker = worker
         self.requests = Counter(
-            "scopegate_requests", "Requests by route and decision",
-            ["route", "class", "decision", "reason", "status"], registry=self.registry)
+            "scopegate_requests",
+            "Requests by route and decision",
+            ["route", "class", "decision", "reason", "status", "worker"],
+            registry=self.registry,
+        )
         self.duration = Histogram(
-            "scopegate_request_duration_seconds", "Time from request to response start at the gateway",
-            ["decision"], registry=self.registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+            "scopegate_request_duration_seconds",
+            "Time from request to response start at the gateway",
+            ["decision"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
         self.upstream_duration = Histogram(
-            "scopegate_upstream_duration_seconds", "Time until the upstream's response headers",
-            ["upstream"], registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+            "scopegate_upstream_duration_seconds",
+            "Time until the upstream's response headers",
+            ["upstream"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
         self.upstream_errors = Counter(
-            "scopegate_upstream_errors", "Upstream failures", ["upstream", "kind"], registry=self.registry)
+            "scopegate_upstream_errors", "Upstream failures", ["upstream", "kind"], registry=self.registry
+        )
         self.reloads = Counter("scopegate_reloads", "Surface reloads", ["result"], registry=self.registry)
         self.shadow_denied = Counter(
-            "scopegate_shadow_denied", "Refusals forwarded anyway on shadow routes", ["route", "reason"],
-            registry=self.registry)
+            "scopegate_shadow_denied",
+            "Refusals forwarded anyway on shadow routes",
+            ["route", "reason"],
+            registry=self.registry,
+        )
         for result in ("ok", "error"):
             self.reloads.labels(result)
 
@@ -51,10 +69,19 @@ class Metrics:
             def describe(self) -> list[Any]:
                 return []
 
-        self.registry.register(_Source())
+        self.sources.register(_Source())
+
+    def exposition(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            return generate_latest(merged) + generate_latest(self.sources)
+        return generate_latest(self.registry) + generate_latest(self.sources)
 
 
-def counter(name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], float]) -> CounterMetricFamily:
+def counter(
+    name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], float]
+) -> CounterMetricFamily:
     family = CounterMetricFamily(name, doc, labels=labels)
     for key, value in values.items():
         family.add_metric(list(key), value)
@@ -75,8 +102,12 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             return json.dumps(fields, separators=(",", ":"), ensure_ascii=True)
-        out = {"ts": _iso(record.created), "level": record.levelname.lower(), "logger": record.name,
-               "message": record.getMessage()}
+        out = {
+            "ts": _iso(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         extra = getattr(record, "audit", None)
         if isinstance(extra, dict):
             out.update(extra)
@@ -90,9 +121,11 @@ class TextFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             f = fields
-            return (f"{f['ts']} {f['status']} {f['decision']:<5} {f['method']} {f['path']} "
-                    f"route={f['route']} cred={f['credential']} reason={f['reason']} {f['total_ms']}ms "
-                    f"rid={f['request_id']}")
+            return (
+                f"{f['ts']} {f['status']} {f['decision']:<5} {f['method']} {f['path']} "
+                f"route={f['route']} cred={f['credential']} reason={f['reason']} {f['total_ms']}ms "
+                f"rid={f['request_id']}"
+            )
         return f"{_iso(record.created)} {record.levelname.lower()} {record.name}: {record.getMessage()}"
 
 

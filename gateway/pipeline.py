@@ -135,7 +135,9 @@ def check_request_shape(path: CleanPath, headers: CIMultiDictProxy[str]) -> None
     if upgrade is not None:
         if upgrade.strip().lower() != "websocket":
             raise BadRequest("only websocket upgrades are accepted")
-        has_body = headers.get("Content-Length", "0").strip() not in ("", "0") or "Transfer-Encoding" in headers
+        has_body = (
+            headers.get("Content-Length", "0").strip() not in ("", "0") or "Transfer-Encoding" in headers
+        )
         if has_body:
             # SECURITY: an upgrade with a body can smuggle a pipelined request past the gate.
             raise BadRequest("an upgrade request cannot carry a body")

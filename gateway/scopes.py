@@ -29,7 +29,8 @@ def covers(held: Iterable[str], required: str) -> bool:
     """Whether a set of held scopes satisfies one required scope.
 
     Ladder rungs grant the rungs below; `full` covers every ladder rung and every fine-grained
-    scope (as does a role cap of `*`); `resource:*` covers `resource:<any action>`; `agency` covers only itself.
+    scope (as does a role cap of `*`); `resource:*` covers `resource:<any action>`; `agency`
+    covers only itself.
     """
     held = held if isinstance(held, frozenset | set) else frozenset(held)
     if required in held:

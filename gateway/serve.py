@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -34,8 +36,9 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     rt = Runtime(cfg, worker=worker)
-    runner = web.AppRunner(build_app(rt), access_log=None, handle_signals=False,
-                           shutdown_timeout=cfg.drain_timeout)
+    runner = web.AppRunner(
+        build_app(rt), access_log=None, handle_signals=False, shutdown_timeout=cfg.drain_timeout
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
     await site.start()
@@ -45,8 +48,13 @@ async def serve(
         await admin_runner.setup()
         await web.TCPSite(admin_runner, cfg.admin.host, cfg.admin.port, reuse_port=reuse_port or None).start()
     bound = [_address(runner)] + ([_address(admin_runner)] if admin_runner else [])
-    LOG.info("scopegate worker %s listening on %s:%d (%d routes)", worker, bound[0][0], bound[0][1],
-             len(rt.surface.routes))
+    LOG.info(
+        "scopegate worker %s listening on %s:%d (%d routes)",
+        worker,
+        bound[0][0],
+        bound[0][1],
+        len(rt.surface.routes),
+    )
     stop = stop or asyncio.Event()
     if ready is not None:
         await ready(bound)
@@ -89,11 +97,25 @@ def run_workers(config_path: str, host: str, port: int, workers: int) -> int:
     if port == 0:
         print("scopegate: --workers needs a fixed --port", file=sys.stderr)
         return 2
+    metrics_dir = tempfile.mkdtemp(prefix="scopegate-metrics-")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     procs = []
     for i in range(workers):
-        cmd = [sys.executable, "-m", "gateway", "serve", "-c", config_path, "--host", host,
-               "--port", str(port), "--worker-id", str(i)]
-        procs.append(subprocess.Popen(cmd, env=os.environ.copy()))
+        cmd = [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "-c",
+            config_path,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--worker-id",
+            str(i),
+        ]
+        procs.append(subprocess.Popen(cmd, env=env))  # noqa: S603 - our own interpreter and module
 
     def relay(signum: int, _frame: object) -> None:
         for p in procs:
@@ -102,5 +124,8 @@ def run_workers(config_path: str, host: str, port: int, workers: int) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, relay)
-    codes = [p.wait() for p in procs]
+    try:
+        codes = [p.wait() for p in procs]
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return max(codes, default=0)

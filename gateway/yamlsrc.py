@@ -12,15 +12,19 @@ from .errors import ConfigError, Problem
 class LMap(dict[str, Any]):
     """A mapping from a YAML file; `lines[key]` is the 1-based line of each key."""
 
-    line: int = 0
-    lines: dict[str, int]
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.line = 0
+        self.lines: dict[str, int] = {}
 
 
 class LList(list[Any]):
     """A sequence from a YAML file; `lines[i]` is the 1-based line of each item."""
 
-    line: int = 0
-    lines: list[int]
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.line = 0
+        self.lines: list[int] = []
 
 
 class _Loader(yaml.SafeLoader):
@@ -50,8 +54,8 @@ def _sequence(loader: _Loader, node: yaml.SequenceNode) -> LList:
     return out
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)  # type: ignore[arg-type]
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _sequence)  # type: ignore[arg-type]
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _sequence)
 
 
 def load_yaml(path: str) -> Any:
@@ -78,9 +82,9 @@ def load_yaml(path: str) -> Any:
 
 
 def line_of(container: Any, key: str | int, default: int = 0) -> int:
-    lines = getattr(container, "lines", None)
-    if isinstance(container, LMap) and isinstance(key, str) and lines is not None:
-        return lines.get(key, container.line)
-    if isinstance(container, LList) and isinstance(key, int) and lines is not None:
-        return lines[key] if 0 <= key < len(lines) else container.line
-    return getattr(container, "line", default)
+    if isinstance(container, LMap) and isinstance(key, str):
+        return container.lines.get(key, container.line)
+    if isinstance(container, LList) and isinstance(key, int):
+        return container.lines[key] if 0 <= key < len(container.lines) else container.line
+    line = getattr(container, "line", default)
+    return line if isinstance(line, int) else default

@@ -30,12 +30,16 @@ def echo_app() -> web.Application:
 
     async def echo(request: web.Request) -> web.Response:
         body = await request.read()
-        return web.json_response({
-            "method": request.method,
-            "path": request.raw_path,
-            "headers": {k: v for k, v in request.headers.items() if k.lower().startswith(("x-", "authorization"))},
-            "body_bytes": len(body),
-        })
+        return web.json_response(
+            {
+                "method": request.method,
+                "path": request.raw_path,
+                "headers": {
+                    k: v for k, v in request.headers.items() if k.lower().startswith(("x-", "authorization"))
+                },
+                "body_bytes": len(body),
+            }
+        )
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", echo)
@@ -65,15 +69,29 @@ log: {{level: warning, format: text}}
 
 
 async def _mint(service: TokenService) -> str:
-    _, secret = await service.create(None, {"name": "demo", "workspace": DEMO_WORKSPACE, "scopes": ["read"],
-                                            "owner": "demo-user", "expires_in": "1d"})
+    _, secret = await service.create(
+        None,
+        {
+            "name": "demo",
+            "workspace": DEMO_WORKSPACE,
+            "scopes": ["read"],
+            "owner": "demo-user",
+            "expires_in": "1d",
+        },
+    )
     return secret
 
 
 # (what it shows, method, path, credential: "token" | "jwt" | None, expected status)
 WALKTHROUGH: tuple[tuple[str, str, str, str | None, int], ...] = (
     ("an allowed read with the demo token (scope read)", "GET", "/v1/playlists/7", "token", 200),
-    ("a refused write: read does not grant POST (403 insufficient_scope)", "POST", "/v1/playlists", "token", 403),
+    (
+        "a refused write: read does not grant POST (403 insufficient_scope)",
+        "POST",
+        "/v1/playlists",
+        "token",
+        403,
+    ),
     ("a refused JWT-only route: API tokens get 401 jwt_required", "GET", "/v1/admin/users", "token", 401),
     ("the same JWT-only route with a JWT", "GET", "/v1/admin/users", "jwt", 200),
     ("an allowed anonymous route", "GET", "/v1/health", None, 200),
@@ -116,8 +134,18 @@ async def _demo(port: int, check: bool) -> int:
     finally:
         await rt.store.close()
     now = int(time.time())
-    jwt_token = pyjwt.encode({"sub": "demo-admin", "workspace_id": DEMO_WORKSPACE, "iss": "scopegate-demo",
-                              "aud": "demo-api", "iat": now, "exp": now + 86400}, secret, algorithm="HS256")
+    jwt_token = pyjwt.encode(
+        {
+            "sub": "demo-admin",
+            "workspace_id": DEMO_WORKSPACE,
+            "iss": "scopegate-demo",
+            "aud": "demo-api",
+            "iat": now,
+            "exp": now + 86400,
+        },
+        secret,
+        algorithm="HS256",
+    )
     credentials = {"token": token, "jwt": jwt_token}
     stop = asyncio.Event()
     result: dict[str, Any] = {"ok": True}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -79,7 +78,7 @@ async def upstream_errors(name: str) -> AsyncIterator[None]:
     """Map client-side failures to the contract's 502/504, never leaking internals."""
     try:
         yield
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+    except (TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout(f"upstream {name} did not answer in time") from None
     except aiohttp.ClientError:
         raise UpstreamUnavailable(f"upstream {name} is unavailable") from None
@@ -103,8 +102,13 @@ async def forward(
     try:
         async with upstream_errors(name):
             upstream = await session.request(
-                request.method, url, headers=headers, data=body.__aiter__() if body else None,
-                allow_redirects=False, compress=None, expect100=False,
+                request.method,
+                url,
+                headers=headers,
+                data=body.__aiter__() if body else None,
+                allow_redirects=False,
+                compress=None,
+                expect100=False,
             )
     except Exception:
         if body is not None and body.exceeded:
@@ -125,7 +129,7 @@ async def forward(
                 async for chunk in upstream.content.iter_chunked(CHUNK):
                     await response.write(chunk)
             await response.write_eof()
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             # The status line is gone already: the only honest signal left is a cut connection.
             timings["upstream_error"] = 1
             if request.transport is not None:

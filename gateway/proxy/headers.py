@@ -12,17 +12,34 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from ..auth.principal import Principal
 
 # RFC 9110 section 7.6.1, plus the de-facto ones proxies must not forward.
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-    "te", "trailer", "transfer-encoding", "upgrade",
-})
-IDENTITY = ("X-Auth-Type", "X-Auth-Subject", "X-Auth-Workspace", "X-Auth-Project", "X-Auth-Scopes",
-            "X-Auth-Token-Id", "X-Auth-Role")
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+IDENTITY = (
+    "X-Auth-Type",
+    "X-Auth-Subject",
+    "X-Auth-Workspace",
+    "X-Auth-Project",
+    "X-Auth-Scopes",
+    "X-Auth-Token-Id",
+    "X-Auth-Role",
+)
 # SECURITY: clients must never steer the method the gate sees, or the path an upstream routes on.
 METHOD_OVERRIDE = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
 REWRITE = frozenset({"x-original-url", "x-rewrite-url"})
-FORWARDED = frozenset({"forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-                       "x-forwarded-port", "x-real-ip"})
+FORWARDED = frozenset(
+    {"forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip"}
+)
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -58,9 +75,18 @@ class HeaderPolicy:
         self.workspace_header = workspace_header
         protected = {h.lower() for h in (*IDENTITY, workspace_header)}
         self._protected = frozenset(protected)
-        self._strip = frozenset(HOP_BY_HOP | METHOD_OVERRIDE | REWRITE | protected | {
-            "host", "content-length", "x-request-id", "authorization",
-        })
+        self._strip = frozenset(
+            HOP_BY_HOP
+            | METHOD_OVERRIDE
+            | REWRITE
+            | protected
+            | {
+                "host",
+                "content-length",
+                "x-request-id",
+                "authorization",
+            }
+        )
 
     def _drops(self, lname: str) -> bool:
         if lname in self._strip:
@@ -108,7 +134,7 @@ class HeaderPolicy:
 
 
 def identity_headers(principal: Principal, workspace_header: str) -> dict[str, str]:
-    out = {"X-Auth-Type": principal.kind}
+    out: dict[str, str] = {"X-Auth-Type": principal.kind}
     if principal.kind == "anonymous":
         return out
     out["X-Auth-Subject"] = principal.subject

@@ -13,8 +13,13 @@ from yarl import URL
 
 from .forward import upstream_errors
 
-_HANDSHAKE = ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
-              "sec-websocket-accept", "sec-websocket-protocol")
+_HANDSHAKE = (
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-accept",
+    "sec-websocket-protocol",
+)
 POLICY_VIOLATION = 1008
 
 
@@ -27,7 +32,9 @@ async def proxy_websocket(
     still_valid: Callable[[], Awaitable[bool]],
     check_every: float = 1.0,
 ) -> web.WebSocketResponse:
-    protocols = tuple(p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip())
+    protocols = tuple(
+        p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+    )
     for h in _HANDSHAKE:
         headers.popall(h, None)
     ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
@@ -37,8 +44,10 @@ async def proxy_websocket(
     client = web.WebSocketResponse(protocols=protocols, autoping=True)
     await client.prepare(request)
 
-    async def pump(src: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
-                   dst: aiohttp.ClientWebSocketResponse | web.WebSocketResponse) -> None:
+    async def pump(
+        src: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
+        dst: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
+    ) -> None:
         async for msg in src:
             if msg.type is WSMsgType.TEXT:
                 await dst.send_str(msg.data)
@@ -55,8 +64,11 @@ async def proxy_websocket(
                 await upstream.close()
                 return
 
-    tasks = [asyncio.create_task(pump(client, upstream)), asyncio.create_task(pump(upstream, client)),
-             asyncio.create_task(watch())]
+    tasks = [
+        asyncio.create_task(pump(client, upstream)),
+        asyncio.create_task(pump(upstream, client)),
+        asyncio.create_task(watch()),
+    ]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -15,8 +15,18 @@ from .paths import clean
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _METHOD_RE = re.compile(r"^[A-Z]{1,20}$")
-_ROUTE_KEYS = {"id", "match", "class", "scope", "scopes", "target", "workspace_param", "upstream",
-               "description", "mode"}
+_ROUTE_KEYS = {
+    "id",
+    "match",
+    "class",
+    "scope",
+    "scopes",
+    "target",
+    "workspace_param",
+    "upstream",
+    "description",
+    "mode",
+}
 
 
 def path_params(pattern: str) -> list[str]:
@@ -68,7 +78,7 @@ def _route(r: Reader, node: Any, line: int, file: str, upstreams: Collection[str
     w = f"routes[{rid}]"
     cls_value = m.get("class")
     try:
-        cls = RouteClass(cls_value)
+        cls = RouteClass(str(cls_value))
     except ValueError:
         choices = ", ".join(c.value for c in RouteClass)
         if cls_value is None:
@@ -94,7 +104,9 @@ def _route(r: Reader, node: Any, line: int, file: str, upstreams: Collection[str
         else:
             bad = [v for v in value if not isinstance(v, str) or not _METHOD_RE.match(v)]
             if bad:
-                r.error(line_of(match, "methods"), f"{w}.match.methods: {bad[0]!r} is not an upper-case method")
+                r.error(
+                    line_of(match, "methods"), f"{w}.match.methods: {bad[0]!r} is not an upper-case method"
+                )
             methods = frozenset(v for v in value if isinstance(v, str))
             if "GET" in methods:
                 methods |= {"HEAD"}
@@ -124,7 +136,9 @@ def _route(r: Reader, node: Any, line: int, file: str, upstreams: Collection[str
         t = r.mapping(m.get("target"), f"{w}.target", {"param", "kind"}, line_of(m, "target", line))
         param, kind = t.get("param"), t.get("kind")
         if path is None:
-            r.error(line_of(m, "match", line), f"{w}: an agency route needs a 'path' with its target parameter")
+            r.error(
+                line_of(m, "match", line), f"{w}: an agency route needs a 'path' with its target parameter"
+            )
         elif not isinstance(param, str) or param not in params:
             r.error(line_of(t, "param", line), f"{w}.target.param: {param!r} is not a parameter of the path")
         if not isinstance(kind, str) or not kind:
@@ -133,8 +147,12 @@ def _route(r: Reader, node: Any, line: int, file: str, upstreams: Collection[str
             target = Target(param, kind)
     elif "target" in m:
         r.error(line_of(m, "target"), f"{w}.target: only agency routes take a target")
-    if workspace_param is not None and (not isinstance(workspace_param, str) or workspace_param not in params):
-        r.error(line_of(m, "workspace_param"), f"{w}.workspace_param: {workspace_param!r} is not a path parameter")
+    if workspace_param is not None and (
+        not isinstance(workspace_param, str) or workspace_param not in params
+    ):
+        r.error(
+            line_of(m, "workspace_param"), f"{w}.workspace_param: {workspace_param!r} is not a path parameter"
+        )
         workspace_param = None
 
     upstream = m.get("upstream", "default")
@@ -150,9 +168,20 @@ def _route(r: Reader, node: Any, line: int, file: str, upstreams: Collection[str
     if len(r.problems) > before:
         return None
     return Route(
-        id=rid, file=file, line=line, cls=cls, path=path, prefix=prefix, methods=methods,
-        scope=scope, scopes=scopes, target=target, workspace_param=workspace_param,
-        upstream=str(upstream), shadow=mode == "shadow", description=description,
+        id=rid,
+        file=file,
+        line=line,
+        cls=cls,
+        path=path,
+        prefix=prefix,
+        methods=methods,
+        scope=scope,
+        scopes=scopes,
+        target=target,
+        workspace_param=workspace_param,
+        upstream=str(upstream),
+        shadow=mode == "shadow",
+        description=description,
     )
 
 
@@ -191,19 +220,35 @@ def load_surface(files: Collection[str], upstreams: Collection[str], mount: str)
     by_shape: dict[tuple[str, tuple[str | None, ...]], list[Route]] = {}
     for route in routes:
         if route.id in seen:
-            problems.append(Problem(route.file, route.line, f"route id {route.id!r} already used at {seen[route.id].where}"))
+            problems.append(
+                Problem(
+                    route.file, route.line, f"route id {route.id!r} already used at {seen[route.id].where}"
+                )
+            )
         seen.setdefault(route.id, route)
         pattern = route.path if route.path is not None else route.prefix or "/"
         if pattern != "/" and _inside(pattern, mount):
-            problems.append(Problem(route.file, route.line,
-                                    f"routes[{route.id}]: {pattern} lies inside the management mount {mount}"))
+            problems.append(
+                Problem(
+                    route.file,
+                    route.line,
+                    f"routes[{route.id}]: {pattern} lies inside the management mount {mount}",
+                )
+            )
         shape = _shape(route)
         for other in by_shape.get(shape, []):
-            if route.methods is None and other.methods is None or (
-                route.methods and other.methods and route.methods & other.methods
+            if (
+                (route.methods is None
+                and other.methods is None)
+                or (route.methods and other.methods and route.methods & other.methods)
             ):
-                problems.append(Problem(route.file, route.line,
-                                        f"routes[{route.id}]: ties with routes[{other.id}] at {other.where}"))
+                problems.append(
+                    Problem(
+                        route.file,
+                        route.line,
+                        f"routes[{route.id}]: ties with routes[{other.id}] at {other.where}",
+                    )
+                )
         by_shape.setdefault(shape, []).append(route)
     if problems:
         raise ConfigError(problems)

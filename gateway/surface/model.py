@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 PARAM_RE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]{0,63})\}$")
 
 
-class RouteClass(str, Enum):
+class RouteClass(StrEnum):
     ANONYMOUS = "anonymous"
     PUBLIC = "public"
     JWT_ONLY = "jwt_only"

@@ -6,6 +6,7 @@ so callers fail closed without knowing which store they talk to.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -48,12 +49,12 @@ class TokenStore(Protocol):
 
     async def list(
         self, workspace: str | None, *, project_level_only: bool = False, status: Status = "active"
-    ) -> list[TokenRecord]: ...
+    ) -> builtins.list[TokenRecord]: ...
 
     async def revoke(self, token_id: str, at: float) -> bool:
         """Mark revoked and append to the revocation feed. False when unknown or already revoked."""
 
-    async def revocations_since(self, seq: int) -> tuple[int, list[bytes]]:
+    async def revocations_since(self, seq: int) -> tuple[int, builtins.list[bytes]]:
         """Token hashes revoked after feed position `seq`, and the newest position."""
 
     async def touch(self, last_used: dict[str, float]) -> None:

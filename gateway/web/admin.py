@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..errors import GatewayError
 from .runtime import Runtime
@@ -28,7 +28,7 @@ def build_admin_app(rt: Runtime) -> web.Application:
         return web.json_response({"status": "ready", "routes": len(rt.surface.routes)})
 
     async def metrics(_: web.Request) -> web.Response:
-        body = generate_latest(rt.metrics.registry)
+        body = rt.metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get("/healthz", healthz)

@@ -33,8 +33,14 @@ async def handle(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     timings: dict[str, float] = {}
     fields: dict[str, Any] = {
-        "request_id": rid, "method": request.method, "path": escape(request.raw_path.partition("?")[0])[:2048],
-        "route": None, "class": None, "credential": "none", "token_id": None, "worker": rt.worker,
+        "request_id": rid,
+        "method": request.method,
+        "path": escape(request.raw_path.partition("?")[0])[:2048],
+        "route": None,
+        "class": None,
+        "credential": "none",
+        "token_id": None,
+        "worker": rt.worker,
     }
     decision = "deny"
     reason = "ok"
@@ -71,10 +77,17 @@ async def handle(request: web.Request) -> web.StreamResponse:
         rt.metrics.upstream_errors.labels(fields.get("upstream", ""), "reset").inc()
     if "upstream_ms" in timings:
         rt.metrics.upstream_duration.labels(fields.get("upstream", "")).observe(timings["upstream_ms"] / 1000)
-    rt.metrics.requests.labels(fields["route"] or "", fields["class"] or "", decision, reason, str(status)).inc()
+    rt.metrics.requests.labels(
+        fields["route"] or "", fields["class"] or "", decision, reason, str(status), rt.worker
+    ).inc()
     rt.metrics.duration.labels(decision).observe(total)
-    fields.update(decision=decision, reason=reason, status=status,
-                  upstream_ms=round(timings.get("upstream_ms", 0.0), 3), total_ms=round(total * 1000, 3))
+    fields.update(
+        decision=decision,
+        reason=reason,
+        status=status,
+        upstream_ms=round(timings.get("upstream_ms", 0.0), 3),
+        total_ms=round(total * 1000, 3),
+    )
     log_request(fields)
     return response
 
@@ -86,22 +99,33 @@ def _describe(fields: dict[str, Any], d: Decision) -> None:
     fields["upstream"] = d.route.upstream
 
 
-async def _proxy(rt: Runtime, request: web.Request, d: Decision, rid: str,
-                 timings: dict[str, float]) -> web.StreamResponse:
+async def _proxy(
+    rt: Runtime, request: web.Request, d: Decision, rid: str, timings: dict[str, float]
+) -> web.StreamResponse:
     principal = d.principal
     headers = rt.headers.upstream_request(
-        request.headers, principal, peer=peer_of(request), scheme=request.scheme,
-        host=request.headers.get("Host"), rid=rid, keep_authorization=principal.kind == "jwt",
+        request.headers,
+        principal,
+        peer=peer_of(request),
+        scheme=request.scheme,
+        host=request.headers.get("Host"),
+        rid=rid,
+        keep_authorization=principal.kind == "jwt",
     )
     url = rt.upstreams.url(d.route.upstream, d.path.raw, d.path.query)
     if request.headers.get("Upgrade", "").lower() == "websocket":
         credential = request.headers.get("Authorization", "").partition(" ")[2].strip()
         return await proxy_websocket(
-            request, rt.upstreams.session(d.route.upstream), d.route.upstream, url, headers,
+            request,
+            rt.upstreams.session(d.route.upstream),
+            d.route.upstream,
+            url,
+            headers,
             lambda: _still_valid(rt, principal, credential),
         )
-    return await forward(request, rt.upstreams, d.route.upstream, url, headers,
-                         rt.cfg.limits.max_body, timings)
+    return await forward(
+        request, rt.upstreams, d.route.upstream, url, headers, rt.cfg.limits.max_body, timings
+    )
 
 
 async def _still_valid(rt: Runtime, principal: Principal, credential: str) -> bool:

@@ -11,8 +11,12 @@ from ..errors import GatewayError
 
 def error_response(err: GatewayError, rid: str, *, close: bool = False) -> web.Response:
     body = json.dumps({"error": err.code, "detail": err.detail, "request_id": rid})
-    response = web.Response(status=err.status, text=body, content_type="application/json",
-                            headers={**err.headers(), "X-Request-Id": rid})
+    response = web.Response(
+        status=err.status,
+        text=body,
+        content_type="application/json",
+        headers={**err.headers(), "X-Request-Id": rid},
+    )
     if close:
         response.force_close()
     return response

@@ -44,7 +44,7 @@ async def management(
                 record, secret = await rt.service.create(principal, body)
                 return web.json_response(record_json(record, secret), status=201)
             status = request.query.get("status", "active")
-            records = await rt.service.list(principal, status)  # type: ignore[arg-type]
+            records = await rt.service.list(principal, status)
             return web.json_response({"tokens": [record_json(r) for r in records]})
         _only(method, ("DELETE",))
         await rt.service.revoke(principal, rest[1])

@@ -46,8 +46,12 @@ class Runtime:
         self.jwt = JwtAuthenticator(cfg.jwt, clock) if cfg.jwt is not None else None
         self.service = TokenService(self.store, self.validator, cfg.tokens, lambda: self.catalogue, clock)
         self.mount_segments = tuple(s for s in cfg.management_mount.split("/") if s)
-        self.pipeline = Pipeline(cfg, lambda: self.matcher, self._authenticators(),
-                                 FailedAuthLimiter(cfg.limits.failed_auth_per_minute))
+        self.pipeline = Pipeline(
+            cfg,
+            lambda: self.matcher,
+            self._authenticators(),
+            FailedAuthLimiter(cfg.limits.failed_auth_per_minute),
+        )
         self.store_ok = False
         self.metrics.add_source(self._collect)
 
@@ -62,11 +66,19 @@ class Runtime:
 
     def _collect(self) -> Iterator[Any]:
         v = self.validator
-        yield counter("scopegate_token_cache", "Token cache lookups", ["result"],
-                      {("hit",): v.cache_hits, ("miss",): v.cache_misses})
+        yield counter(
+            "scopegate_token_cache",
+            "Token cache lookups",
+            ["result"],
+            {("hit",): v.cache_hits, ("miss",): v.cache_misses},
+        )
         yield counter("scopegate_store_writes", "last_used_at batch writes", [], {(): v.store_writes})
-        yield gauge("scopegate_revocation_feed_lag_seconds", "Seconds since the revocation feed was last read",
-                    max(0.0, time.time() - v.last_poll) if getattr(v, "last_poll", 0) else 0.0)
+        last_poll: float = getattr(v, "last_poll", 0.0)
+        yield gauge(
+            "scopegate_revocation_feed_lag_seconds",
+            "Seconds since the revocation feed was last read",
+            max(0.0, time.time() - last_poll) if last_poll else 0.0,
+        )
 
     async def start(self) -> None:
         await self.upstreams.start()
@@ -103,7 +115,9 @@ class Runtime:
         """Swap in a freshly loaded surface; an invalid one leaves the old one serving."""
         self._surface_stamp = self._stamp()
         try:
-            surface = load_surface(self.cfg.surface_files, self.cfg.upstreams.keys(), self.cfg.management_mount)
+            surface = load_surface(
+                self.cfg.surface_files, self.cfg.upstreams.keys(), self.cfg.management_mount
+            )
         except ConfigError as exc:
             for problem in exc.problems:
                 LOG.error("surface reload refused: %s", problem)
