@@ -18,10 +18,12 @@ from aiohttp import web
 from .config import Config
 from .web.admin import build_admin_app
 from .web.app import build_app
+from .web.listener import GuardedSite
 from .web.runtime import Runtime
 
 LOG = logging.getLogger("scopegate")
 WATCH_INTERVAL = 2.0
+KEEPALIVE = 75.0  # seconds an idle keep-alive connection may stay open
 
 
 async def serve(
@@ -37,10 +39,14 @@ async def serve(
 ) -> None:
     rt = Runtime(cfg, worker=worker)
     runner = web.AppRunner(
-        build_app(rt), access_log=None, handle_signals=False, shutdown_timeout=cfg.drain_timeout
+        build_app(rt),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=cfg.drain_timeout,
+        keepalive_timeout=KEEPALIVE,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
+    site = GuardedSite(runner, host, port, header_timeout=cfg.limits.header_timeout, reuse_port=reuse_port)
     await site.start()
     admin_runner = None
     if admin and cfg.admin is not None:
