@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -16,6 +17,7 @@ from ..errors import BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
 from .headers import downstream_response
 
 CHUNK = 64 * 1024
+SMALL_BODY = 64 * 1024
 
 
 class Upstreams:
@@ -80,7 +82,7 @@ async def upstream_errors(name: str) -> AsyncIterator[None]:
         yield
     except (TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout(f"upstream {name} did not answer in time") from None
-    except aiohttp.ClientError:
+    except (aiohttp.ClientError, asyncio.IncompleteReadError):
         raise UpstreamUnavailable(f"upstream {name} is unavailable") from None
 
 
@@ -116,9 +118,23 @@ async def forward(
         raise
     timings["upstream_ms"] = (time.perf_counter() - started) * 1000
     try:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        response.headers.extend(downstream_response(upstream.headers))
+        headers_out = downstream_response(upstream.headers)
         length = upstream.headers.get("Content-Length")
+        if (
+            length is not None
+            and length.isdigit()
+            and int(length) <= SMALL_BODY
+            and request.method != "HEAD"
+            and "Transfer-Encoding" not in upstream.headers
+        ):
+            # Small bodies of known length go out in one write with the headers.
+            async with upstream_errors(name):
+                data = await upstream.content.readexactly(int(length))
+            return web.Response(
+                status=upstream.status, reason=upstream.reason, body=data, headers=headers_out
+            )
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        response.headers.extend(headers_out)
         if length is not None and "Transfer-Encoding" not in upstream.headers and length.isdigit():
             response.content_length = int(length)
         elif request.method != "HEAD" and upstream.status not in (204, 304) and upstream.status >= 200:
