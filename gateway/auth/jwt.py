@@ -1,0 +1,388 @@
+"""JWT bearer credentials: verify a compact JWS against the configured keys, map claims to a Principal.
+
+authenticate(credential, requested_workspace)
+  not three base64url segments            -> None ("not mine"; the front door answers 401)
+  five segments (JWE), over 16 KiB        -> InvalidToken
+  header: duplicate keys, alg outside the allowlist (`none` never), crit/jku/x5u/jwk/x5c/zip
+                                          -> InvalidToken, before any key lookup
+  key: secret (HS*), public_key_file (PEM) or the JWKS (gateway.auth.jwks)
+  signature, iss, aud (exact), exp (required), nbf, iat with leeway
+                                          -> InvalidToken
+  claims -> Principal(kind="jwt"); a workspace outside `workspaces` -> TargetDenied
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+from .. import scopes as scope_rules
+from ..config import JwtConfig
+from ..errors import InvalidToken, TargetDenied
+from .jwks import EC_CURVES, RSA_ALGS, JwksKeySource
+from .principal import Principal
+
+MAX_JWT_BYTES = 16 * 1024
+MAX_KID_CHARS = 256
+MAX_CLAIM_CHARS = 1024
+# SECURITY: an `exp` beyond this is refused: such a token never really expires, and far-future
+# instants overflow date arithmetic downstream.
+MAX_EXP_AHEAD = 366 * 86400.0
+HMAC_ALGS = frozenset({"HS256", "HS384", "HS512"})
+
+_B64URL = r"[A-Za-z0-9_-]"
+# Header and payload are never empty; the signature of an `alg: none` token is, and such a
+# token is still ours to refuse rather than someone else's to claim.
+_JWS_RE = re.compile(rf"{_B64URL}+\.{_B64URL}+\.{_B64URL}*")
+_JWE_RE = re.compile(rf"{_B64URL}+\.{_B64URL}*\.{_B64URL}*\.{_B64URL}+\.{_B64URL}*")
+# SECURITY: header parameters that fetch or embed keys (jku, x5u, jwk, x5c), that we would have
+# to understand (crit, b64), or that mean something other than a plain signed JWT (zip, enc).
+_REFUSED_HEADER_PARAMS = ("crit", "jku", "x5u", "jwk", "x5c", "zip", "enc", "b64")
+# RFC 6749 scope-token: printable ASCII except space, `"` and `\`.
+_SCOPE_RE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,200}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class JwtAuthenticator:
+    """Verifies JWT bearer credentials under one `jwt:` configuration.
+
+    Use as `async with JwtAuthenticator(cfg) as auth:` or pair `await start()` with
+    `await close()`; the JWKS client session exists only between the two.
+    """
+
+    def __init__(self, cfg: JwtConfig, clock: Callable[[], float] = time.time) -> None:
+        algorithms = frozenset(cfg.algorithms)
+        if not algorithms:
+            raise ValueError("jwt.algorithms: empty")
+        if any(a.lower() == "none" for a in algorithms):
+            # SECURITY: "none" is never accepted, whatever the config object says.
+            raise ValueError("jwt.algorithms: 'none' is never accepted")
+        unknown = algorithms - jwt.algorithms.get_default_algorithms().keys()
+        if unknown:
+            raise ValueError(f"jwt.algorithms: unsupported {sorted(unknown)}")
+        if algorithms & HMAC_ALGS and algorithms - HMAC_ALGS:
+            # SECURITY: HS* beside public-key algorithms is the classic key-confusion setup.
+            raise ValueError("jwt.algorithms: HS* cannot be mixed with public-key algorithms")
+        self._cfg = cfg
+        self._clock = clock
+        self._algorithms = algorithms
+        self._decoder = jwt.PyJWT()
+        self._jwks: JwksKeySource | None = None
+        self._static_key: Any = None
+        self._static_algs: frozenset[str] = frozenset()
+        if algorithms <= HMAC_ALGS:
+            if not cfg.secret or len(cfg.secret.encode()) < 32:
+                raise ValueError("jwt.secret: HS* algorithms need a secret of at least 32 bytes")
+            if cfg.jwks_url is not None or cfg.public_key_file is not None:
+                raise ValueError("jwt: HS* algorithms take `secret`, not jwks_url or public_key_file")
+            self._static_key, self._static_algs = cfg.secret.encode(), algorithms
+        elif (cfg.jwks_url is None) == (cfg.public_key_file is None):
+            raise ValueError("jwt: public-key algorithms need exactly one of jwks_url or public_key_file")
+        elif cfg.public_key_file is not None:
+            self._static_key = _load_public_key(cfg.public_key_file)
+            self._static_algs = algorithms & _algorithms_for(self._static_key)
+            if not self._static_algs:
+                raise ValueError("jwt.public_key_file: the key fits none of jwt.algorithms")
+        elif cfg.jwks_url is not None:
+            self._jwks = JwksKeySource(
+                cfg.jwks_url, algorithms, cfg.jwks_cache, cfg.jwks_refetch_interval, clock
+            )
+
+    async def start(self) -> None:
+        if self._jwks is not None:
+            await self._jwks.start()
+
+    async def close(self) -> None:
+        if self._jwks is not None:
+            await self._jwks.close()
+
+    async def __aenter__(self) -> JwtAuthenticator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def authenticate(self, credential: str, requested_workspace: str | None) -> Principal | None:
+        """A Principal for a good JWT; None for a credential that is not JWT-shaped; raises for a
+        JWT-shaped one that fails (never echoing it)."""
+        if len(credential) > MAX_JWT_BYTES:
+            # SECURITY: cap before decoding anything (the front door caps too).
+            if credential.count(".") in (2, 4):
+                raise InvalidToken("token too large")
+            return None
+        if _JWE_RE.fullmatch(credential):
+            # SECURITY: encrypted tokens (JWE) are not accepted.
+            raise InvalidToken("encrypted tokens (JWE) are not accepted")
+        if not _JWS_RE.fullmatch(credential):
+            return None
+        header_segment, payload_segment, _ = credential.split(".")
+        header = _json_segment(header_segment, "header")
+        alg, kid = self._check_header(header)
+        payload = _json_segment(payload_segment, "payload")
+        key = await self._key_for(kid, alg)
+        self._verify(credential, key)
+        exp = self._check_times(payload)
+        return self._principal(payload, exp, requested_workspace)
+
+    def _check_header(self, header: dict[str, Any]) -> tuple[str, str | None]:
+        alg = header.get("alg")
+        if not isinstance(alg, str):
+            raise InvalidToken("token header has no algorithm")
+        if alg.lower() == "none":
+            # SECURITY: unsigned tokens, in any spelling, are never accepted.
+            raise InvalidToken("alg none is never accepted")
+        if alg not in self._algorithms:
+            # SECURITY: the allowlist is checked before any key lookup, so a foreign algorithm
+            # can neither pick a key (HS256 with the RSA public key) nor trigger a JWKS fetch.
+            raise InvalidToken("token algorithm not allowed")
+        for param in _REFUSED_HEADER_PARAMS:
+            if param in header:
+                raise InvalidToken(f"token header parameter {param!r} is not accepted")
+        kid = header.get("kid")
+        if kid is not None and (not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_CHARS):
+            raise InvalidToken("token kid must be a short string")
+        return alg, kid
+
+    async def _key_for(self, kid: str | None, alg: str) -> Any:
+        if self._jwks is not None:
+            return await self._jwks.key_for(kid, alg)
+        if alg not in self._static_algs:
+            raise InvalidToken("no key matches the token's algorithm")
+        # SECURITY: with a secret or a key file the key is fixed; the kid chooses nothing.
+        return self._static_key
+
+    def _verify(self, credential: str, key: Any) -> None:
+        try:
+            self._decoder.decode(
+                credential,
+                key=key,
+                # SECURITY: the allowlist goes to PyJWT too, never derived from the token.
+                algorithms=sorted(self._algorithms),
+                audience=self._cfg.audience,
+                issuer=self._cfg.issuer,
+                options={
+                    # Times are checked in _check_times against the injected clock.
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    # The subject claim (which need not be `sub`) is checked in _principal.
+                    "verify_sub": False,
+                    # SECURITY: short RSA keys and HMAC secrets are refused, not warned about.
+                    "enforce_minimum_key_length": True,
+                },
+            )
+        except jwt.InvalidSignatureError:
+            raise InvalidToken("signature verification failed") from None
+        except jwt.InvalidAudienceError:
+            raise InvalidToken("audience mismatch") from None
+        except jwt.InvalidIssuerError:
+            raise InvalidToken("issuer mismatch") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise InvalidToken(f"token lacks the {exc.claim!r} claim") from None
+        except jwt.InvalidAlgorithmError:
+            raise InvalidToken("token algorithm not allowed") from None
+        except jwt.InvalidKeyError:
+            raise InvalidToken("the key does not fit the token") from None
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise InvalidToken("malformed token") from None
+
+    def _check_times(self, payload: Mapping[str, Any]) -> float:
+        now, leeway = self._clock(), self._cfg.leeway
+        if "exp" not in payload:
+            # SECURITY: a token without exp would be valid forever.
+            raise InvalidToken("token lacks the 'exp' claim")
+        exp = _numeric_date(payload, "exp")
+        if exp <= now - leeway:
+            raise InvalidToken("token expired")
+        if exp > now + MAX_EXP_AHEAD:
+            raise InvalidToken("token 'exp' is too far in the future")
+        for claim in ("nbf", "iat"):
+            if claim in payload and _numeric_date(payload, claim) > now + leeway:
+                # SECURITY: not yet valid (nbf), or minted in the future (iat).
+                raise InvalidToken(f"token {claim!r} is in the future")
+        return exp
+
+    def _principal(
+        self, payload: Mapping[str, Any], exp: float, requested_workspace: str | None
+    ) -> Principal:
+        names = self._cfg.claims
+        subject = _claim_str(payload, names.subject)
+        if subject is None:
+            raise InvalidToken(f"token lacks the {names.subject!r} claim")
+        role = _claim_str(payload, names.role) if names.role else None
+        single = _claim_str(payload, names.workspace) if names.workspace else None
+        members = _claim_list(payload, names.workspaces) if names.workspaces else None
+        workspace = _workspace(single, members, requested_workspace)
+        held = self._scopes(payload, role)
+        return Principal(
+            kind="jwt",
+            subject=subject,
+            scopes=held,
+            workspace=workspace,
+            role=role,
+            expires_at=exp,
+            mint_scopes=held,
+            workspaces=frozenset(members) if members is not None else None,
+        )
+
+    def _scopes(self, payload: Mapping[str, Any], role: str | None) -> frozenset[str]:
+        claimed: frozenset[str] | None = None
+        if self._cfg.claims.scopes:
+            claimed = _scope_claim(payload, self._cfg.claims.scopes)
+        if self._cfg.roles is None:
+            # No role caps: the claim decides; with neither, the upstream applies its own rules.
+            return claimed if claimed is not None else frozenset({"full"})
+        # SECURITY: a role the config does not name holds nothing.
+        cap = self._cfg.roles.get(role, frozenset()) if role is not None else frozenset()
+        if claimed is None:
+            return frozenset(cap)
+        # SECURITY: the role bounds what the token's scope claim may grant.
+        return frozenset(s for s in claimed if "*" in cap or scope_rules.covers(cap, s))
+
+
+def _workspace(single: str | None, members: list[str] | None, requested: str | None) -> str | None:
+    if requested is not None:
+        if members is not None:
+            if requested not in members:
+                raise TargetDenied("workspace not among the token's workspaces")
+            return requested
+        if single is not None:
+            if requested != single:
+                raise TargetDenied("workspace differs from the token's workspace")
+            return requested
+        # SECURITY: a token bound to no workspace is not vouched for in the one the client names.
+        return None
+    if single is not None:
+        return single
+    if members is not None and len(members) == 1:
+        return members[0]
+    return None
+
+
+def _json_segment(segment: str, name: str) -> dict[str, Any]:
+    """Strict base64url, strict UTF-8, JSON without duplicate keys or non-finite numbers."""
+    try:
+        if len(segment) % 4 == 1:
+            raise ValueError("bad base64url length")
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != segment:
+            raise ValueError("non-canonical base64url")
+        # SECURITY: duplicate keys are refused: parsers disagree on which one wins.
+        value = json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
+    except (ValueError, RecursionError, binascii.Error):
+        raise InvalidToken(f"malformed token {name}") from None
+    if not isinstance(value, dict):
+        raise InvalidToken(f"malformed token {name}")
+    return value
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in out:
+            raise ValueError("duplicate key")
+        out[name] = value
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("non-finite number")
+    return value
+
+
+def _numeric_date(payload: Mapping[str, Any], claim: str) -> float:
+    value = payload[claim]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidToken(f"token {claim!r} must be a number")
+    try:
+        return float(value)
+    except OverflowError:
+        raise InvalidToken(f"token {claim!r} is out of range") from None
+
+
+def _claim_str(payload: Mapping[str, Any], claim: str) -> str | None:
+    if claim not in payload or payload[claim] is None:
+        return None
+    value = payload[claim]
+    # SECURITY: claims become identity headers: no control characters, bounded length.
+    if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_CHARS or _CONTROL_RE.search(value):
+        raise InvalidToken(f"token claim {claim!r} must be a non-empty string")
+    return value
+
+
+def _claim_list(payload: Mapping[str, Any], claim: str) -> list[str] | None:
+    if claim not in payload or payload[claim] is None:
+        return None
+    value = payload[claim]
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and v and len(v) <= MAX_CLAIM_CHARS and not _CONTROL_RE.search(v) for v in value
+    ):
+        raise InvalidToken(f"token claim {claim!r} must be a list of strings")
+    return value
+
+
+def _scope_claim(payload: Mapping[str, Any], claim: str) -> frozenset[str]:
+    value = payload.get(claim)
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        items = value.split(" ")
+        items = [s for s in items if s]
+    elif isinstance(value, list) and all(isinstance(s, str) for s in value):
+        items = value
+    else:
+        raise InvalidToken(f"token claim {claim!r} must be a space-separated string or a list")
+    if not all(_SCOPE_RE.fullmatch(s) for s in items):
+        raise InvalidToken(f"token claim {claim!r} holds a malformed scope")
+    return frozenset(items)
+
+
+def _load_public_key(path: str) -> Any:
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            return x509.load_pem_x509_certificate(data).public_key()
+        return serialization.load_pem_public_key(data)
+    except ValueError as exc:
+        raise ValueError(f"jwt.public_key_file: not a PEM public key or certificate: {path}") from exc
+
+
+def _algorithms_for(key: object) -> frozenset[str]:
+    if isinstance(key, rsa.RSAPublicKey):
+        return RSA_ALGS
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        curve = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}.get(key.curve.name)
+        return frozenset(alg for alg, name in EC_CURVES.items() if name == curve)
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return frozenset({"EdDSA"})
+    return frozenset()
