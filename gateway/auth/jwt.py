@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import math
 import re
@@ -24,6 +25,7 @@ from types import TracebackType
 from typing import Any
 
 import jwt
+from cachetools import TTLCache
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
@@ -52,6 +54,8 @@ _JWE_RE = re.compile(rf"{_B64URL}+\.{_B64URL}*\.{_B64URL}*\.{_B64URL}+\.{_B64URL
 _REFUSED_HEADER_PARAMS = ("crit", "jku", "x5u", "jwk", "x5c", "zip", "enc", "b64")
 # RFC 6749 scope-token: printable ASCII except space, `"` and `\`.
 _SCOPE_RE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,200}")
+VERIFIED_CACHE_SIZE = 10_000
+VERIFIED_CACHE_SECONDS = 60.0
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -79,6 +83,11 @@ class JwtAuthenticator:
         self._clock = clock
         self._algorithms = algorithms
         self._decoder = jwt.PyJWT()
+        # Signatures already verified, by SHA-256 of the credential: the same bytes verify the
+        # same way. Bounded in time so a key withdrawn from the JWKS stops working within it.
+        self._verified: TTLCache[bytes, dict[str, Any]] = TTLCache(
+            maxsize=VERIFIED_CACHE_SIZE, ttl=min(VERIFIED_CACHE_SECONDS, cfg.jwks_cache), timer=clock
+        )
         self._jwks: JwksKeySource | None = None
         self._static_key: Any = None
         self._static_algs: frozenset[str] = frozenset()
@@ -133,14 +142,20 @@ class JwtAuthenticator:
             raise InvalidToken("encrypted tokens (JWE) are not accepted")
         if not _JWS_RE.fullmatch(credential):
             return None
-        header_segment, payload_segment, _ = credential.split(".")
-        header = _json_segment(header_segment, "header")
-        alg, kid = self._check_header(header)
-        payload = _json_segment(payload_segment, "payload")
-        key = await self._key_for(kid, alg)
-        self._verify(credential, key)
+        digest = hashlib.sha256(credential.encode()).digest()
+        payload = self._verified.get(digest)
+        if payload is None:
+            header_segment, payload_segment, _ = credential.split(".")
+            header = _json_segment(header_segment, "header")
+            alg, kid = self._check_header(header)
+            payload = _json_segment(payload_segment, "payload")
+            key = await self._key_for(kid, alg)
+            self._verify(credential, key)
+        # Times and claims are checked on every request, cached signature or not.
         exp = self._check_times(payload)
-        return self._principal(payload, exp, requested_workspace)
+        principal = self._principal(payload, exp, requested_workspace)
+        self._verified[digest] = payload
+        return principal
 
     def _check_header(self, header: dict[str, Any]) -> tuple[str, str | None]:
         alg = header.get("alg")

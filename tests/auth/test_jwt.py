@@ -648,3 +648,29 @@ async def test_workspace_binding(
     assert principal.workspace == expected
     members = claims.get("workspaces")
     assert principal.workspaces == (frozenset(members) if members is not None else None)
+
+
+# --- the verified-signature cache -------------------------------------------------------------
+
+
+async def test_cached_signature_still_checks_workspace_per_request(make_env: MakeEnv) -> None:
+    env = await make_env("secret-hs256")
+    token = env.signer.token(workspaces=["ws1", "ws2"])
+    first = await env.auth.authenticate(token, "ws1")
+    second = await env.auth.authenticate(token, "ws2")
+    assert first is not None and first.workspace == "ws1"
+    assert second is not None and second.workspace == "ws2"
+    with pytest.raises(TargetDenied):
+        await env.auth.authenticate(token, "ws3")
+
+
+async def test_cached_signature_is_forgotten_after_its_ttl(
+    make_env: MakeEnv, clock: Clock, jwks: Any
+) -> None:
+    env = await make_env("jwks-rs256", jwks_cache=30.0, jwks_refetch_interval=1.0)
+    token = env.signer.token(exp=int(clock.now) + 3600)
+    assert await env.auth.authenticate(token, None) is not None
+    jwks.keys.clear()  # the identity provider withdraws the key
+    clock.advance(31)
+    with pytest.raises(InvalidToken):
+        await env.auth.authenticate(token, None)
