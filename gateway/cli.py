@@ -190,7 +190,10 @@ async def _explain(cfg: Config, args: argparse.Namespace) -> int:
     from .web.runtime import Runtime
 
     method = args.method.upper()
-    url = URL(args.url)
+    try:
+        url = URL(args.url)
+    except ValueError as exc:
+        raise CliError(f"explain: bad URL {args.url!r}: {exc}", 2) from None
     target = url.raw_path_qs if url.is_absolute() else args.url
     headers: CIMultiDict[str] = CIMultiDict()
     if args.token:

@@ -213,8 +213,8 @@ def _pos_size(v: Any) -> int | None:
     return s if s is not None and s > 0 else None
 
 
-def _listen(r: Reader, node: Any, where: str, default: Listen) -> Listen:
-    m = r.mapping(node, where, {"host", "port"})
+def _listen(r: Reader, node: Any, where: str, default: Listen, line: int = 0) -> Listen:
+    m = r.mapping(node, where, {"host", "port"}, line)
     return Listen(
         r.get(m, "host", where, _str, default.host, "a host name or address"),
         r.get(m, "port", where, _port, default.port, "a port number 0-65535"),
@@ -233,9 +233,9 @@ def _http_url(v: Any) -> URL | None:
     return url
 
 
-def _upstreams(r: Reader, node: Any) -> dict[str, Upstream]:
+def _upstreams(r: Reader, node: Any, line: int = 0) -> dict[str, Upstream]:
     out: dict[str, Upstream] = {}
-    m = r.mapping(node, "upstreams", set(node) if isinstance(node, LMap) else set())
+    m = r.mapping(node, "upstreams", set(node) if isinstance(node, LMap) else set(), line)
     for name, value in m.items():
         where = f"upstreams.{name}"
         line = line_of(m, name)
@@ -293,9 +293,9 @@ def _trusted(r: Reader, node: LMap) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _limits(r: Reader, node: Any) -> Limits:
+def _limits(r: Reader, node: Any, line: int = 0) -> Limits:
     w = "limits"
-    m = r.mapping(node, w, {"max_body", "max_credential", "header_timeout", "failed_auth_per_minute"})
+    m = r.mapping(node, w, {"max_body", "max_credential", "header_timeout", "failed_auth_per_minute"}, line)
     d = Limits()
     return Limits(
         r.get(m, "max_body", w, _pos_size, d.max_body, "a size such as 10MiB"),
@@ -305,10 +305,10 @@ def _limits(r: Reader, node: Any) -> Limits:
     )
 
 
-def _tokens(r: Reader, node: Any) -> TokensConfig:
+def _tokens(r: Reader, node: Any, line: int = 0) -> TokensConfig:
     w = "tokens"
     keys = {"prefix", "cache_ttl", "default_ttl", "max_ttl", "revocation_poll", "last_used_flush"}
-    m = r.mapping(node, w, keys)
+    m = r.mapping(node, w, keys, line)
     d = TokensConfig()
     prefix = r.get(
         m,
@@ -492,8 +492,8 @@ def load_config(path: str) -> Config:
         r.error(line_of(top, "surface"), "surface: expected a file path or a non-empty list of them")
     files = [f if os.path.isabs(f) else os.path.join(base_dir, f) for f in files]
 
-    upstreams = _upstreams(r, top.get("upstreams", LMap()))
-    headers = r.mapping(top.get("headers", LMap()), "headers", {"workspace"})
+    upstreams = _upstreams(r, top.get("upstreams", LMap()), line_of(top, "upstreams"))
+    headers = r.mapping(top.get("headers", LMap()), "headers", {"workspace"}, line_of(top, "headers"))
     ws_header = r.get(
         headers,
         "workspace",
@@ -502,16 +502,22 @@ def load_config(path: str) -> Config:
         "X-Workspace-Id",
         "a header name",
     )
-    management = r.mapping(top.get("management", LMap()), "management", {"mount"})
+    management = r.mapping(top.get("management", LMap()), "management", {"mount"}, line_of(top, "management"))
     mount = r.get(
         management,
         "mount",
         "management",
-        lambda v: v.rstrip("/") if isinstance(v, str) and re.match(r"^(/[A-Za-z0-9._~-]+)+/?$", v) else None,
+        lambda v: (
+            v.rstrip("/")
+            if isinstance(v, str)
+            and re.match(r"^(/[A-Za-z0-9._~-]+)+/?$", v)
+            and not {".", ".."} & set(v.split("/"))
+            else None
+        ),
         "/auth",
         "an absolute path such as /auth",
     )
-    log = r.mapping(top.get("log", LMap()), "log", {"level", "format"})
+    log = r.mapping(top.get("log", LMap()), "log", {"level", "format"}, line_of(top, "log"))
     log_cfg = LogConfig(
         r.get(
             log,
@@ -527,18 +533,20 @@ def load_config(path: str) -> Config:
     if "admin" in top and top["admin"] is False:
         admin = None
     elif "admin" in top:
-        admin = _listen(r, top["admin"], "admin", Listen("127.0.0.1", 9090))
+        admin = _listen(r, top["admin"], "admin", Listen("127.0.0.1", 9090), line_of(top, "admin"))
     cfg = Config(
         path=path,
-        listen=_listen(r, top.get("listen", LMap()), "listen", Listen("0.0.0.0", 8080)),
+        listen=_listen(
+            r, top.get("listen", LMap()), "listen", Listen("0.0.0.0", 8080), line_of(top, "listen")
+        ),
         admin=admin,
         methods=_methods(r, top),
         surface_files=tuple(files),
         upstreams=upstreams,
         store=_store(r, top),
         trusted_proxies=_trusted(r, top),
-        limits=_limits(r, top.get("limits", LMap())),
-        tokens=_tokens(r, top.get("tokens", LMap())),
+        limits=_limits(r, top.get("limits", LMap()), line_of(top, "limits")),
+        tokens=_tokens(r, top.get("tokens", LMap()), line_of(top, "tokens")),
         jwt=_jwt(r, top["jwt"], base_dir) if top.get("jwt") is not None else None,
         workspace_header=ws_header,
         management_mount=mount,

@@ -83,8 +83,8 @@ def load_yaml(path: str) -> Any:
 
 def line_of(container: Any, key: str | int, default: int = 0) -> int:
     if isinstance(container, LMap) and isinstance(key, str):
-        return container.lines.get(key, container.line)
+        return container.lines.get(key, container.line or default)
     if isinstance(container, LList) and isinstance(key, int):
-        return container.lines[key] if 0 <= key < len(container.lines) else container.line
+        return container.lines[key] if 0 <= key < len(container.lines) else container.line or default
     line = getattr(container, "line", default)
-    return line if isinstance(line, int) else default
+    return line if isinstance(line, int) and line else default

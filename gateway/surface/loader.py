@@ -65,12 +65,17 @@ def _check_pattern(r: Reader, line: int, where: str, value: Any, allow_params: b
     except BadPath as exc:
         r.error(line, f"{where}: {exc.detail}")
         return None
+    if "%" in value:
+        r.error(line, f"{where}: write the path decoded; '%' is not allowed in patterns")
+        return None
     return value
 
 
 def _route(r: Reader, node: Any, line: int, file: str, upstreams: Collection[str]) -> Route | None:
     before = len(r.problems)
     m = r.mapping(node, f"route at line {line}", _ROUTE_KEYS, line)
+    if not isinstance(node, LMap):
+        return None
     rid = m.get("id")
     if not isinstance(rid, str) or not _ID_RE.match(rid):
         r.error(line_of(m, "id", line), f"route: 'id' must be 1-64 of [A-Za-z0-9_.-], got {rid!r}")
@@ -237,10 +242,8 @@ def load_surface(files: Collection[str], upstreams: Collection[str], mount: str)
             )
         shape = _shape(route)
         for other in by_shape.get(shape, []):
-            if (
-                (route.methods is None
-                and other.methods is None)
-                or (route.methods and other.methods and route.methods & other.methods)
+            if (route.methods is None and other.methods is None) or (
+                route.methods and other.methods and route.methods & other.methods
             ):
                 problems.append(
                     Problem(

@@ -40,9 +40,10 @@ class _Group:
 
     by_method: dict[str, Route] = field(default_factory=dict)
     any_method: Route | None = None
-    param_names: tuple[str, ...] = ()
+    param_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # route id -> its names
 
-    def add(self, route: Route) -> None:
+    def add(self, route: Route, names: tuple[str, ...] = ()) -> None:
+        self.param_names[route.id] = names
         if route.methods is None:
             self.any_method = route
         else:
@@ -87,8 +88,8 @@ class Matcher:
                 node = node.param
             else:
                 node = node.literal.setdefault(seg, _Node())
-        node.group = node.group or _Group(param_names=tuple(names))
-        node.group.add(route)
+        node.group = node.group or _Group()
+        node.group.add(route, tuple(names))
 
     def _insert_prefix(self, route: Route) -> None:
         node = self._prefixes
@@ -103,7 +104,7 @@ class Matcher:
             found = _walk(self._paths, segments, 0, [])
             if found is not None:
                 group, values = found
-                return _decide(group, method, dict(zip(group.param_names, values, strict=True)))
+                return _decide(group, method, values)
         node, best = self._prefixes, self._prefixes.group
         for seg in segments:
             nxt = node.literal.get(seg)
@@ -113,7 +114,7 @@ class Matcher:
             best = node.group or best
         if best is None:
             return _NO_MATCH
-        return _decide(best, method, {})
+        return _decide(best, method, [])
 
 
 def _walk(node: _Node, segs: tuple[str, ...], i: int, values: list[str]) -> tuple[_Group, list[str]] | None:
@@ -129,8 +130,8 @@ def _walk(node: _Node, segs: tuple[str, ...], i: int, values: list[str]) -> tupl
     return None
 
 
-def _decide(group: _Group, method: str, params: dict[str, str]) -> Match:
+def _decide(group: _Group, method: str, values: list[str]) -> Match:
     route = group.pick(method)
     if route is None:
         return Match(Verdict.METHOD, allow=group.allow())
-    return Match(Verdict.FULL, route, params)
+    return Match(Verdict.FULL, route, dict(zip(group.param_names[route.id], values, strict=True)))

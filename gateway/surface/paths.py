@@ -44,12 +44,12 @@ def clean(target: str) -> CleanPath:
         raise BadPath("invalid percent-encoding")
     if _FORBIDDEN_ENCODED.search(raw):
         raise BadPath("encoded '/', '\\' or NUL in path")
+    if raw == "/":
+        return CleanPath(raw, query, (), False)
     parts = raw[1:].split("/")
     trailing = len(parts) > 1 and parts[-1] == ""
     if trailing:
         parts.pop()
-    if parts == [""]:
-        parts = []
     segments = []
     for part in parts:
         if part == "":

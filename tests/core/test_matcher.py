@@ -1,0 +1,259 @@
+"""Matcher.match: contract section 4's precedence, 405 verdicts, params, and lookup cost."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gateway.surface import matcher as matcher_module
+from gateway.surface.matcher import Match, Matcher, Verdict
+from gateway.surface.model import Route, RouteClass, Surface
+from gateway.surface.paths import clean
+
+
+def rule(
+    rid: str, *, path: str | None = None, prefix: str | None = None, methods: str | None = None
+) -> Route:
+    """A route as the loader would build it (GET admits HEAD)."""
+    ms = frozenset(methods.split()) if methods else None
+    if ms is not None and "GET" in ms:
+        ms |= {"HEAD"}
+    return Route(rid, "routes.yaml", 1, RouteClass.PUBLIC, path=path, prefix=prefix, methods=ms)
+
+
+def build(*routes: Route) -> Matcher:
+    return Matcher(Surface(tuple(routes), ("routes.yaml",)))
+
+
+def match(m: Matcher, method: str, target: str) -> Match:
+    path = clean(target)
+    return m.match(method, path.segments, path.trailing_slash)
+
+
+PRECEDENCE = build(
+    rule("health", path="/v1/health", methods="GET"),
+    rule("v1", prefix="/v1"),
+    rule("playlists", prefix="/v1/playlists"),
+    rule("playlists-post", prefix="/v1/playlists", methods="POST"),
+    rule("playlist-one", path="/v1/playlists/{pid}", methods="GET"),
+    rule("playlist-new", path="/v1/playlists/new", methods="GET"),
+    rule("a-x-c", path="/a/{x}/c"),
+    rule("a-b-y", path="/a/b/{y}"),
+    rule("d-e-f", path="/d/e/f"),
+    rule("d-p-g", path="/d/{p}/g"),
+    rule("reboot", path="/v1/devices/{device_id}/reboot", methods="POST"),
+    rule("multi", path="/m/{first}/{second}"),
+    rule("s-get", path="/s", methods="GET"),
+    rule("s-post", path="/s", methods="POST PUT"),
+    rule("t-any", path="/t"),
+    rule("t-delete", path="/t", methods="DELETE"),
+    rule("deep", prefix="/x/y/z"),
+    rule("shallow", prefix="/x"),
+    rule("root", prefix="/"),
+)
+
+FULL = Verdict.FULL
+METHOD = Verdict.METHOD
+
+# (method, target, verdict, route id, params, allow)
+CASES = [
+    ("GET", "/v1/health", FULL, "health", {}, (), "exact-path"),
+    ("HEAD", "/v1/health", FULL, "health", {}, (), "get-admits-head"),
+    ("POST", "/v1/health", METHOD, None, {}, ("GET", "HEAD"), "405-never-falls-through-to-prefix"),
+    ("GET", "/v1/health/", FULL, "v1", {}, (), "trailing-slash-skips-exact-path"),
+    ("GET", "/v1/health/x", FULL, "v1", {}, (), "longer-than-exact-path"),
+    ("GET", "/v1/playlists", FULL, "playlists", {}, (), "prefix-itself"),
+    ("GET", "/v1/playlists/", FULL, "playlists", {}, (), "prefix-with-trailing-slash"),
+    ("GET", "/v1/playlists/7/tracks", FULL, "playlists", {}, (), "prefix-below"),
+    ("POST", "/v1/playlists", FULL, "playlists-post", {}, (), "method-specific-beats-any-method"),
+    ("POST", "/v1/playlists/7/tracks", FULL, "playlists-post", {}, (), "method-specific-below-prefix"),
+    ("DELETE", "/v1/playlists/7/tracks", FULL, "playlists", {}, (), "any-method-when-method-unnamed"),
+    ("GET", "/v1/playlists/7", FULL, "playlist-one", {"pid": "7"}, (), "path-beats-prefix"),
+    ("HEAD", "/v1/playlists/7", FULL, "playlist-one", {"pid": "7"}, (), "path-head"),
+    ("DELETE", "/v1/playlists/7", METHOD, None, {}, ("GET", "HEAD"), "405-path-does-not-fall-to-prefix"),
+    ("GET", "/v1/playlists/7/", FULL, "playlists", {}, (), "trailing-slash-falls-to-prefix"),
+    ("GET", "/v1/playlists/new", FULL, "playlist-new", {}, (), "literal-beats-param"),
+    ("POST", "/v1/playlists/new", METHOD, None, {}, ("GET", "HEAD"), "405-literal-does-not-fall-to-param"),
+    ("GET", "/v1/playlistsX", FULL, "v1", {}, (), "prefix-whole-segments-only"),
+    ("GET", "/v1/play", FULL, "v1", {}, (), "prefix-not-a-string-prefix"),
+    ("GET", "/v1", FULL, "v1", {}, (), "shorter-prefix-itself"),
+    ("GET", "/v1x", FULL, "root", {}, (), "root-catch-all"),
+    ("GET", "/", FULL, "root", {}, (), "root-itself"),
+    ("OPTIONS", "/anything/at/all", FULL, "root", {}, (), "root-any-method"),
+    ("GET", "/a/b/c", FULL, "a-b-y", {"y": "c"}, (), "literal-beats-param-left-to-right"),
+    ("GET", "/a/z/c", FULL, "a-x-c", {"x": "z"}, (), "param-when-literal-absent"),
+    ("GET", "/a/b/d", FULL, "a-b-y", {"y": "d"}, (), "literal-branch-param-tail"),
+    ("GET", "/a/z/d", FULL, "root", {}, (), "no-path-fits-falls-to-prefix"),
+    ("GET", "/d/e/f", FULL, "d-e-f", {}, (), "all-literal"),
+    ("GET", "/d/e/g", FULL, "d-p-g", {"p": "e"}, (), "backtrack-literal-dead-end"),
+    ("GET", "/d/q/g", FULL, "d-p-g", {"p": "q"}, (), "param-branch-directly"),
+    ("POST", "/v1/devices/9/reboot", FULL, "reboot", {"device_id": "9"}, (), "param-captured"),
+    ("GET", "/v1/devices/9/reboot", METHOD, None, {}, ("POST",), "405-allow-lists-the-pattern-methods"),
+    ("GET", "/v1/devices/9/rebooted", FULL, "v1", {}, (), "near-miss-path-falls-to-prefix"),
+    ("GET", "/m/1/2", FULL, "multi", {"first": "1", "second": "2"}, (), "two-params"),
+    (
+        "GET",
+        "/m/caf%C3%A9/a%20b",
+        FULL,
+        "multi",
+        {"first": "caf\u00e9", "second": "a b"},
+        (),
+        "params-decoded",
+    ),
+    ("GET", "/s", FULL, "s-get", {}, (), "group-get"),
+    ("PUT", "/s", FULL, "s-post", {}, (), "group-put"),
+    ("DELETE", "/s", METHOD, None, {}, ("GET", "HEAD", "POST", "PUT"), "405-allow-unions-the-group"),
+    ("DELETE", "/t", FULL, "t-delete", {}, (), "method-specific-beats-any-on-path"),
+    ("PATCH", "/t", FULL, "t-any", {}, (), "any-method-path"),
+    ("GET", "/x/y/z/1", FULL, "deep", {}, (), "longer-prefix-beats-shorter"),
+    ("GET", "/x/y/z", FULL, "deep", {}, (), "longer-prefix-itself"),
+    ("GET", "/x/y", FULL, "shallow", {}, (), "between-prefixes"),
+    ("GET", "/x/y/zz", FULL, "shallow", {}, (), "longer-prefix-whole-segments"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "verdict", "route_id", "params", "allow"),
+    [c[:6] for c in CASES],
+    ids=[c[6] for c in CASES],
+)
+def test_precedence(
+    method: str,
+    target: str,
+    verdict: Verdict,
+    route_id: str | None,
+    params: dict[str, str],
+    allow: tuple[str, ...],
+) -> None:
+    found = match(PRECEDENCE, method, target)
+    assert found.verdict is verdict
+    assert (found.route.id if found.route else None) == route_id
+    assert found.params == params
+    assert found.allow == allow
+
+
+NO_CATCH_ALL = build(
+    rule("health", path="/v1/health", methods="GET"),
+    rule("playlists", prefix="/v1/playlists"),
+    rule("item", path="/v1/items/{id}"),
+)
+
+MISSES = [
+    ("GET", "/v1/playlistsX", "prefix-whole-segments"),
+    ("GET", "/v1", "above-prefix"),
+    ("GET", "/", "root"),
+    ("GET", "/v1/health/", "exact-path-trailing-slash"),
+    ("GET", "/v1/healthz", "exact-path-longer-name"),
+    ("GET", "/v1/items", "path-missing-param"),
+    ("GET", "/v1/items/1/2", "path-extra-segment"),
+    ("GET", "/v1/items/1/", "param-path-trailing-slash"),
+    ("POST", "/elsewhere", "unknown"),
+]
+
+
+@pytest.mark.parametrize(("method", "target"), [m[:2] for m in MISSES], ids=[m[2] for m in MISSES])
+def test_no_match(method: str, target: str) -> None:
+    assert match(NO_CATCH_ALL, method, target) == Match(Verdict.NONE)
+
+
+def test_empty_surface_matches_nothing() -> None:
+    assert build().match("GET", ()) == Match(Verdict.NONE)
+    assert build().match("GET", ("v1",), True) == Match(Verdict.NONE)
+
+
+def test_405_on_prefix_with_methods_only() -> None:
+    m = build(rule("ro", prefix="/ro", methods="GET"), rule("root", prefix="/"))
+    assert match(m, "DELETE", "/ro/1") == Match(Verdict.METHOD, allow=("GET", "HEAD"))
+    assert match(m, "DELETE", "/rox") == Match(Verdict.FULL, m.surface.routes[1], {})
+
+
+def test_root_prefix_catch_all_alone() -> None:
+    m = build(rule("root", prefix="/"))
+    for target in ("/", "/a", "/a/b/", "/v1/playlists/7"):
+        found = match(m, "PATCH", target)
+        assert (found.verdict, found.route) == (Verdict.FULL, m.surface.routes[0]), target
+
+
+def test_root_path_rule() -> None:
+    m = build(rule("index", path="/", methods="GET"), rule("root", prefix="/"))
+    assert match(m, "GET", "/").route == m.surface.routes[0]
+    assert match(m, "GET", "/a").route == m.surface.routes[1]
+
+
+def test_params_are_a_fresh_dict_per_match() -> None:
+    m = build(rule("item", path="/i/{id}"))
+    first = match(m, "GET", "/i/1")
+    second = match(m, "GET", "/i/2")
+    assert (first.params, second.params) == ({"id": "1"}, {"id": "2"})
+
+
+def test_backtracking_restores_params_of_the_abandoned_branch() -> None:
+    m = build(
+        rule("lit", path="/w/{ws}/items/{id}/edit"),
+        rule("par", path="/w/{ws}/{kind}/{id}/view"),
+    )
+    found = match(m, "GET", "/w/acme/items/7/view")
+    assert found.route == m.surface.routes[1]
+    assert found.params == {"ws": "acme", "kind": "items", "id": "7"}
+
+
+def test_same_shape_rules_capture_their_own_param_names() -> None:
+    m = build(
+        rule("get-by-x", path="/a/{x}", methods="GET"),
+        rule("post-by-y", path="/a/{y}", methods="POST"),
+    )
+    assert match(m, "GET", "/a/1").params == {"x": "1"}
+    found = match(m, "POST", "/a/1")
+    assert found.route == m.surface.routes[1]
+    assert found.params == {"y": "1"}
+
+
+def _counting_walk(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count every step of the path-trie walk (the walk recurses through the module global)."""
+    calls = [0]
+    real: Callable[..., Any] = matcher_module._walk
+
+    def walk(*args: Any) -> Any:
+        calls[0] += 1
+        return real(*args)
+
+    monkeypatch.setattr(matcher_module, "_walk", walk)
+    return calls
+
+
+def _many(n: int) -> Matcher:
+    routes = [rule(f"r{i}", path=f"/r{i}/items/{{id}}", methods="GET") for i in range(n)]
+    routes += [rule(f"p{i}", prefix=f"/p{i}/files") for i in range(n)]
+    return build(*routes)
+
+
+LOOKUPS = [
+    ("GET", "/r0/items/7", Verdict.FULL, "r0", {"id": "7"}),
+    ("GET", "/r5000/items/x", Verdict.FULL, "r5000", {"id": "x"}),
+    ("GET", "/r9999/items/last", Verdict.FULL, "r9999", {"id": "last"}),
+    ("POST", "/r9999/items/last", Verdict.METHOD, None, {}),
+    ("GET", "/p9998/files/a/b", Verdict.FULL, "p9998", {}),
+    ("GET", "/r10000/items/1", Verdict.NONE, None, {}),
+    ("GET", "/r9999/things/1", Verdict.NONE, None, {}),
+]
+
+
+def test_ten_thousand_rules_match_right_with_constant_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    small, large = _many(10), _many(10_000)
+    assert len(large.surface.routes) == 20_000
+    calls = _counting_walk(monkeypatch)
+    for method, target, verdict, route_id, params in LOOKUPS:
+        found = match(large, method, target)
+        assert found.verdict is verdict, target
+        assert (found.route.id if found.route else None) == route_id, target
+        assert found.params == params, target
+    # The walk visits one trie node per segment, whatever the number of rules.
+    for target in ("/r9/items/7", "/r9/things/7", "/nothing/here/at/all"):
+        calls[0] = 0
+        match(small, "GET", target)
+        in_small = calls[0]
+        calls[0] = 0
+        match(large, "GET", target)
+        assert calls[0] == in_small <= len(clean(target).segments) + 1, target
