@@ -8,8 +8,10 @@ Header mutation and forwarding happen in the proxy door, which is handed the Dec
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from urllib.parse import unquote_plus
 
 from multidict import CIMultiDictProxy
 
@@ -127,7 +129,7 @@ class Pipeline:
 def check_request_shape(path: CleanPath, headers: CIMultiDictProxy[str]) -> None:
     """Refusals that do not depend on the route: method overrides in the query, odd upgrades."""
     if path.query and any(
-        part.split("=", 1)[0] in ("_method", "%5Fmethod", "%5fmethod") for part in path.query.split("&")
+        unquote_plus(part.split("=", 1)[0]).strip() == "_method" for part in re.split("[&;]", path.query)
     ):
         # SECURITY: frameworks that honour `_method` would run a POST as a DELETE behind our back.
         raise BadRequest("the _method parameter is not accepted")

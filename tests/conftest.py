@@ -95,7 +95,9 @@ def _upstream_app(seen: list[Seen]) -> web.Application:
             return resp
         if path.startswith("/gzip"):
             payload = gzip.compress(b"compressed body " * 64)
-            return web.Response(body=payload, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"})
+            return web.Response(
+                body=payload, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"}
+            )
         if path.startswith("/respond"):
             resp = web.Response(status=int(request.query.get("status", "200")), text="respond")
             resp.headers.add("X-Up", "1")

@@ -119,6 +119,8 @@ async def forward(
     timings["upstream_ms"] = (time.perf_counter() - started) * 1000
     try:
         headers_out = downstream_response(upstream.headers)
+        # The id the upstream and the decision log saw, never the upstream's own.
+        headers_out["X-Request-Id"] = headers["X-Request-Id"]
         length = upstream.headers.get("Content-Length")
         if (
             length is not None

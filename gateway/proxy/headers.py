@@ -89,11 +89,9 @@ class HeaderPolicy:
         )
 
     def _drops(self, lname: str) -> bool:
-        if lname in self._strip:
-            return True
         # SECURITY: `X_Auth_Subject` becomes `HTTP_X_AUTH_SUBJECT` in CGI/WSGI upstreams, the same
-        # variable as `X-Auth-Subject`: underscore twins of protected names die too.
-        return "_" in lname and lname.replace("_", "-") in self._protected
+        # variable as `X-Auth-Subject`: underscore twins of every stripped name die too.
+        return lname.replace("_", "-") in self._strip
 
     def upstream_request(
         self,
@@ -113,7 +111,8 @@ class HeaderPolicy:
             lname = name.lower()
             if self._drops(lname) or lname in named:
                 continue
-            if lname in FORWARDED and not trusted_peer:
+            norm = lname.replace("_", "-")
+            if norm in FORWARDED and (norm != lname or not trusted_peer):
                 # SECURITY: X-Forwarded-*/Forwarded are believed only from trusted_proxies.
                 continue
             out.add(name, value)
@@ -121,7 +120,7 @@ class HeaderPolicy:
             auth = incoming.get("Authorization")
             if auth is not None:
                 out["Authorization"] = auth
-        prior = incoming.get("X-Forwarded-For") if trusted_peer else None
+        prior = ", ".join(incoming.getall("X-Forwarded-For", [])) if trusted_peer else None
         out["X-Forwarded-For"] = f"{prior}, {peer}" if prior and peer else (peer or prior or "")
         if not (trusted_peer and "X-Forwarded-Proto" in incoming):
             out["X-Forwarded-Proto"] = scheme

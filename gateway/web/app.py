@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ..auth.principal import Principal
 from ..errors import GatewayError, InvalidToken, StoreUnavailable
@@ -139,8 +140,21 @@ async def _still_valid(rt: Runtime, principal: Principal, credential: str) -> bo
         return False
 
 
+@web.middleware
+async def _every_target(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # SECURITY: the app has no routes, so every request lands here whatever aiohttp's router
+    # makes of it: a catch-all `/{tail:.*}` misses decoded CR/LF and asterisk- or
+    # authority-form targets, which aiohttp would answer itself (plain-text 404, unlogged).
+    del handler
+    return await handle(request)
+
+
 def build_app(rt: Runtime) -> web.Application:
-    app = web.Application(client_max_size=rt.cfg.limits.max_body, handler_args={"max_field_size": 16384})
+    app = web.Application(
+        client_max_size=rt.cfg.limits.max_body,
+        middlewares=[_every_target],
+        handler_args={"max_field_size": 16384},
+    )
     app[RUNTIME] = rt
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
@@ -149,5 +163,4 @@ def build_app(rt: Runtime) -> web.Application:
         await rt.close()
 
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_route("*", "/{tail:.*}", handle)
     return app
