@@ -12,7 +12,7 @@ RUN groupadd --system --gid 10001 scopegate \
  && mkdir -p /etc/scopegate /var/lib/scopegate \
  && chown scopegate:scopegate /var/lib/scopegate
 COPY --from=build /install /usr/local
-COPY config.yaml /etc/scopegate/config.yaml
+COPY deploy/docker/config.yaml /etc/scopegate/config.yaml
 COPY policies /etc/scopegate/policies
 ENV SCOPEGATE_CONFIG=/etc/scopegate/config.yaml \
     PYTHONUNBUFFERED=1

@@ -67,6 +67,21 @@ def is_trusted(peer: str | None, trusted: Iterable[Network]) -> bool:
     return any(addr in net for net in trusted)
 
 
+def client_ip(
+    peer: str | None, headers: CIMultiDictProxy[str] | CIMultiDict[str], trusted: Iterable[Network]
+) -> str | None:
+    """The address a request is held to (rate limits): the peer, or behind trusted proxies the
+    nearest X-Forwarded-For hop that is not itself a trusted proxy."""
+    nets = tuple(trusted)
+    if not is_trusted(peer, nets):
+        return peer
+    hops = [h.strip() for v in headers.getall("X-Forwarded-For", []) for h in v.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not is_trusted(hop, nets):
+            return hop
+    return hops[0] if hops else peer
+
+
 class HeaderPolicy:
     """Decides, once per config load, which client headers die at the gateway."""
 

@@ -18,14 +18,10 @@ from ..proxy.headers import request_id
 from ..proxy.websocket import proxy_websocket
 from .errors import error_response
 from .management import management
+from .peer import client_of, peer_of
 from .runtime import Runtime
 
 RUNTIME = web.AppKey("runtime", Runtime)
-
-
-def peer_of(request: web.Request) -> str | None:
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    return str(peer[0]) if peer else None
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -53,7 +49,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
             response = await management(rt, request, path, rid, fields)
             decision = "allow" if response.status < 400 else "deny"
         else:
-            d = await rt.pipeline.decide(request.method, path, request.headers, peer_of(request))
+            client = client_of(request, rt.cfg.trusted_proxies)
+            d = await rt.pipeline.decide(request.method, path, request.headers, client)
             _describe(fields, d)
             if d.shadow_denied is not None:
                 decision, reason = "shadow", d.shadow_denied.code

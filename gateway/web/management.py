@@ -12,10 +12,12 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..errors import BadRequest, InvalidRequest, MethodNotAllowed, NotFound
+from ..observe import escape
 from ..proxy.headers import identity_headers
 from ..surface.model import RouteClass
 from ..surface.paths import CleanPath
 from ..tokens.service import record_json
+from .peer import client_of
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -35,7 +37,9 @@ async def management(
         _only(method, ("GET", "HEAD"))
         return web.json_response({"scopes": rt.catalogue.as_json()})
     if rest and rest[0] == "tokens" and len(rest) <= 2:
-        principal = await rt.pipeline.authenticate(RouteClass.PUBLIC, request.headers, _peer(request))
+        principal = await rt.pipeline.authenticate(
+            RouteClass.PUBLIC, request.headers, client_of(request, rt.cfg.trusted_proxies)
+        )
         fields["credential"], fields["token_id"] = principal.kind, principal.token_id
         if len(rest) == 1:
             _only(method, ("GET", "HEAD", "POST"))
@@ -57,11 +61,6 @@ def _only(method: str, allowed: tuple[str, ...]) -> None:
         raise MethodNotAllowed(f"method {method} is not allowed here", allow=allowed)
 
 
-def _peer(request: web.Request) -> str | None:
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    return str(peer[0]) if peer else None
-
-
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise InvalidRequest("body: expected Content-Type application/json")
@@ -80,22 +79,31 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 
 def original_request(headers: CIMultiDictProxy[str]) -> tuple[str, str]:
-    """The method and URI a fronting proxy asks about (Traefik/Envoy, then nginx names)."""
-    method = headers.get("X-Forwarded-Method") or headers.get("X-Original-Method") or "GET"
-    uri = headers.get("X-Forwarded-Uri") or headers.get("X-Original-URI")
-    if not uri:
+    """The method and URI a fronting proxy asks about (Traefik/Envoy or nginx names)."""
+
+    # SECURITY: each proxy sets one family of names and passes a client's copy of the other on
+    # (nginx sets X-Original-*, Traefik X-Forwarded-*): when both are present they must agree, or
+    # a client could have us judge a request other than the one the proxy forwards.
+    def given(*names: str) -> set[str]:
+        return {v for n in names for v in headers.getall(n, []) if v}
+
+    uris = given("X-Forwarded-Uri", "X-Original-URI")
+    methods = {m.upper() for m in given("X-Forwarded-Method", "X-Original-Method")}
+    if not uris:
         raise BadRequest("forward-auth needs X-Forwarded-Uri or X-Original-URI")
-    return method.upper(), uri
+    if len(uris) > 1 or len(methods) > 1:
+        raise BadRequest("forward-auth: the X-Forwarded-* and X-Original-* names disagree")
+    return (methods.pop() if methods else "GET"), uris.pop()
 
 
 async def verify(rt: Runtime, request: web.Request, rid: str, fields: dict[str, Any]) -> web.StreamResponse:
     """Forward-auth: the same pipeline as the proxy; 200 with identity headers, or its refusal."""
     method, uri = original_request(request.headers)
-    fields["method"], fields["path"] = method, uri.partition("?")[0][:2048]
+    fields["method"], fields["path"] = method, escape(uri.partition("?")[0])[:2048]
     path = rt.pipeline.vet(method, uri, request.headers)
     if path.segments[: len(rt.mount_segments)] == rt.mount_segments:
         raise BadRequest("forward-auth cannot ask about the management mount")
-    d = await rt.pipeline.decide(method, path, request.headers, _peer(request))
+    d = await rt.pipeline.decide(method, path, request.headers, client_of(request, rt.cfg.trusted_proxies))
     fields["route"], fields["class"] = d.route.id, d.route.cls.value
     fields["credential"] = d.principal.kind if d.principal.kind != "anonymous" else "none"
     fields["token_id"] = d.principal.token_id
@@ -104,6 +112,10 @@ async def verify(rt: Runtime, request: web.Request, rid: str, fields: dict[str, 
     if d.principal.kind == "jwt":
         # The Authorization value the fronting proxy should pass on: a JWT's, never a token's.
         out["X-Auth-Authorization"] = request.headers.get("Authorization", "")
+        # Traefik's authResponseHeaders and ingress-nginx's auth-response-headers copy by name and
+        # delete the request's copy when the answer lacks it: naming `Authorization` lets them
+        # pass a JWT on and drop a token. Never sent for a token.
+        out["Authorization"] = out["X-Auth-Authorization"]
     if d.principal.token_id:
         rt.validator.note_used(d.principal.token_id)
     return web.Response(status=200, headers=out)

@@ -1,0 +1,162 @@
+"""Requests per second through nginx `auth_request` with scopegate deciding, against a stub decider.
+
+    python bench/forward_auth_rps.py [--seconds 5] [--rounds 3] [--connections 32]
+
+Two nginx instances run deploy/nginx/forward-auth.conf (one worker each, only the addresses
+rewritten) in front of the same upstream (bench/upstream.py). One asks `scopegate serve`'s
+/auth/verify, the other asks a stub auth service that answers 200 to everything. wrk runs against
+each in interleaved rounds so machine noise hits all alike. Prints the median requests/s of each
+case and its ratio to the stub measured in the same run:
+  stub       nginx -> stub auth (always 200) -> upstream: the cost of auth_request itself
+  anonymous  nginx -> scopegate, an anonymous route
+  token      nginx -> scopegate, a public route with an API token (cached after the first request)
+  jwt        nginx -> scopegate, a public route with an HS256 JWT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import jwt
+from aiohttp import web
+from common import free_port, median, start, wrk
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SNIPPET = os.path.join(HERE, os.pardir, "deploy", "nginx", "forward-auth.conf")
+ROUTES = """routes:
+  - id: health
+    match: {path: /v1/health, methods: [GET]}
+    class: anonymous
+  - id: playlists
+    match: {prefix: /v1/playlists}
+    class: public
+"""
+
+
+def stub_auth(port: int) -> None:
+    """The reference decider: allows every request, says nothing about the caller."""
+
+    async def allow(_request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", allow)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def nginx_conf(folder: str, listen: int, auth: int, app: int) -> str:
+    with open(SNIPPET) as fh:
+        snippet = fh.read()
+    for old, new in (
+        ("server 127.0.0.1:8080;", f"server 127.0.0.1:{auth};"),
+        ("server 127.0.0.1:8081;", f"server 127.0.0.1:{app};"),
+        ("listen 80;", f"listen 127.0.0.1:{listen} backlog=1024;"),
+    ):
+        snippet = snippet.replace(old, new)
+    os.makedirs(folder)
+    temp = "\n".join(
+        f"    {kind}_temp_path {os.path.join(folder, kind)};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    path = os.path.join(folder, "nginx.conf")
+    with open(path, "w") as fh:
+        fh.write(f"""daemon off;
+master_process off;
+worker_processes 1;
+pid {os.path.join(folder, "nginx.pid")};
+error_log {os.path.join(folder, "error.log")} warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+{temp}
+{snippet}
+}}
+""")
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--stub-auth", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.stub_auth:
+        stub_auth(args.stub_auth)
+        return
+    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    if nginx is None:
+        sys.exit("bench: nginx not found (Debian: apt-get install nginx-light)")
+    folder = tempfile.mkdtemp(prefix="scopegate-bench-fa-")
+    up_port, stub_port, gw_port, ng_stub, ng_gw = (free_port() for _ in range(5))
+    secret = secrets.token_urlsafe(32)
+    with open(os.path.join(folder, "routes.yaml"), "w") as fh:
+        fh.write(ROUTES)
+    config = os.path.join(folder, "config.yaml")
+    with open(config, "w") as fh:
+        fh.write(f"""listen: {{host: 127.0.0.1, port: {gw_port}}}
+admin: false
+surface: routes.yaml
+upstreams: {{default: "http://127.0.0.1:9"}}
+store: sqlite:///tokens.db
+log: {{level: warning}}
+jwt: {{algorithms: [HS256], secret: {json.dumps(secret)}}}
+""")
+    mint = ["token", "create", "-c", config, "--name", "bench", "--workspace", "bench", "--scope", "read"]
+    created = subprocess.run(
+        [sys.executable, "-m", "gateway", *mint, "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    token = json.loads(created.stdout)["token"]
+    now = int(time.time())
+    jwt_token = jwt.encode(
+        {"sub": "bench", "workspace_id": "bench", "iat": now, "exp": now + 3600}, secret, algorithm="HS256"
+    )
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(start([sys.executable, os.path.join(HERE, "upstream.py"), str(up_port)], up_port))
+        procs.append(start([sys.executable, __file__, "--stub-auth", str(stub_port)], stub_port))
+        procs.append(start([sys.executable, "-m", "gateway", "serve", "-c", config], gw_port))
+        for name, listen, auth in (("stub", ng_stub, stub_port), ("scopegate", ng_gw, gw_port)):
+            conf = nginx_conf(os.path.join(folder, f"nginx-{name}"), listen, auth, up_port)
+            procs.append(start([nginx, "-p", os.path.dirname(conf), "-e", "stderr", "-c", conf], listen))
+        cases = {
+            "stub": (f"http://127.0.0.1:{ng_stub}/v1/playlists/1", []),
+            "anonymous": (f"http://127.0.0.1:{ng_gw}/v1/health", []),
+            "token": (f"http://127.0.0.1:{ng_gw}/v1/playlists/1", [f"Authorization: Bearer {token}"]),
+            "jwt": (f"http://127.0.0.1:{ng_gw}/v1/playlists/1", [f"Authorization: Bearer {jwt_token}"]),
+        }
+        results: dict[str, list[float]] = {name: [] for name in cases}
+        for url, headers in cases.values():  # warm-up: token cache, keepalive pools
+            wrk(url, 1, args.connections, headers)
+        for _ in range(args.rounds):
+            for name, (url, headers) in cases.items():
+                results[name].append(wrk(url, args.seconds, args.connections, headers))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+    ref = median(results["stub"])
+    print(f"{'case':<12} {'median req/s':>12} {'ratio':>7}   rounds")
+    for name, values in results.items():
+        print(
+            f"{name:<12} {median(values):>12.0f} {median(values) / ref:>7.2f}   "
+            + " ".join(f"{v:.0f}" for v in values)
+        )
+
+
+if __name__ == "__main__":
+    main()

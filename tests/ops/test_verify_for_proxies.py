@@ -1,0 +1,121 @@
+"""/auth/verify as the fronting proxies call it: what each of them needs from the answer."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import jwt
+import pytest
+
+from tests.conftest import MakeGateway
+
+SECRET = secrets.token_urlsafe(48)
+JWT_CONFIG = f'jwt: {{algorithms: [HS256], secret: "{SECRET}"}}\n'
+
+
+def a_jwt() -> str:
+    now = int(time.time())
+    return jwt.encode({"sub": "alice", "workspace_id": "w", "iat": now, "exp": now + 600}, SECRET, "HS256")
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [
+        pytest.param({"X-Original-URI": "/v1/health", "X-Original-Method": "GET"}, id="nginx-names"),
+        pytest.param({"X-Forwarded-Uri": "/v1/health", "X-Forwarded-Method": "GET"}, id="traefik-names"),
+    ],
+)
+async def test_either_family_of_names_asks_the_question(
+    make_gateway: MakeGateway, asked: dict[str, str]
+) -> None:
+    gw = await make_gateway()
+    r = await gw.client.get("/auth/verify", headers=asked)
+    assert r.status == 200
+    assert r.headers["X-Auth-Type"] == "anonymous"
+
+
+async def test_disagreeing_forwarded_and_original_names_are_refused(make_gateway: MakeGateway) -> None:
+    gw = await make_gateway()
+    r = await gw.client.get(
+        "/auth/verify",
+        headers={
+            "X-Original-URI": "/v1/playlists/1",  # set by nginx: the real request
+            "X-Original-Method": "POST",
+            "X-Forwarded-Uri": "/v1/health",  # sent by the client
+            "X-Forwarded-Method": "GET",
+        },
+    )
+    assert r.status == 400
+    assert (await r.json())["error"] == "bad_request"
+
+
+async def test_failed_auth_limit_is_per_client_behind_a_trusted_proxy(make_gateway: MakeGateway) -> None:
+    gw = await make_gateway(extra="trusted_proxies: [127.0.0.1/32]\nlimits: {failed_auth_per_minute: 2}\n")
+    _, good = await gw.runtime.service.create(None, {"name": "t", "workspace": "w", "scopes": ["read"]})
+    ask = {"X-Original-URI": "/v1/playlists/1", "X-Original-Method": "GET"}
+    bad = "st_" + "A" * 38
+    statuses = []
+    for _ in range(3):
+        r = await gw.client.get(
+            "/auth/verify",
+            headers={**ask, "Authorization": f"Bearer {bad}", "X-Forwarded-For": "203.0.113.1"},
+        )
+        statuses.append(r.status)
+    assert statuses == [401, 401, 429]
+    r = await gw.client.get(
+        "/auth/verify",
+        headers={**ask, "Authorization": f"Bearer {good}", "X-Forwarded-For": "203.0.113.2"},
+    )
+    assert r.status == 200
+
+
+async def test_a_token_is_never_named_as_the_authorization_to_forward(make_gateway: MakeGateway) -> None:
+    gw = await make_gateway(extra=JWT_CONFIG)
+    _, token = await gw.runtime.service.create(None, {"name": "t", "workspace": "w", "scopes": ["read"]})
+    r = await gw.client.get(
+        "/auth/verify",
+        headers={"X-Forwarded-Uri": "/v1/playlists/1", "Authorization": f"Bearer {token}"},
+    )
+    assert r.status == 200
+    assert "X-Auth-Authorization" not in r.headers
+    assert "Authorization" not in r.headers
+    assert all(token not in v for v in r.headers.values())
+
+
+async def test_a_jwt_is_named_in_x_auth_authorization(make_gateway: MakeGateway) -> None:
+    gw = await make_gateway(extra=JWT_CONFIG)
+    token = a_jwt()
+    r = await gw.client.get(
+        "/auth/verify", headers={"X-Forwarded-Uri": "/v1/playlists/1", "Authorization": f"Bearer {token}"}
+    )
+    assert r.status == 200
+    assert r.headers["X-Auth-Authorization"] == f"Bearer {token}"
+
+
+async def test_a_jwt_is_also_named_in_authorization_for_traefik(make_gateway: MakeGateway) -> None:
+    gw = await make_gateway(extra=JWT_CONFIG)
+    token = a_jwt()
+    r = await gw.client.get(
+        "/auth/verify", headers={"X-Forwarded-Uri": "/v1/playlists/1", "Authorization": f"Bearer {token}"}
+    )
+    assert r.headers.get("Authorization") == f"Bearer {token}"
+
+
+async def test_envoys_path_prefix_lands_the_original_path_in_an_ignored_query(
+    make_gateway: MakeGateway,
+) -> None:
+    # deploy/envoy/ext_authz.yaml: path_prefix "/auth/verify?envoy_path=" + the original path, the
+    # original method, no body, and the original URI again in X-Forwarded-Uri (set by Lua).
+    gw = await make_gateway()
+    _, token = await gw.runtime.service.create(None, {"name": "t", "workspace": "w", "scopes": ["read"]})
+    original = "/v1/playlists/1?a=%2F&b=2"
+    asked = {"X-Forwarded-Uri": original, "X-Forwarded-Method": "POST", "Authorization": f"Bearer {token}"}
+    r = await gw.client.post("/auth/verify?envoy_path=" + original, headers=asked)
+    assert r.status == 403
+    assert (await r.json())["error"] == "insufficient_scope"
+    r = await gw.client.get(
+        "/auth/verify?envoy_path=" + original, headers={**asked, "X-Forwarded-Method": "GET"}
+    )
+    assert r.status == 200
+    assert r.headers["X-Auth-Token-Id"]
