@@ -1,0 +1,297 @@
+"""The SQLite token store (aiosqlite): WAL, synchronous=FULL, one connection per process.
+
+Every write is its own IMMEDIATE transaction and returns only after COMMIT. Every sqlite or OS
+failure (missing directory, lock held past the busy timeout, corrupt or read-only file, closed
+store) surfaces as `errors.StoreUnavailable`, so callers fail closed without knowing the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiosqlite
+
+from ..errors import Conflict, StoreUnavailable
+from .migrations import SchemaTooNew, migrate
+from .store import Status, TokenRecord
+
+log = logging.getLogger("scopegate.store")
+
+BUSY_TIMEOUT_MS = 2000
+FEED_PAGE = 10_000
+_COLUMNS = (
+    "id, name, display_prefix, owner, workspace, project, scopes, created_at, expires_at, "
+    "revoked_at, last_used_at, created_by"
+)
+
+
+class SqliteTokenStore:
+    def __init__(self, path: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+        self.path = path
+        self.busy_timeout_ms = int(busy_timeout_ms)
+        self._directory = os.path.dirname(os.path.abspath(path))
+        self._conn: aiosqlite.Connection | None = None
+        # One connection is shared by every coroutine; the lock keeps one coroutine's statements
+        # out of another's transaction.
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        if not await asyncio.to_thread(os.path.isdir, self._directory):
+            raise StoreUnavailable(f"token store directory does not exist: {self._directory}")
+        try:
+            conn = await aiosqlite.connect(
+                self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000
+            )
+        except (sqlite3.Error, OSError) as e:
+            raise StoreUnavailable(f"cannot open token store {self.path}: {e}") from e
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+            await self._enable_wal(conn)
+            # SECURITY: FULL makes a committed revocation survive power loss, not just a crash.
+            await conn.execute("PRAGMA synchronous = FULL")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            await migrate(conn)
+        except SchemaTooNew as e:
+            await _close_quietly(conn)
+            raise StoreUnavailable(str(e)) from e
+        except (sqlite3.Error, OSError, ValueError) as e:
+            await _close_quietly(conn)
+            raise StoreUnavailable(f"cannot open token store {self.path}: {e}") from e
+        self._conn = conn
+
+    async def _enable_wal(self, conn: aiosqlite.Connection) -> None:
+        # Switching a fresh file to WAL needs it alone for a moment and ignores the busy handler,
+        # so concurrent first opens (several workers starting together) retry within the timeout.
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                rows = await _fetchall(conn, "PRAGMA journal_mode = WAL", ())
+                break
+            except sqlite3.OperationalError as e:
+                if e.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.01)
+        if rows and str(rows[0][0]).lower() != "wal":
+            log.warning("token store %s runs in journal mode %s, not WAL", self.path, rows[0][0])
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            async with self._lock:
+                await _close_quietly(conn)
+
+    async def ping(self) -> None:
+        async with self._reading() as conn:
+            await _fetchall(conn, "SELECT 1", ())
+
+    async def insert(self, record: TokenRecord, token_hash: bytes) -> None:
+        async with self._writing() as conn:
+            clash = await _fetchall(
+                conn,
+                "SELECT 1 FROM tokens WHERE workspace = ? AND COALESCE(project, '') = COALESCE(?, '') "
+                "AND name = ? AND revoked_at IS NULL",
+                (record.workspace, record.project, record.name),
+            )
+            if clash:
+                raise Conflict(
+                    f"an active token named {record.name!r} already exists in this workspace and project"
+                )
+            await conn.execute(
+                f"INSERT INTO tokens ({_COLUMNS}, token_hash) VALUES ({', '.join('?' * 13)})",  # noqa: S608
+                (
+                    record.id,
+                    record.name,
+                    record.display_prefix,
+                    record.owner,
+                    record.workspace,
+                    record.project,
+                    " ".join(record.scopes),
+                    record.created_at,
+                    record.expires_at,
+                    record.revoked_at,
+                    record.last_used_at,
+                    record.created_by,
+                    token_hash,
+                ),
+            )
+            await conn.executemany(
+                "INSERT OR IGNORE INTO targets (token_id, kind, target_id) VALUES (?, ?, ?)",
+                [(record.id, kind, target) for kind, target in record.targets],
+            )
+
+    async def by_hash(self, token_hash: bytes) -> TokenRecord | None:
+        return await self._one("token_hash = ?", (token_hash,))
+
+    async def by_id(self, token_id: str) -> TokenRecord | None:
+        return await self._one("id = ?", (token_id,))
+
+    async def list(
+        self, workspace: str | None, *, project_level_only: bool = False, status: Status = "active"
+    ) -> builtins.list[TokenRecord]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if workspace is not None:
+            clauses.append("workspace = ?")
+            params.append(workspace)
+        if project_level_only:
+            clauses.append("project IS NOT NULL")
+        if status == "active":
+            clauses.append("revoked_at IS NULL")
+        elif status == "revoked":
+            clauses.append("revoked_at IS NOT NULL")
+        # Only the fixed fragments above reach the SQL text; every value is a bound parameter.
+        where = " AND ".join(clauses) or "1"
+        async with self._reading() as conn:
+            rows = await _fetchall(
+                conn,
+                f"SELECT {_COLUMNS} FROM tokens WHERE {where} ORDER BY created_at, id",  # noqa: S608
+                params,
+            )
+            target_rows = await _fetchall(
+                conn,
+                "SELECT g.token_id, g.kind, g.target_id FROM targets g "  # noqa: S608
+                f"JOIN tokens ON tokens.id = g.token_id WHERE {where} ORDER BY g.rowid",
+                params,
+            )
+        targets: dict[str, builtins.list[tuple[str, str]]] = {}
+        for token_id, kind, target in target_rows:
+            targets.setdefault(token_id, []).append((kind, target))
+        return [_record(row, targets.get(row[0], ())) for row in rows]
+
+    async def revoke(self, token_id: str, at: float) -> bool:
+        async with self._writing() as conn:
+            rows = await _fetchall(
+                conn, "SELECT token_hash FROM tokens WHERE id = ? AND revoked_at IS NULL", (token_id,)
+            )
+            if not rows:
+                return False
+            await conn.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (at, token_id))
+            # SECURITY: the feed row commits with the revocation, so every poller sees both or neither.
+            await conn.execute(
+                "INSERT INTO revocations (token_id, token_hash, revoked_at) VALUES (?, ?, ?)",
+                (token_id, rows[0][0], at),
+            )
+            return True
+
+    async def revocations_since(self, seq: int) -> tuple[int, builtins.list[bytes]]:
+        """Up to FEED_PAGE hashes revoked after `seq`, and the position to ask from next.
+
+        With nothing new, the position is the feed head; a head below `seq` means the feed was
+        replaced (a restored or different file) and the caller should start over from it.
+        """
+        async with self._reading() as conn:
+            rows = await _fetchall(
+                conn,
+                "SELECT seq, token_hash FROM revocations WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, FEED_PAGE),
+            )
+            if rows:
+                return int(rows[-1][0]), [bytes(r[1]) for r in rows]
+            head = await _fetchall(conn, "SELECT COALESCE(MAX(seq), 0) FROM revocations", ())
+            return int(head[0][0]), []
+
+    async def touch(self, last_used: dict[str, float]) -> None:
+        if not last_used:
+            return
+        async with self._writing() as conn:
+            await conn.executemany(
+                "UPDATE tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+                [(at, token_id) for token_id, at in last_used.items()],
+            )
+
+    async def _one(self, where: str, params: Sequence[Any]) -> TokenRecord | None:
+        # `where` is one of two literals (by_hash, by_id); values are bound.
+        async with self._reading() as conn:
+            rows = await _fetchall(conn, f"SELECT {_COLUMNS} FROM tokens WHERE {where}", params)  # noqa: S608
+            if not rows:
+                return None
+            targets = await _fetchall(
+                conn, "SELECT kind, target_id FROM targets WHERE token_id = ? ORDER BY rowid", (rows[0][0],)
+            )
+        return _record(rows[0], [(k, t) for k, t in targets])
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            conn = self._live()
+            try:
+                yield conn
+            except (sqlite3.Error, OSError, ValueError) as e:
+                raise self._unavailable(e) from e
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            conn = self._live()
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    await _rollback_quietly(conn)
+                    raise
+                await conn.execute("COMMIT")
+            except sqlite3.IntegrityError as e:
+                # The name clash is checked above under the write lock; this is an id or hash collision.
+                await _rollback_quietly(conn)
+                raise Conflict("a token with that id or secret already exists") from e
+            except (sqlite3.Error, OSError, ValueError) as e:
+                await _rollback_quietly(conn)
+                raise self._unavailable(e) from e
+
+    def _live(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise StoreUnavailable("token store is not open")
+        return self._conn
+
+    def _unavailable(self, e: BaseException) -> StoreUnavailable:
+        log.warning("token store error: %s", e)
+        return StoreUnavailable(f"token store unavailable: {e}")
+
+
+def _record(row: Sequence[Any], targets: Iterable[tuple[str, str]]) -> TokenRecord:
+    return TokenRecord(
+        id=row[0],
+        name=row[1],
+        display_prefix=row[2],
+        owner=row[3],
+        workspace=row[4],
+        project=row[5],
+        scopes=tuple(row[6].split()),
+        targets=tuple(targets),
+        created_at=row[7],
+        expires_at=row[8],
+        revoked_at=row[9],
+        last_used_at=row[10],
+        created_by=row[11],
+    )
+
+
+async def _fetchall(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    async with conn.execute(sql, params) as cur:
+        return list(await cur.fetchall())
+
+
+async def _rollback_quietly(conn: aiosqlite.Connection) -> None:
+    try:
+        if conn.in_transaction:
+            await conn.execute("ROLLBACK")
+    except (sqlite3.Error, ValueError) as e:
+        log.warning("token store rollback failed: %s", e)
+
+
+async def _close_quietly(conn: aiosqlite.Connection) -> None:
+    try:
+        await conn.close()
+    except (sqlite3.Error, ValueError) as e:
+        log.warning("closing token store failed: %s", e)

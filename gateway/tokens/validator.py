@@ -1,0 +1,249 @@
+"""API token authentication: shape check, cache, store lookup, revocation feed, last-used batching.
+
+    authenticate(credential)
+      not our prefix            -> None ("not mine")
+      bad shape or checksum     -> InvalidToken, before any store lookup
+      hash seen revoked         -> InvalidToken, even with the store down
+      cached (cache_ttl)        -> Principal, expiry re-checked on every request
+      store: unknown/revoked/expired -> InvalidToken; store down -> StoreUnavailable
+
+Revocations made by other processes arrive through the store's revocation feed, polled every
+`revocation_poll` seconds; a cached entry never outlives `cache_ttl` either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+
+from cachetools import TLRUCache, TTLCache
+
+from ..auth.principal import Principal
+from ..config import TokensConfig
+from ..errors import InvalidToken, StoreUnavailable
+from .secret import hash_token, well_formed
+from .store import TokenRecord, TokenStore
+
+log = logging.getLogger("scopegate.tokens")
+
+CACHE_SIZE = 100_000
+REVOKED_SIZE = 250_000
+UNKNOWN_SIZE = 10_000
+UNKNOWN_TTL = 5.0
+_FEED_HEAD_PROBE = 2**63 - 1
+
+
+def principal_for(record: TokenRecord) -> Principal:
+    scopes = frozenset(record.scopes)
+    return Principal(
+        kind="token",
+        subject=record.owner,
+        scopes=scopes,
+        mint_scopes=scopes,
+        workspace=record.workspace,
+        project=record.project,
+        # SECURITY: a token never carries a platform role above `user` (contract section 9).
+        role="user",
+        token_id=record.id,
+        expires_at=record.expires_at,
+        targets=frozenset(record.targets),
+    )
+
+
+class TokenValidator:
+    def __init__(
+        self,
+        store: TokenStore,
+        cfg: TokensConfig,
+        prefix: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.cfg = cfg
+        self.prefix = prefix
+        self.clock = clock
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.store_writes = 0
+        self._cache: TTLCache[bytes, Principal] = TTLCache(CACHE_SIZE, ttl=cfg.cache_ttl, timer=clock)
+        self._hash_by_id: TTLCache[str, bytes] = TTLCache(CACHE_SIZE, ttl=cfg.cache_ttl, timer=clock)
+        # A hash is remembered as revoked until the token would have expired anyway (the feed
+        # does not say when, so those entries keep max_ttl). Bounded: under pressure the oldest
+        # go first, and such a token is then refused by the store, or with 503 if it is down.
+        self._revoked: TLRUCache[bytes, float] = TLRUCache(
+            REVOKED_SIZE, ttu=lambda _key, expires_at, _now: expires_at, timer=clock
+        )
+        # Unknown hashes: a hash cannot become known later (nobody can present a secret before it
+        # is minted, and an insert commits before the secret is shown), so a short negative cache
+        # only refuses what the store would refuse, and never turns a refusal into an admission.
+        self._unknown: TTLCache[bytes, bool] = TTLCache(
+            UNKNOWN_SIZE, ttl=min(UNKNOWN_TTL, cfg.cache_ttl), timer=clock
+        )
+        self._seq: int | None = None
+        self._pending: dict[str, float] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def authenticate(self, credential: str) -> Principal | None:
+        if not credential.startswith(self.prefix):
+            return None
+        # SECURITY: shape and checksum first, so garbage never costs a store round trip.
+        if not well_formed(credential, self.prefix):
+            raise InvalidToken("malformed token")
+        token_hash = hash_token(credential)
+        # SECURITY: a hash seen revoked stays refused, whatever the cache or the store says.
+        if token_hash in self._revoked:
+            raise InvalidToken("token revoked")
+        principal = self._cache.get(token_hash)
+        if principal is None:
+            principal = await self._lookup(token_hash)
+        else:
+            self.cache_hits += 1
+        # SECURITY: expiry is checked on every request, cached or not.
+        if principal.expires_at is not None and principal.expires_at <= self.clock():
+            self._drop(token_hash, principal.token_id)
+            raise InvalidToken("token expired")
+        return principal
+
+    async def _lookup(self, token_hash: bytes) -> Principal:
+        if token_hash in self._unknown:
+            self.cache_hits += 1
+            raise InvalidToken("unknown token")
+        self.cache_misses += 1
+        # The feed position must be fixed before the first lookup, or a revocation landing
+        # between this lookup and the first poll would be skipped.
+        await self._ensure_feed_position()
+        record = await self.store.by_hash(token_hash)
+        if record is None:
+            self._unknown[token_hash] = True
+            raise InvalidToken("unknown token")
+        if record.revoked_at is not None:
+            self.revoked_locally(token_hash, record.expires_at)
+            raise InvalidToken("token revoked")
+        # A poll may have marked it revoked while the lookup was in flight.
+        if token_hash in self._revoked:
+            raise InvalidToken("token revoked")
+        principal = principal_for(record)
+        if record.expires_at > self.clock():
+            self._cache[token_hash] = principal
+            self._hash_by_id[record.id] = token_hash
+        return principal
+
+    def revoked_locally(self, token_hash: bytes, expires_at: float | None = None) -> None:
+        """Refuse this hash from now on and drop it from the cache."""
+        principal = self._cache.pop(token_hash, None)
+        if principal is not None and principal.token_id is not None:
+            self._hash_by_id.pop(principal.token_id, None)
+            expires_at = principal.expires_at if expires_at is None else expires_at
+        if expires_at is None:
+            expires_at = self.clock() + self.cfg.max_ttl
+        self._revoked[token_hash] = expires_at
+
+    def evict(self, token_id: str) -> None:
+        """This process revoked `token_id`: refuse it at once, even if the store goes away."""
+        token_hash = self._hash_by_id.pop(token_id, None)
+        if token_hash is not None:
+            self.revoked_locally(token_hash)
+
+    def note_used(self, token_id: str) -> None:
+        """Record a use of an allowed request; written in the next batch, never per request."""
+        self._pending[token_id] = self.clock()
+
+    async def poll_once(self) -> None:
+        """Apply revocations made anywhere on the store since the last poll."""
+        if self._seq is None:
+            await self._ensure_feed_position()
+            return
+        while True:
+            newest, hashes = await self.store.revocations_since(self._seq)
+            for token_hash in hashes:
+                self.revoked_locally(token_hash)
+            if newest < self._seq:
+                # SECURITY: the feed went backwards (a replaced or restored store): trust no cache.
+                log.warning(
+                    "revocation feed moved back from %d to %d; clearing token cache", self._seq, newest
+                )
+                self._cache.clear()
+                self._hash_by_id.clear()
+            advanced = newest != self._seq
+            self._seq = newest
+            if not hashes or not advanced:
+                return
+
+    async def flush(self) -> None:
+        """Write pending last-used times in one batch; on failure keep them for the next one."""
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, {}
+        try:
+            await self.store.touch(batch)
+        except StoreUnavailable:
+            for token_id, at in batch.items():
+                self._pending[token_id] = max(at, self._pending.get(token_id, at))
+            raise
+        self.store_writes += 1
+
+    async def _ensure_feed_position(self) -> None:
+        if self._seq is not None:
+            return
+        head, _ = await self.store.revocations_since(_FEED_HEAD_PROBE)
+        # A store that answers "nothing new" with the asked position gives no head: start at 0.
+        self._seq = 0 if head >= _FEED_HEAD_PROBE else head
+
+    def _drop(self, token_hash: bytes, token_id: str | None) -> None:
+        self._cache.pop(token_hash, None)
+        if token_id is not None:
+            self._hash_by_id.pop(token_id, None)
+
+    async def start(self) -> None:
+        if self._tasks:
+            return
+        with contextlib.suppress(StoreUnavailable):
+            await self._ensure_feed_position()
+        self._tasks = [
+            asyncio.create_task(self._every("revocation poll", self.cfg.revocation_poll, self.poll_once)),
+            asyncio.create_task(self._every("last_used flush", self.cfg.last_used_flush, self.flush)),
+        ]
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            await self.flush()
+        except StoreUnavailable as e:
+            log.warning("final last_used flush failed, %d token(s) not updated: %s", len(self._pending), e)
+
+    async def __aenter__(self) -> TokenValidator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    @staticmethod
+    async def _every(what: str, interval: float, job: Callable[[], Awaitable[None]]) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await job()
+            except StoreUnavailable as e:
+                if not failing:
+                    log.warning("%s: token store unavailable: %s", what, e)
+                failing = True
+            except Exception:
+                # A bug in one round must not end revocation polling for the life of the process.
+                log.exception("%s failed", what)
+            else:
+                if failing:
+                    log.info("%s: token store reachable again", what)
+                failing = False
