@@ -69,6 +69,7 @@ class TokenValidator:
         self.cache_hits = 0
         self.cache_misses = 0
         self.store_writes = 0
+        self.last_poll = 0.0  # clock() of the last successful read of the revocation feed
         self._cache: TTLCache[bytes, Principal] = TTLCache(CACHE_SIZE, ttl=cfg.cache_ttl, timer=clock)
         self._hash_by_id: TTLCache[str, bytes] = TTLCache(CACHE_SIZE, ttl=cfg.cache_ttl, timer=clock)
         # A hash is remembered as revoked until the token would have expired anyway (the feed
@@ -156,6 +157,7 @@ class TokenValidator:
         """Apply revocations made anywhere on the store since the last poll."""
         if self._seq is None:
             await self._ensure_feed_position()
+            self.last_poll = self.clock()
             return
         while True:
             newest, hashes = await self.store.revocations_since(self._seq)
@@ -171,6 +173,7 @@ class TokenValidator:
             advanced = newest != self._seq
             self._seq = newest
             if not hashes or not advanced:
+                self.last_poll = self.clock()
                 return
 
     async def flush(self) -> None:

@@ -73,7 +73,7 @@ class Runtime:
             {("hit",): v.cache_hits, ("miss",): v.cache_misses},
         )
         yield counter("scopegate_store_writes", "last_used_at batch writes", [], {(): v.store_writes})
-        last_poll: float = getattr(v, "last_poll", 0.0)
+        last_poll = v.last_poll
         yield gauge(
             "scopegate_revocation_feed_lag_seconds",
             "Seconds since the revocation feed was last read",
