@@ -1,0 +1,69 @@
+"""A WebSocket proxied for a token is closed with 1008 once the token is revoked or expires."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+import pytest
+
+from tests.conftest import Gateway, MakeGateway, Upstream
+
+
+async def _token(gw: Gateway, **body: object) -> tuple[str, str]:
+    record, secret = await gw.runtime.service.create(
+        None, {"name": "ws", "workspace": "w1", "scopes": ["read"], **body}
+    )
+    return record.id, secret
+
+
+async def test_websocket_is_closed_with_1008_when_its_token_is_revoked(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    gw = await make_gateway()
+    token_id, secret = await _token(gw)
+    async with gw.client.ws_connect(
+        "/v1/playlists/live", headers={"Authorization": f"Bearer {secret}"}
+    ) as ws:
+        await ws.send_str("hello")
+        assert (await ws.receive(timeout=5)).data == "echo:hello"
+        await gw.runtime.service.revoke(None, token_id)
+        started = time.monotonic()
+        msg = await ws.receive(timeout=5)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == 1008
+        assert time.monotonic() - started < 3
+    handshake = upstream.seen[0]
+    assert handshake.header("X-Auth-Type") == "token"
+    assert handshake.header("Authorization") is None
+
+
+async def test_websocket_is_closed_with_1008_when_its_token_expires(make_gateway: MakeGateway) -> None:
+    gw = await make_gateway()
+    _, secret = await _token(gw, expires_in=2)
+    async with gw.client.ws_connect(
+        "/v1/playlists/live", headers={"Authorization": f"Bearer {secret}"}
+    ) as ws:
+        msg = await ws.receive(timeout=6)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == 1008
+
+
+@pytest.mark.parametrize("upgrade", ["websocket", "WebSocket"])
+async def test_websocket_without_credential_is_refused_before_any_upgrade(
+    make_gateway: MakeGateway, upstream: Upstream, upgrade: str
+) -> None:
+    gw = await make_gateway()
+    resp = await gw.client.get(
+        "/v1/playlists/live",
+        headers={
+            "Upgrade": upgrade,
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+        },
+    )
+    assert resp.status == 401
+    assert (await resp.json())["error"] == "invalid_token"
+    assert resp.headers.get("Connection", "").lower() == "close"
+    assert upstream.seen == []
