@@ -11,15 +11,19 @@ from cachetools import TTLCache
 class FailedAuthLimiter:
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute = per_minute
-        self._counts: TTLCache[str, int] = TTLCache(maxsize=100_000, ttl=60, timer=clock)
+        # One mutable cell per IP, counted in place: assigning to a TTLCache key (`+= 1` does)
+        # restarts its 60 s, which would make the window slide with every failure.
+        self._counts: TTLCache[str, list[int]] = TTLCache(maxsize=100_000, ttl=60, timer=clock)
 
     def blocked(self, ip: str) -> bool:
-        return self.per_minute > 0 and self._counts.get(ip, 0) >= self.per_minute
+        cell = self._counts.get(ip)
+        return self.per_minute > 0 and cell is not None and cell[0] >= self.per_minute
 
     def failed(self, ip: str) -> None:
         if self.per_minute > 0:
-            # Re-inserting would reset the window; the count lives until the first failure ages out.
-            if ip in self._counts:
-                self._counts[ip] += 1
+            # The count lives until the first failure ages out: a fixed one-minute window.
+            cell = self._counts.get(ip)
+            if cell is None:
+                self._counts[ip] = [1]
             else:
-                self._counts[ip] = 1
+                cell[0] += 1

@@ -89,7 +89,7 @@ class TokenService:
         if not isinstance(body, Mapping):
             raise InvalidRequest("body: must be a JSON object")
         if actor is not None:
-            _require_manager(actor)
+            require_manager(actor)
         unknown = sorted(set(body) - (CLI_FIELDS if actor is None else BODY_FIELDS))
         if unknown:
             raise InvalidRequest(f"{unknown[0]}: unknown field")
@@ -137,21 +137,24 @@ class TokenService:
         state = _status(status)
         if actor is None:
             return await self.store.list(workspace, status=state)
-        _require_manager(actor)
+        require_manager(actor)
         return await self.store.list(
             _home_workspace(actor), project_level_only=actor.kind == "token", status=state
         )
 
     async def revoke(self, actor: Principal | None, token_id: str) -> None:
         if actor is not None:
-            _require_manager(actor)
+            require_manager(actor)
         record = await self.store.by_id(token_id) if len(token_id) <= 200 else None
         # SECURITY: unknown, invisible and already revoked all answer alike, so a 404 confirms nothing.
         if record is None or record.revoked_at is not None or not _visible(actor, record):
             raise NotFound("no such token")
-        if not await self.store.revoke(record.id, self.clock()):
+        token_hash = await self.store.revoke(record.id, self.clock())
+        if token_hash is None:
             raise NotFound("no such token")
-        self.validator.evict(record.id)
+        # SECURITY: refused here at once, cached or not, even if the store goes away before the
+        # next poll of the revocation feed.
+        self.validator.revoked_locally(token_hash, record.expires_at)
         _audit("token.revoke", actor, record)
 
     def _workspace(self, actor: Principal | None, requested: object) -> str:
@@ -203,7 +206,7 @@ class TokenService:
         return ttl
 
 
-def _require_manager(actor: Principal) -> None:
+def require_manager(actor: Principal) -> None:
     if actor.kind == "jwt":
         if not actor.workspace and not actor.workspaces:
             raise InsufficientScope("the credential is bound to no workspace")

@@ -168,20 +168,20 @@ class SqliteTokenStore:
             targets.setdefault(token_id, []).append((kind, target))
         return [_record(row, targets.get(row[0], ())) for row in rows]
 
-    async def revoke(self, token_id: str, at: float) -> bool:
+    async def revoke(self, token_id: str, at: float) -> bytes | None:
         async with self._writing() as conn:
             rows = await _fetchall(
                 conn, "SELECT token_hash FROM tokens WHERE id = ? AND revoked_at IS NULL", (token_id,)
             )
             if not rows:
-                return False
+                return None
             await conn.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (at, token_id))
             # SECURITY: the feed row commits with the revocation, so every poller sees both or neither.
             await conn.execute(
                 "INSERT INTO revocations (token_id, token_hash, revoked_at) VALUES (?, ?, ?)",
                 (token_id, rows[0][0], at),
             )
-            return True
+            return bytes(rows[0][0])
 
     async def revocations_since(self, seq: int) -> tuple[int, builtins.list[bytes]]:
         """Up to FEED_PAGE hashes revoked after `seq`, and the position to ask from next.

@@ -51,8 +51,9 @@ class TokenStore(Protocol):
         self, workspace: str | None, *, project_level_only: bool = False, status: Status = "active"
     ) -> builtins.list[TokenRecord]: ...
 
-    async def revoke(self, token_id: str, at: float) -> bool:
-        """Mark revoked and append to the revocation feed. False when unknown or already revoked."""
+    async def revoke(self, token_id: str, at: float) -> bytes | None:
+        """Mark revoked and append to the revocation feed; the token's hash, or None when unknown
+        or already revoked."""
 
     async def revocations_since(self, seq: int) -> tuple[int, builtins.list[bytes]]:
         """Token hashes revoked after feed position `seq`, and the newest position."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -12,7 +14,7 @@ from ..auth.jwt import JwtAuthenticator
 from ..auth.principal import Principal
 from ..auth.ratelimit import FailedAuthLimiter
 from ..config import Config
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreUnavailable
 from ..observe import Metrics, counter, gauge
 from ..pipeline import Pipeline
 from ..proxy.forward import Upstreams
@@ -53,6 +55,7 @@ class Runtime:
             FailedAuthLimiter(cfg.limits.failed_auth_per_minute),
         )
         self.store_ok = False
+        self._reopen: asyncio.Task[None] | None = None
         self.metrics.add_source(self._collect)
 
     def _authenticators(self) -> list[Any]:
@@ -85,13 +88,31 @@ class Runtime:
         try:
             await self.store.open()
             self.store_ok = True
-        except Exception as exc:  # the gateway still serves anonymous and JWT routes
-            LOG.error("token store unavailable at start: %s", exc)
+        except StoreUnavailable as exc:  # the gateway still serves anonymous and JWT routes
+            LOG.error("token store unavailable at start: %s", exc.detail)
+            # Keep trying: a volume mounted late or a directory created later needs no restart.
+            self._reopen = asyncio.create_task(self._open_store_when_reachable())
         await self.validator.start()
         if self.jwt is not None:
             await self.jwt.start()
 
+    async def _open_store_when_reachable(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.tokens.revocation_poll)
+            try:
+                await self.store.open()
+            except StoreUnavailable:
+                continue
+            self.store_ok = True
+            LOG.info("token store reachable: %s", self.cfg.store)
+            return
+
     async def close(self) -> None:
+        if self._reopen is not None:
+            self._reopen.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reopen
+            self._reopen = None
         if self.jwt is not None:
             await self.jwt.close()
         await self.validator.stop()

@@ -127,9 +127,9 @@ async def test_revoke_writes_the_feed_once(store: SqliteTokenStore, clock: Clock
     record, secret = await mint(store, clock)
     head, hashes = await store.revocations_since(0)
     assert (head, hashes) == (0, [])
-    assert await store.revoke(record.id, clock() + 5) is True
-    assert await store.revoke(record.id, clock() + 9) is False
-    assert await store.revoke("tok_unknown", clock()) is False
+    assert await store.revoke(record.id, clock() + 5) == hash_token(secret)
+    assert await store.revoke(record.id, clock() + 9) is None
+    assert await store.revoke("tok_unknown", clock()) is None
     seq, hashes = await store.revocations_since(0)
     assert hashes == [hash_token(secret)]
     assert await store.revocations_since(seq) == (seq, [])
