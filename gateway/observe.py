@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -139,13 +140,34 @@ def _iso(ts: float) -> str:
     return f"{_second[1]}.{int(ts % 1 * 1000):03d}Z"
 
 
+class _ClientFault(logging.Filter):
+    """A request aiohttp's parser refuses (400) is the client's fault: one short warning line,
+    not an error with a traceback a hostile client could use to flood the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and (exc.code or 400) < 500:
+            first = str(exc.message).strip().splitlines()[0] if exc.message else type(exc).__name__
+            record.msg, record.args = "%s: refused by the HTTP parser: %s", (record.getMessage(), first)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def setup_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_ClientFault())
     root = logging.getLogger("scopegate")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # aiohttp's own complaints (requests its parser refuses before we see them, client errors)
+    # go out in the same format, one line each, instead of Python's bare multi-line default.
+    library = logging.getLogger("aiohttp")
+    library.handlers[:] = [handler]
+    library.setLevel(max(logging.WARNING, root.level))
+    library.propagate = False
 
 
 def log_request(fields: dict[str, Any]) -> None:

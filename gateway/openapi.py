@@ -51,7 +51,7 @@ def coverage(spec_path: str, surface: Surface) -> list[Problem]:
     matcher = Matcher(surface)
     for method, template, line in ops:
         # A template's {param} segments are sent as themselves: they can only match a parameter.
-        found = matcher.match(method, _segments(template))
+        found = matcher.match(method, _segments(template), template != "/" and template.endswith("/"))
         if found.verdict is not Verdict.FULL:
             problems.append(
                 Problem(spec_path, line, f"operation {method} {template} is not covered by any route")

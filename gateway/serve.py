@@ -46,7 +46,14 @@ async def serve(
         keepalive_timeout=KEEPALIVE,
     )
     await runner.setup()
-    site = GuardedSite(runner, host, port, header_timeout=cfg.limits.header_timeout, reuse_port=reuse_port)
+    site = GuardedSite(
+        runner,
+        host,
+        port,
+        header_timeout=cfg.limits.header_timeout,
+        reuse_port=reuse_port,
+        refused=rt.parse_refused,
+    )
     await site.start()
     admin_runner = None
     if admin and cfg.admin is not None:
@@ -81,12 +88,30 @@ async def serve(
     watcher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
-    # AppRunner.cleanup stops accepting, waits up to shutdown_timeout for in-flight requests,
-    # then runs the cleanup contexts (which flush batched writes and close the store).
+    await _drain(runner, rt, cfg.drain_timeout)
+    # Then close what is left (idle keep-alive connections) and run the cleanup contexts, which
+    # flush batched last_used_at writes and close the store.
     if admin_runner is not None:
         await admin_runner.cleanup()
     await runner.cleanup()
     LOG.info("scopegate worker %s stopped", worker)
+
+
+async def _drain(runner: web.AppRunner, rt: Runtime, grace: float) -> None:
+    """Stop accepting, then let in-flight requests finish, bodies included.
+
+    aiohttp's own shutdown marks connections closing at once and from then on drops the rest of
+    a request body still arriving, so an upload in flight would hang and fail. Draining first,
+    with the connections still reading, lets it complete.
+    """
+    rt.draining = True
+    for site in list(runner.sites):
+        await site.stop()
+    deadline = asyncio.get_running_loop().time() + grace
+    while rt.in_flight and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 - a counter, polled
+        await asyncio.sleep(0.05)
+    if rt.in_flight:
+        LOG.warning("drain timeout: %d request(s) still in flight are cut off", rt.in_flight)
 
 
 def _address(runner: web.AppRunner) -> tuple[str, int]:

@@ -26,6 +26,17 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 async def handle(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
+    rt.in_flight += 1
+    try:
+        response = await _handle(rt, request)
+    finally:
+        rt.in_flight -= 1
+    if rt.draining:
+        response.force_close()  # no keep-alive while shutting down
+    return response
+
+
+async def _handle(rt: Runtime, request: web.Request) -> web.StreamResponse:
     rid = request_id(request.headers)
     started = time.perf_counter()
     timings: dict[str, float] = {}

@@ -9,9 +9,16 @@ bounded by aiohttp's own keepalive timeout.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, InvalidURLError
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_server import Server
+
+from ..errors import BadPath, BadRequest
+from .errors import error_response
 
 HEAD_END = b"\r\n\r\n"
 
@@ -79,6 +86,39 @@ class _HeaderDeadline(asyncio.Protocol):
         self._inner.resume_writing()
 
 
+ParseRefusal = Callable[[str, str], str]  # (code, detail) -> request id, after logging it
+
+
+class _JsonErrorHandler(RequestHandler):
+    """Requests aiohttp's parser refuses (raw control bytes, bad request lines) get the same
+    JSON refusal and decision line as every other refusal, not aiohttp's plain-text 400."""
+
+    __slots__ = ("_refused",)
+
+    def __init__(self, server: Server, refused: ParseRefusal) -> None:
+        # aiohttp builds its handlers the same way in Server.__call__ (aiohttp 3.x).
+        super().__init__(server, loop=server._loop, **server._kwargs)
+        self._refused = refused
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError) or status >= 500:
+            return super().handle_error(request, status, exc, message)
+        err: BadPath | BadRequest = (
+            BadPath("malformed request target")
+            if isinstance(exc, InvalidURLError)
+            else BadRequest("malformed HTTP request")
+        )
+        response = error_response(err, self._refused(err.code, err.detail))
+        response.force_close()
+        return response
+
+
 class GuardedSite(web.TCPSite):
     """A TCPSite whose connections must send their request heads within `header_timeout`."""
 
@@ -91,18 +131,21 @@ class GuardedSite(web.TCPSite):
         header_timeout: float,
         reuse_port: bool = False,
         backlog: int = 1024,
+        refused: ParseRefusal | None = None,
     ) -> None:
         super().__init__(runner, host, port, reuse_port=reuse_port or None, backlog=backlog)
         self._header_timeout = header_timeout
+        self._refused = refused
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
         server = self._runner.server
         assert server is not None
-        timeout = self._header_timeout
+        timeout, refused = self._header_timeout, self._refused
 
         def factory() -> asyncio.Protocol:
-            return _HeaderDeadline(server(), timeout)
+            inner = server() if refused is None else _JsonErrorHandler(server, refused)
+            return _HeaderDeadline(inner, timeout)
 
         self._server = await asyncio.get_running_loop().create_server(
             factory,

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from ..auth.principal import Principal
 from ..auth.ratelimit import FailedAuthLimiter
 from ..config import Config
 from ..errors import ConfigError, StoreUnavailable
-from ..observe import Metrics, counter, gauge
+from ..observe import Metrics, counter, gauge, log_request
 from ..pipeline import Pipeline
 from ..proxy.forward import Upstreams
 from ..proxy.headers import HeaderPolicy
@@ -55,6 +56,8 @@ class Runtime:
             FailedAuthLimiter(cfg.limits.failed_auth_per_minute),
         )
         self.store_ok = False
+        self.in_flight = 0  # requests being handled, for the drain on SIGTERM
+        self.draining = False
         self._reopen: asyncio.Task[None] | None = None
         self.metrics.add_source(self._collect)
 
@@ -118,6 +121,30 @@ class Runtime:
         await self.validator.stop()
         await self.store.close()
         await self.upstreams.close()
+
+    def parse_refused(self, code: str, detail: str) -> str:
+        """Count and log a request aiohttp's parser refused before it reached the pipeline."""
+        rid = uuid.uuid4().hex
+        self.metrics.requests.labels("", "", "deny", code, "400", self.worker).inc()
+        log_request(
+            {
+                "request_id": rid,
+                "method": "",
+                "path": "",
+                "route": None,
+                "class": None,
+                "credential": "none",
+                "token_id": None,
+                "worker": self.worker,
+                "decision": "deny",
+                "reason": code,
+                "status": 400,
+                "upstream_ms": 0.0,
+                "total_ms": 0.0,
+                "detail": detail,
+            }
+        )
+        return rid
 
     def _stamp(self) -> tuple[tuple[str, float, int], ...]:
         out = []
