@@ -38,7 +38,8 @@ def _route_covers(route: Route, method: str, template: str) -> bool:
         prefix = _segments(route.prefix)
         return segs[: len(prefix)] == prefix
     pattern = _segments(route.path or "")
-    if len(pattern) != len(segs):
+    # An exact path does not match with a trailing slash added (section 4).
+    if (template != "/" and template.endswith("/")) or len(pattern) != len(segs):
         return False
     return all(PARAM_RE.match(p) or p == s for p, s in zip(pattern, segs, strict=True))
 

@@ -46,6 +46,12 @@ async def serve(
         keepalive_timeout=KEEPALIVE,
     )
     await runner.setup()
+    # Signals first: a SIGHUP or SIGTERM arriving as soon as the port accepts must not kill us.
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, rt.reload)
     site = GuardedSite(
         runner,
         host,
@@ -68,13 +74,8 @@ async def serve(
         bound[0][1],
         len(rt.surface.routes),
     )
-    stop = stop or asyncio.Event()
     if ready is not None:
         await ready(bound)
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, rt.reload)
 
     async def watch() -> None:
         while True:
