@@ -59,6 +59,25 @@ class Metrics:
         )
         for result in ("ok", "error"):
             self.reloads.labels(result)
+        # Label children by their values: prometheus' labels() locks and validates on each call,
+        # which is measurable on the hot path; the label sets are few (bounded by routes).
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    def request_done(
+        self, route: str, cls: str, decision: str, reason: str, status: int, seconds: float
+    ) -> None:
+        self._child(self.requests, route, cls, decision, reason, str(status), self.worker).inc()
+        self._child(self.duration, decision).observe(seconds)
+
+    def upstream_answered(self, upstream: str, seconds: float) -> None:
+        self._child(self.upstream_duration, upstream).observe(seconds)
 
     def add_source(self, collect: Callable[[], Iterator[Any]]) -> None:
         """Register a callback collector (cache counters, feed lag) read at scrape time."""

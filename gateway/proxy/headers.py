@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import uuid
-from collections.abc import Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -57,8 +56,8 @@ def connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[s
     return names
 
 
-def is_trusted(peer: str | None, trusted: Iterable[Network]) -> bool:
-    if not peer:
+def is_trusted(peer: str | None, trusted: tuple[Network, ...]) -> bool:
+    if not peer or not trusted:
         return False
     try:
         addr = ipaddress.ip_address(peer)
@@ -68,11 +67,11 @@ def is_trusted(peer: str | None, trusted: Iterable[Network]) -> bool:
 
 
 def client_ip(
-    peer: str | None, headers: CIMultiDictProxy[str] | CIMultiDict[str], trusted: Iterable[Network]
+    peer: str | None, headers: CIMultiDictProxy[str] | CIMultiDict[str], trusted: tuple[Network, ...]
 ) -> str | None:
     """The address a request is held to (rate limits): the peer, or behind trusted proxies the
     nearest X-Forwarded-For hop that is not itself a trusted proxy."""
-    nets = tuple(trusted)
+    nets = trusted
     if not is_trusted(peer, nets):
         return peer
     hops = [h.strip() for v in headers.getall("X-Forwarded-For", []) for h in v.split(",") if h.strip()]

@@ -85,11 +85,8 @@ async def _handle(rt: Runtime, request: web.Request) -> web.StreamResponse:
     if "upstream_error" in timings:
         rt.metrics.upstream_errors.labels(fields.get("upstream", ""), "reset").inc()
     if "upstream_ms" in timings:
-        rt.metrics.upstream_duration.labels(fields.get("upstream", "")).observe(timings["upstream_ms"] / 1000)
-    rt.metrics.requests.labels(
-        fields["route"] or "", fields["class"] or "", decision, reason, str(status), rt.worker
-    ).inc()
-    rt.metrics.duration.labels(decision).observe(total)
+        rt.metrics.upstream_answered(fields.get("upstream", ""), timings["upstream_ms"] / 1000)
+    rt.metrics.request_done(fields["route"] or "", fields["class"] or "", decision, reason, status, total)
     fields.update(
         decision=decision,
         reason=reason,
@@ -148,11 +145,18 @@ async def _still_valid(rt: Runtime, principal: Principal, credential: str) -> bo
         return False
 
 
+class _Everything(web.PlainResource):
+    """A resource that matches every path, so aiohttp's router never builds a 404 per request."""
+
+    def _match(self, path: str) -> dict[str, str] | None:
+        return {}
+
+
 @web.middleware
 async def _every_target(request: web.Request, handler: Handler) -> web.StreamResponse:
-    # SECURITY: the app has no routes, so every request lands here whatever aiohttp's router
-    # makes of it: a catch-all `/{tail:.*}` misses decoded CR/LF and asterisk- or
-    # authority-form targets, which aiohttp would answer itself (plain-text 404, unlogged).
+    # SECURITY: every request lands in `handle`, whatever aiohttp's router makes of it: a
+    # catch-all `/{tail:.*}` misses decoded CR/LF, and asterisk- or authority-form targets match
+    # no resource at all; aiohttp would answer those itself (plain-text 404, unlogged).
     del handler
     return await handle(request)
 
@@ -171,4 +175,7 @@ def build_app(rt: Runtime) -> web.Application:
         await rt.close()
 
     app.cleanup_ctx.append(lifecycle)
+    everything = _Everything("/")
+    app.router.register_resource(everything)
+    everything.add_route("*", handle)
     return app

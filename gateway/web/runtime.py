@@ -125,7 +125,7 @@ class Runtime:
     def parse_refused(self, code: str, detail: str) -> str:
         """Count and log a request aiohttp's parser refused before it reached the pipeline."""
         rid = uuid.uuid4().hex
-        self.metrics.requests.labels("", "", "deny", code, "400", self.worker).inc()
+        self.metrics.request_done("", "", "deny", code, 400, 0.0)
         log_request(
             {
                 "request_id": rid,
