@@ -13,7 +13,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .config import Config, default_config_path, load_config
-from .errors import ConfigError, GatewayError
+from .errors import ConfigError, GatewayError, StartupError
 from .observe import setup_logging
 from .surface.loader import load_surface
 
@@ -98,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except GatewayError as exc:
         print(f"scopegate: {exc.code}: {exc.detail}", file=sys.stderr)
+        return 1
+    except StartupError as exc:
+        print(f"scopegate: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -19,6 +19,7 @@
     ├── JwksUnavailable               503 jwks_unavailable
     └── UpstreamTimeout               504 upstream_timeout
     ConfigError                       file:line: message (load time, never HTTP)
+    StartupError                      one line, exit 1 (a port in use)
 
 Only the web layer turns a GatewayError into a JSON response; only the CLI turns errors into
 exit codes.
@@ -134,6 +135,10 @@ class JwksUnavailable(GatewayError):
 
 class UpstreamTimeout(GatewayError):
     status, code = 504, "upstream_timeout"
+
+
+class StartupError(Exception):
+    """The gateway cannot start (a port in use): one line for the operator, exit 1."""
 
 
 class ConfigError(Exception):

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .config import Config
+from .errors import StartupError
 from .web.admin import build_admin_app
 from .web.app import build_app
 from .web.listener import GuardedSite
@@ -52,20 +53,30 @@ async def serve(
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, rt.reload)
-    site = GuardedSite(
-        runner,
-        host,
-        port,
-        header_timeout=cfg.limits.header_timeout,
-        reuse_port=reuse_port,
-        refused=rt.parse_refused,
-    )
-    await site.start()
     admin_runner = None
-    if admin and cfg.admin is not None:
-        admin_runner = web.AppRunner(build_admin_app(rt), access_log=None, handle_signals=False)
-        await admin_runner.setup()
-        await web.TCPSite(admin_runner, cfg.admin.host, cfg.admin.port, reuse_port=reuse_port or None).start()
+    try:
+        site = GuardedSite(
+            runner,
+            host,
+            port,
+            header_timeout=cfg.limits.header_timeout,
+            reuse_port=reuse_port,
+            refused=rt.parse_refused,
+        )
+        await _bind(site.start(), host, port)
+        if admin and cfg.admin is not None:
+            admin_runner = web.AppRunner(build_admin_app(rt), access_log=None, handle_signals=False)
+            await admin_runner.setup()
+            admin_site = web.TCPSite(
+                admin_runner, cfg.admin.host, cfg.admin.port, reuse_port=reuse_port or None
+            )
+            await _bind(admin_site.start(), cfg.admin.host, cfg.admin.port)
+    except StartupError:
+        # Close what started (the store's thread would otherwise keep the process alive).
+        if admin_runner is not None:
+            await admin_runner.cleanup()
+        await runner.cleanup()
+        raise
     bound = [_address(runner)] + ([_address(admin_runner)] if admin_runner else [])
     LOG.info(
         "scopegate worker %s listening on %s:%d (%d routes)",
@@ -96,6 +107,13 @@ async def serve(
         await admin_runner.cleanup()
     await runner.cleanup()
     LOG.info("scopegate worker %s stopped", worker)
+
+
+async def _bind(starting: Awaitable[None], host: str, port: int) -> None:
+    try:
+        await starting
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 async def _drain(runner: web.AppRunner, rt: Runtime, grace: float) -> None:

@@ -17,6 +17,7 @@ import jwt as pyjwt
 from aiohttp import ClientSession, web
 
 from ..config import load_config
+from ..errors import StartupError
 from ..observe import setup_logging
 from ..serve import serve
 from ..tokens.service import TokenService
@@ -165,8 +166,8 @@ async def _demo(port: int, check: bool) -> int:
 
     try:
         await serve(cfg, "127.0.0.1", port, ready=ready, stop=stop)
-    except OSError as exc:
-        print(f"scopegate demo: cannot listen on port {port}: {exc.strerror}; try --port", file=sys.stderr)
+    except StartupError as exc:
+        print(f"scopegate demo: {exc}; try --port", file=sys.stderr)
         return 1
     finally:
         await upstream.cleanup()
