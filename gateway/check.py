@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from .auth.jwt import authenticator_for
 from .config import load_config
 from .errors import ConfigError, Problem
 from .surface.loader import load_surface
@@ -15,6 +16,7 @@ def run_check(config_path: str, fmt: str = "text", openapi: str | None = None) -
     routes = 0
     try:
         cfg = load_config(config_path)
+        authenticator_for(cfg)  # loads the JWT key material, as serve would
         surface = load_surface(cfg.surface_files, cfg.upstreams.keys(), cfg.management_mount)
         routes = len(surface.routes)
         if openapi is not None:

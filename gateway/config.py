@@ -129,6 +129,7 @@ class Config:
     management_mount: str = "/auth"
     log: LogConfig = LogConfig()
     drain_timeout: float = 30.0
+    jwt_line: int = 0  # where `jwt:` stands, for problems found when its keys are loaded
 
     @property
     def base_dir(self) -> str:
@@ -552,6 +553,7 @@ def load_config(path: str) -> Config:
         management_mount=mount,
         log=log_cfg,
         drain_timeout=r.get(top, "drain_timeout", "config", _pos_duration, 30.0, "a positive duration"),
+        jwt_line=line_of(top, "jwt", 1),
     )
     if r.problems:
         raise ConfigError(r.problems)

@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from .. import scopes as scope_rules
-from ..config import JwtConfig
-from ..errors import InvalidToken, TargetDenied
+from ..config import Config, JwtConfig
+from ..errors import ConfigError, InvalidToken, Problem, TargetDenied
 from .jwks import EC_CURVES, RSA_ALGS, JwksKeySource
 from .principal import Principal
 
@@ -381,9 +381,22 @@ def _scope_claim(payload: Mapping[str, Any], claim: str) -> frozenset[str]:
     return frozenset(items)
 
 
+def authenticator_for(cfg: Config, clock: Callable[[], float] = time.time) -> JwtAuthenticator | None:
+    """The configured JWT authenticator; a key that cannot be used is a ConfigError at load time."""
+    if cfg.jwt is None:
+        return None
+    try:
+        return JwtAuthenticator(cfg.jwt, clock)
+    except ValueError as exc:
+        raise ConfigError([Problem(cfg.path, cfg.jwt_line, str(exc))]) from None
+
+
 def _load_public_key(path: str) -> Any:
-    with open(path, "rb") as f:
-        data = f.read()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ValueError(f"jwt.public_key_file: cannot read {path}: {exc.strerror or exc}") from None
     try:
         if b"-----BEGIN CERTIFICATE-----" in data:
             return x509.load_pem_x509_certificate(data).public_key()

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..auth.jwt import JwtAuthenticator
+from ..auth.jwt import authenticator_for
 from ..auth.principal import Principal
 from ..auth.ratelimit import FailedAuthLimiter
 from ..config import Config
@@ -46,7 +46,7 @@ class Runtime:
         assert path is not None  # config validation admits only sqlite URLs today
         self.store = SqliteTokenStore(path)
         self.validator = TokenValidator(self.store, cfg.tokens, cfg.tokens.prefix, clock)
-        self.jwt = JwtAuthenticator(cfg.jwt, clock) if cfg.jwt is not None else None
+        self.jwt = authenticator_for(cfg, clock)
         self.service = TokenService(self.store, self.validator, cfg.tokens, lambda: self.catalogue, clock)
         self.mount_segments = tuple(s for s in cfg.management_mount.split("/") if s)
         self.pipeline = Pipeline(
