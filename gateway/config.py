@@ -553,7 +553,7 @@ def load_config(path: str) -> Config:
         management_mount=mount,
         log=log_cfg,
         drain_timeout=r.get(top, "drain_timeout", "config", _pos_duration, 30.0, "a positive duration"),
-        jwt_line=line_of(top, "jwt", 1),
+        jwt_line=line_of(top, "jwt") if "jwt" in top else 0,
     )
     if r.problems:
         raise ConfigError(r.problems)

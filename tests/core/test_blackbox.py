@@ -7,21 +7,26 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.conftest import EXAMPLE_ROUTES, Upstream
-from tests.core.test_proxy import free_port, raw_get, raw_request
+from tests.core.test_proxy import raw_get, raw_request
+from tests.support import (
+    DECISION_LOG_FIELDS,
+    Running,
+    free_port,
+    spawn_serve,
+    stop_async,
+    wait_accepting,
+    wait_exit,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 ROUTES = (
     EXAMPLE_ROUTES
     + """
@@ -30,24 +35,6 @@ ROUTES = (
     class: anonymous
 """
 )
-
-
-@dataclass
-class Running:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_lines(self) -> list[str]:
-        return self.log.read_text(errors="replace").splitlines()
 
 
 def children_of(pid: int) -> list[int]:
@@ -74,63 +61,22 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-async def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        code = proc.poll()
-        if code is not None:
-            return code
-        await asyncio.sleep(0.05)
-    return proc.poll()
-
-
-async def wait_accepting(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"gateway exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.1)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
-    raise AssertionError(f"gateway did not accept on {port}:\n{log.read_text()}")
-
-
 @contextlib.asynccontextmanager
 async def running_gateway(config: Path, *args: str, port: int | None = None) -> AsyncIterator[Running]:
     """`python -m gateway serve -c config --port P [args]`, stopped (and reaped) on exit."""
     port = port or free_port()
     log = config.parent / f"gateway-{port}.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("SCOPEGATE_CONFIG", None)
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "-c", str(config), "--port", str(port), *args],
-            cwd=config.parent,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    kids: list[int] = []
+    proc = spawn_serve(config, log, "--port", str(port), *args)
     try:
         await wait_accepting(port, proc, log)
         yield Running(proc, port, log)
     finally:
         kids = children_of(proc.pid)
-        if proc.poll() is None:
-            proc.terminate()
-            if await wait_exit(proc, 10) is None:
-                proc.kill()
-                await wait_exit(proc, 5)
+        await stop_async(proc, 10)
         for kid in kids:
             if alive(kid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(kid, signal.SIGKILL)
-        proc.wait(timeout=5)
 
 
 def blackbox_config(folder: Path, upstream: Upstream, admin_port: int, *, routes: str = ROUTES) -> Path:
@@ -199,21 +145,7 @@ async def test_serve_end_to_end_then_sigterm(tmp_path: Path, upstream: Upstream)
             if isinstance(value, dict) and "request_id" in value:
                 records.append(value)
     health = next(r for r in records if r["request_id"] == "bb-1")
-    for key in (
-        "ts",
-        "request_id",
-        "method",
-        "path",
-        "route",
-        "class",
-        "credential",
-        "token_id",
-        "decision",
-        "reason",
-        "status",
-        "upstream_ms",
-        "total_ms",
-    ):
+    for key in DECISION_LOG_FIELDS:
         assert key in health, key
     assert health["status"] == 200 and health["decision"] == "allow" and health["route"] == "health"
     assert any(r["reason"] == "bad_path" and r["status"] == 400 for r in records)

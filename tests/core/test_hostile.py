@@ -6,28 +6,19 @@ Requests go out over raw sockets, byte for byte, so no client library normalises
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 
 import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from gateway.observe import JsonFormatter
+from gateway.proxy.headers import IDENTITY
 from tests.conftest import EXAMPLE_ROUTES, MakeGateway, Upstream
 from tests.core.test_proxy import assert_refusal, port_of, raw_get, raw_request
+from tests.support import DECISION_LOG_FIELDS, WWW_AUTHENTICATE_INVALID_TOKEN, captured_access_log
 
-WWW_AUTHENTICATE = 'Bearer realm="scopegate", error="invalid_token"'
-IDENTITY = (
-    "X-Auth-Type",
-    "X-Auth-Subject",
-    "X-Auth-Workspace",
-    "X-Auth-Project",
-    "X-Auth-Scopes",
-    "X-Auth-Token-Id",
-    "X-Auth-Role",
-    "X-Workspace-Id",
-)
+# The identity headers the gateway sets, and the workspace header (its default name) it also owns.
+IDENTITY_HEADERS = (*IDENTITY, "X-Workspace-Id")
 CATCH_ALL = (
     EXAMPLE_ROUTES
     + """
@@ -364,7 +355,7 @@ async def test_two_authorization_headers_is_400(
 
 
 SPOOFS = (
-    *IDENTITY,
+    *IDENTITY_HEADERS,
     "X_Auth_Subject",
     "X_Auth_Type",
     "X_Auth_Scopes",
@@ -391,7 +382,7 @@ async def test_spoofed_identity_headers_removed_on_anonymous_route(
     seen = upstream.last
     assert all(v != value for _, v in seen.headers), seen.headers
     assert seen.all("X-Auth-Type") == ["anonymous"]
-    twins = {h.lower() for h in IDENTITY if h != "X-Auth-Type"}
+    twins = {h.lower() for h in IDENTITY_HEADERS if h != "X-Auth-Type"}
     assert not [k for k, _ in seen.headers if k.lower().replace("_", "-") in twins]
 
 
@@ -414,7 +405,7 @@ async def test_all_spoofs_at_once_and_custom_workspace_header(
 
 def assert_401(resp_status: int, headers: CIMultiDict[str], body: bytes) -> None:
     assert resp_status == 401
-    assert headers["WWW-Authenticate"] == WWW_AUTHENTICATE
+    assert headers["WWW-Authenticate"] == WWW_AUTHENTICATE_INVALID_TOKEN
     assert headers["Content-Type"].startswith("application/json")
     parsed = json.loads(body)
     assert set(parsed) == {"error", "detail", "request_id"}
@@ -558,23 +549,8 @@ async def test_management_refusals_not_forwarded(
 @pytest.fixture
 def access_log() -> Iterator[list[str]]:
     """The decision log lines, formatted as the JSON formatter writes them."""
-    lines: list[str] = []
-    formatter = JsonFormatter()
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(formatter.format(record))
-
-    logger = logging.getLogger("scopegate.access")
-    handler = Collect(logging.INFO)
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with captured_access_log(str) as lines:
         yield lines
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 @pytest.mark.parametrize(
@@ -630,21 +606,7 @@ async def test_normal_request_logs_one_parseable_json_line(
     assert resp.status == 200
     assert len(access_log) == 1
     record = json.loads(access_log[0])
-    for key in (
-        "ts",
-        "request_id",
-        "method",
-        "path",
-        "route",
-        "class",
-        "credential",
-        "token_id",
-        "decision",
-        "reason",
-        "status",
-        "upstream_ms",
-        "total_ms",
-    ):
+    for key in DECISION_LOG_FIELDS:
         assert key in record, key
     assert record["request_id"] == "log-1"
     assert record["method"] == "GET" and record["path"] == "/open/x"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from tests.conftest import EXAMPLE_ROUTES, Gateway, MakeGateway, Upstream, write_config
+from tests.support import free_port
 
 MiB = 2**20
 
@@ -35,12 +35,6 @@ ROUTES = EXAMPLE_ROUTES + "".join(
 
 # ---------------------------------------------------------------------------------------------
 # helpers shared with test_hostile.py and test_blackbox.py
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def port_of(gw: Gateway) -> int:

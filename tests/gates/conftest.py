@@ -23,6 +23,7 @@ from gateway.tokens.store import TokenRecord
 from gateway.web.app import build_app
 from gateway.web.runtime import Runtime
 from tests.conftest import EXAMPLE_ROUTES, Gateway, Upstream, write_config
+from tests.support import WWW_AUTHENTICATE_INVALID_TOKEN
 
 SECRET = "gates-hmac-secret-that-is-long-enough-even-for-hs512-signatures-0123"
 OTHER_SECRET = "another-hmac-secret-also-long-enough-even-for-hs512-signatures-0123"
@@ -30,7 +31,7 @@ ISS = "https://idp.example/"
 AUD = "scopegate-api"
 ROLES = {"viewer": ["read"], "member": ["read", "write"], "admin": ["*"]}
 
-INVALID_TOKEN = 'Bearer realm="scopegate", error="invalid_token"'
+INVALID_TOKEN = WWW_AUTHENTICATE_INVALID_TOKEN
 METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 

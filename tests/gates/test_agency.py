@@ -21,6 +21,21 @@ async def agency_gateway(
     return gw, token
 
 
+async def refused_on_agency_route(gw: Gateway, upstream: Upstream, token: str) -> None:
+    """GET and PUT on the agency route: 403 insufficient_scope, asking for `agency`."""
+    for method in ("GET", "PUT"):
+        await refused(
+            gw,
+            upstream,
+            method,
+            PATHS["agency"],
+            bearer(token),
+            403,
+            "insufficient_scope",
+            www=AGENCY_REFUSAL,
+        )
+
+
 @pytest.mark.parametrize("method", ["GET", "HEAD", "PUT"])
 async def test_agency_token_reaches_its_target(
     make_gateway: MakeGateway, upstream: Upstream, method: str
@@ -84,17 +99,7 @@ async def test_non_agency_token_on_agency_route(
 ) -> None:
     gw = await make_gateway()
     _, token = await mint(gw, scopes)
-    for method in ("GET", "PUT"):
-        await refused(
-            gw,
-            upstream,
-            method,
-            PATHS["agency"],
-            bearer(token),
-            403,
-            "insufficient_scope",
-            www=AGENCY_REFUSAL,
-        )
+    await refused_on_agency_route(gw, upstream, token)
 
 
 @pytest.mark.parametrize(
@@ -116,17 +121,7 @@ async def test_jwt_on_agency_route(
 ) -> None:
     gw = await make_gateway(extra=extra)
     token = make_jwt(**claims)
-    for method in ("GET", "PUT"):
-        await refused(
-            gw,
-            upstream,
-            method,
-            PATHS["agency"],
-            bearer(token),
-            403,
-            "insufficient_scope",
-            www=AGENCY_REFUSAL,
-        )
+    await refused_on_agency_route(gw, upstream, token)
 
 
 @pytest.mark.parametrize(

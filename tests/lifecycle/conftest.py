@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +14,8 @@ import aiohttp
 import jwt
 
 from tests.conftest import EXAMPLE_ROUTES
+from tests.support import Running, free_port, gateway_cli, spawn_serve, stop_async, wait_accepting
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "lifecycle-hmac-secret-comfortably-over-32-bytes"
 JWT_EXTRA = (
     "jwt:\n"
@@ -60,34 +54,6 @@ def bearer(credential: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {credential}"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def gateway_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m gateway <args> -c config`, run to completion."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("SCOPEGATE_CONFIG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args, "-c", str(config)],
-        cwd=config.parent,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-
-
-def cli_create(config: Path, *args: str) -> dict[str, Any]:
-    done = gateway_cli(config, "token", "create", *args, "--json")
-    assert done.returncode == 0, done.stderr
-    created: dict[str, Any] = json.loads(done.stdout)
-    return created
-
-
 def cli_list(config: Path, *args: str) -> list[dict[str, Any]]:
     done = gateway_cli(config, "token", "list", *args, "--json")
     assert done.returncode == 0, done.stderr
@@ -115,88 +81,25 @@ drain_timeout: 5
     return config
 
 
-@dataclass
-class Served:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-async def _wait_accepting(served: Served, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if served.proc.poll() is not None:
-            raise AssertionError(f"serve exited with {served.proc.returncode}:\n{served.log.read_text()}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", served.port)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
-    raise AssertionError(f"serve did not accept on {served.port}:\n{served.log.read_text()}")
-
-
-async def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return proc.returncode
-        await asyncio.sleep(0.05)
-    return proc.poll()
-
-
-async def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        if await wait_exit(proc, 10) is None:
-            proc.kill()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-
-
 @contextlib.asynccontextmanager
 async def serving(
     config: Path, count: int = 1, extra_args: Sequence[str] = ()
-) -> AsyncIterator[list[Served]]:
+) -> AsyncIterator[list[Running]]:
     """`count` `python -m gateway serve` processes on one config (and store), each on its own port."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    env.pop("SCOPEGATE_CONFIG", None)
-    started: list[Served] = []
+    started: list[Running] = []
     try:
         for _ in range(count):
             port = free_port()
             log = config.parent / f"serve-{port}.log"
-            with log.open("wb") as sink:
-                proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "gateway",
-                        "serve",
-                        "-c",
-                        str(config),
-                        "--port",
-                        str(port),
-                        *extra_args,
-                    ],
-                    cwd=config.parent,
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                )
-            started.append(Served(proc, port, log))
+            started.append(Running(spawn_serve(config, log, "--port", str(port), *extra_args), port, log))
         for served in started:
-            await _wait_accepting(served)
+            await wait_accepting(served.port, served.proc, served.log)
         yield started
     finally:
         for served in started:
-            await _stop(served.proc)
+            # Stop every process, even one that cannot be reaped.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await stop_async(served.proc, 10)
 
 
 async def status_of(

@@ -16,14 +16,13 @@ from tests.lifecycle.conftest import (
     JWT_EXTRA,
     ROUTES,
     bearer,
-    cli_create,
     cli_list,
     make_jwt,
     serve_config,
     serving,
     status_of,
-    wait_exit,
 )
+from tests.support import cli_create, wait_exit
 
 FLUSH = 0.5
 ADMIN = make_jwt("w1", "admin")

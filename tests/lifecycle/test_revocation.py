@@ -17,22 +17,22 @@ from tests.conftest import Gateway, MakeGateway, Upstream
 from tests.lifecycle.conftest import (
     JWT_EXTRA,
     ROUTES,
-    Served,
     bearer,
-    cli_create,
-    gateway_cli,
     make_jwt,
     serve_config,
     serving,
     status_of,
 )
+from tests.support import Running, cli_create, gateway_cli
 
 POLL = 1.0  # tokens.revocation_poll in these configs
 BOUND = POLL + 1.0  # the contract's bound, plus one second of slack for a loaded machine
 STEP = 0.05
 
 
-async def first_refusal(session: aiohttp.ClientSession, served: Served, token: str, deadline: float) -> float:
+async def first_refusal(
+    session: aiohttp.ClientSession, served: Running, token: str, deadline: float
+) -> float:
     """Poll `served` every 50 ms until the token is refused; the monotonic time it was, or inf."""
     while time.monotonic() < deadline:
         status = await status_of(session, served.url + "/v1/playlists", token)
@@ -43,7 +43,7 @@ async def first_refusal(session: aiohttp.ClientSession, served: Served, token: s
     return float("inf")
 
 
-async def both_accept(session: aiohttp.ClientSession, procs: list[Served], token: str) -> None:
+async def both_accept(session: aiohttp.ClientSession, procs: list[Running], token: str) -> None:
     for served in procs:
         for _ in range(3):  # the first request fills the cache, the next ones are served from it
             assert await status_of(session, served.url + "/v1/playlists", token) == 200
@@ -138,6 +138,13 @@ async def remove_store(gw: Gateway) -> None:
             (gw.folder / f"tokens.db{suffix}").unlink()
 
 
+async def revoke_then_remove_store(gw: Gateway, token_id: str) -> None:
+    """DELETE /auth/tokens/{id} as a workspace admin (204), then the store goes away."""
+    async with gw.client.delete(f"/auth/tokens/{token_id}", headers=bearer(make_jwt("w1", "admin"))) as resp:
+        assert resp.status == 204
+    await remove_store(gw)
+
+
 async def test_revoked_elsewhere_stays_refused_when_the_store_is_gone(make_gateway: MakeGateway) -> None:
     gw = await make_gateway(routes=ROUTES, extra=JWT_EXTRA + FAST_POLL)
     victim = await mint(gw, name="victim")
@@ -174,11 +181,7 @@ async def test_revoked_here_stays_refused_when_the_store_is_gone(make_gateway: M
     gw = await make_gateway(routes=ROUTES, extra=JWT_EXTRA + FAST_POLL)
     victim = await mint(gw, name="victim")
     assert (await use(gw, victim["token"]))[0] == 200
-    async with gw.client.delete(
-        f"/auth/tokens/{victim['id']}", headers=bearer(make_jwt("w1", "admin"))
-    ) as resp:
-        assert resp.status == 204
-    await remove_store(gw)
+    await revoke_then_remove_store(gw, victim["id"])
     status, body, _ = await use(gw, victim["token"])
     assert (status, body["error"]) == (401, "invalid_token")
 
@@ -209,10 +212,6 @@ async def test_token_expiring_in_two_seconds_is_refused_while_cached(make_gatewa
 async def test_revoked_here_uncached_is_401_even_if_the_store_goes_at_once(make_gateway: MakeGateway) -> None:
     gw = await make_gateway(routes=ROUTES, extra=JWT_EXTRA + "tokens: {revocation_poll: 30}\n")
     victim = await mint(gw, name="never-used-here")
-    async with gw.client.delete(
-        f"/auth/tokens/{victim['id']}", headers=bearer(make_jwt("w1", "admin"))
-    ) as resp:
-        assert resp.status == 204
-    await remove_store(gw)
+    await revoke_then_remove_store(gw, victim["id"])
     status, body, _ = await use(gw, victim["token"])
     assert (status, body["error"]) == (401, "invalid_token")

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +14,8 @@ from pathlib import Path
 
 import jwt
 import pytest
+
+from tests.support import cli_create, free_port, spawn_serve, stop
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,12 +36,6 @@ ROUTES = """routes:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -52,22 +46,6 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: floa
                 return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listening on {port} after {timeout}s:\n{log.read_text()}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-def gateway_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, cwd=REPO, timeout=60
-    )
 
 
 @dataclass(frozen=True)
@@ -102,24 +80,13 @@ log: {{level: error}}
 jwt: {{algorithms: [HS256], secret: {json.dumps(secret)}}}
 """
     )
-    created = gateway_cli(
-        "token", "create", "-c", str(config), "--name", "t", "--workspace", "w", "--scope", "read", "--json"
-    )
-    assert created.returncode == 0, created.stderr
-    record = json.loads(created.stdout)
+    record = cli_create(config, "--name", "t", "--workspace", "w", "--scope", "read")
     now = int(time.time())
     token_jwt = jwt.encode(
         {"sub": "alice", "workspace_id": "w", "iat": now, "exp": now + 3600}, secret, algorithm="HS256"
     )
     log = folder / "scopegate.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "-c", str(config)],
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    proc = spawn_serve(config, log)
     try:
         wait_port(port, proc, log)
         yield Scopegate(port, folder, config, record["token"], record["id"], token_jwt)

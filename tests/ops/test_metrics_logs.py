@@ -11,7 +11,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -26,8 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.tokens.secret import generate
 from tests.conftest import MakeGateway, Upstream
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import DECISION_LOG_FIELDS, free_port, spawn_serve, stop, stop_async
 
 ROUTES = """routes:
   - id: health
@@ -41,32 +39,11 @@ ROUTES = """routes:
     class: public
 """
 
-REQUEST_FIELDS = {
-    "ts",
-    "request_id",
-    "method",
-    "path",
-    "route",
-    "class",
-    "credential",
-    "token_id",
-    "decision",
-    "reason",
-    "status",
-    "upstream_ms",
-    "total_ms",
-    "worker",
-}
+REQUEST_FIELDS = {*DECISION_LOG_FIELDS, "worker"}
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers shared with test_reload_drain.py and test_shadow_openapi.py
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -129,28 +106,8 @@ drain_timeout: {drain_timeout}
 def start_serve(folder: Path, upstream_url: str, **kwargs: str) -> Served:
     config, port, admin = serve_config(folder, upstream_url, **kwargs)
     log = folder / "stderr.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    env.pop("SCOPEGATE_CONFIG", None)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "-c", str(config)],
-            cwd=folder,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-            env=env,
-        )
+    proc = spawn_serve(config, log, stdout=False)
     return Served(proc, port, admin, folder, config, folder / "routes.yaml", log)
-
-
-def stop_serve(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=12)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 def wait_ready_sync(gw: Served, timeout: float = 15.0) -> None:
@@ -188,21 +145,18 @@ async def serving(folder: Path, upstream_url: str, **kwargs: str) -> AsyncIterat
         await wait_ready(gw)
         yield gw
     finally:
-        if gw.proc.poll() is None:
-            gw.proc.terminate()
-            if await wait_exit(gw.proc, 12) is None:
-                gw.proc.kill()
-        gw.proc.wait(timeout=5)
+        await stop_async(gw.proc, 12)
 
 
-async def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        code = proc.poll()
-        if code is not None:
-            return code
-        await asyncio.sleep(0.05)
-    return proc.poll()
+@contextlib.contextmanager
+def serving_sync(folder: Path, upstream_url: str, **kwargs: str) -> Iterator[Served]:
+    """`serving` for module-scoped fixtures and plain tests, outside any event loop."""
+    gw = start_serve(folder, upstream_url, **kwargs)
+    try:
+        wait_ready_sync(gw)
+        yield gw
+    finally:
+        stop(gw.proc, 12)
 
 
 async def poll_until(check: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.05) -> bool:
@@ -315,6 +269,9 @@ def thread_upstream() -> Iterator[str]:
 # scopegate_requests_total and the duration histogram, in process
 
 
+PUBLIC_401 = labels(
+    route="playlists", class_="public", decision="deny", reason="invalid_token", status="401", worker="0"
+)
 REQUEST_CASES = [
     pytest.param(
         "/v1/health",
@@ -337,32 +294,12 @@ REQUEST_CASES = [
         labels(route="", class_="", decision="deny", reason="bad_path", status="400", worker="0"),
         id="bad-path-400",
     ),
-    pytest.param(
-        "/v1/playlists",
-        {},
-        401,
-        labels(
-            route="playlists",
-            class_="public",
-            decision="deny",
-            reason="invalid_token",
-            status="401",
-            worker="0",
-        ),
-        id="public-no-credential-401",
-    ),
+    pytest.param("/v1/playlists", {}, 401, PUBLIC_401, id="public-no-credential-401"),
     pytest.param(
         "/v1/playlists/7",
         {"Authorization": "Bearer not-a-token"},
         401,
-        labels(
-            route="playlists",
-            class_="public",
-            decision="deny",
-            reason="invalid_token",
-            status="401",
-            worker="0",
-        ),
+        PUBLIC_401,
         id="public-garbage-credential-401",
     ),
 ]
@@ -531,13 +468,8 @@ JWT_SECRET = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJtYWxsb3J5In0.c2VjcmV0LXNpZ25hdHVyZ
 @pytest.fixture(scope="module")
 def json_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     folder = tmp_path_factory.mktemp("jsonlog")
-    with thread_upstream() as up:
-        gw = start_serve(folder, up)
-        try:
-            wait_ready_sync(gw)
-            yield gw
-        finally:
-            stop_serve(gw.proc)
+    with thread_upstream() as up, serving_sync(folder, up) as gw:
+        yield gw
 
 
 def wait_log_line(gw: Served, rid: str, timeout: float = 3.0) -> list[dict[str, object]]:
@@ -549,6 +481,14 @@ def wait_log_line(gw: Served, rid: str, timeout: float = 3.0) -> list[dict[str, 
         time.sleep(0.02)
 
 
+PLAYLISTS_INVALID_TOKEN = {
+    "status": 401,
+    "decision": "deny",
+    "reason": "invalid_token",
+    "route": "playlists",
+    "class": "public",
+}
+BAD_PATH = {"status": 400, "decision": "deny", "reason": "bad_path", "route": None, "class": None}
 LOG_CASES = [
     pytest.param(
         "/v1/health",
@@ -565,51 +505,24 @@ LOG_CASES = [
     pytest.param(
         "/v1/playlists",
         {"Authorization": f"Bearer {API_SECRET}"},
-        {
-            "status": 401,
-            "decision": "deny",
-            "reason": "invalid_token",
-            "route": "playlists",
-            "class": "public",
-        },
+        PLAYLISTS_INVALID_TOKEN,
         id="unknown-api-token",
     ),
     pytest.param(
         "/v1/playlists",
         {"Authorization": f"Bearer {JWT_SECRET}"},
-        {
-            "status": 401,
-            "decision": "deny",
-            "reason": "invalid_token",
-            "route": "playlists",
-            "class": "public",
-        },
+        PLAYLISTS_INVALID_TOKEN,
         id="bad-jwt",
     ),
     pytest.param(
         "/open/x%0a{%22request_id%22:%22forged%22,%22status%22:200}",
         {},
-        {"status": 400, "decision": "deny", "reason": "bad_path", "route": None, "class": None},
+        BAD_PATH,
         id="encoded-lf-json",
     ),
-    pytest.param(
-        "/open/x%0d%0aforged",
-        {},
-        {"status": 400, "decision": "deny", "reason": "bad_path", "route": None, "class": None},
-        id="encoded-crlf",
-    ),
-    pytest.param(
-        "/open/%1b[31mred",
-        {},
-        {"status": 400, "decision": "deny", "reason": "bad_path", "route": None, "class": None},
-        id="encoded-ansi-escape",
-    ),
-    pytest.param(
-        "/open/x%00y",
-        {},
-        {"status": 400, "decision": "deny", "reason": "bad_path", "route": None, "class": None},
-        id="encoded-nul",
-    ),
+    pytest.param("/open/x%0d%0aforged", {}, BAD_PATH, id="encoded-crlf"),
+    pytest.param("/open/%1b[31mred", {}, BAD_PATH, id="encoded-ansi-escape"),
+    pytest.param("/open/x%00y", {}, BAD_PATH, id="encoded-nul"),
 ]
 
 
@@ -652,13 +565,8 @@ def test_decision_log_one_json_line_per_request(
 def raw_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """Its own process: the raw-byte cases must not spoil the JSON-only log the others check."""
     folder = tmp_path_factory.mktemp("rawlog")
-    with thread_upstream() as up:
-        gw = start_serve(folder, up)
-        try:
-            wait_ready_sync(gw)
-            yield gw
-        finally:
-            stop_serve(gw.proc)
+    with thread_upstream() as up, serving_sync(folder, up) as gw:
+        yield gw
 
 
 @pytest.mark.parametrize("raw", [b"\x1b[31m", b"\x7f", b"\xff"], ids=["raw-esc", "raw-del", "raw-0xff"])
@@ -677,36 +585,29 @@ def test_raw_control_byte_in_target_keeps_log_json(raw_gateway: Served, raw: byt
 
 
 def test_text_log_one_human_line_per_request(tmp_path: Path) -> None:
-    with thread_upstream() as up:
-        gw = start_serve(tmp_path, up, log_format="text")
-        try:
-            wait_ready_sync(gw)
-            sent = [
-                ("/v1/health", {}, 200, "allow", "route=health"),
-                ("/v1/playlists", {"Authorization": f"Bearer {API_SECRET}"}, 401, "deny", "route=playlists"),
-                ("/open/%0aforged", {}, 400, "deny", "route=None"),
-            ]
-            for i, (target, headers, status, _, _) in enumerate(sent):
-                got, _ = http_sync("GET", gw.port, target, {**headers, "X-Request-Id": f"text-{i}"})
-                assert got == status
+    with thread_upstream() as up, serving_sync(tmp_path, up, log_format="text") as gw:
+        sent = [
+            ("/v1/health", {}, 200, "allow", "route=health"),
+            ("/v1/playlists", {"Authorization": f"Bearer {API_SECRET}"}, 401, "deny", "route=playlists"),
+            ("/open/%0aforged", {}, 400, "deny", "route=None"),
+        ]
+        for i, (target, headers, status, _, _) in enumerate(sent):
+            got, _ = http_sync("GET", gw.port, target, {**headers, "X-Request-Id": f"text-{i}"})
+            assert got == status
 
-            def lines_for(i: int) -> list[str]:
-                return [line for line in gw.log_text().splitlines() if line.endswith(f"rid=text-{i}")]
+        def lines_for(i: int) -> list[str]:
+            return [line for line in gw.log_text().splitlines() if line.endswith(f"rid=text-{i}")]
 
-            deadline = time.monotonic() + 3
-            while time.monotonic() < deadline and not lines_for(len(sent) - 1):
-                time.sleep(0.02)
-            for i, (target, _, status, decision, route) in enumerate(sent):
-                found = lines_for(i)
-                assert len(found) == 1, gw.log_text()
-                line = found[0]
-                assert f" {status} {decision}" in line and f" GET {target} " in line and route in line
-                with pytest.raises(ValueError):
-                    json.loads(line)
-            text = gw.log_text()
-            assert API_SECRET not in text
-            assert "forged" not in "".join(
-                line for line in text.splitlines() if not line.endswith("rid=text-2")
-            )
-        finally:
-            stop_serve(gw.proc)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not lines_for(len(sent) - 1):
+            time.sleep(0.02)
+        for i, (target, _, status, decision, route) in enumerate(sent):
+            found = lines_for(i)
+            assert len(found) == 1, gw.log_text()
+            line = found[0]
+            assert f" {status} {decision}" in line and f" GET {target} " in line and route in line
+            with pytest.raises(ValueError):
+                json.loads(line)
+        text = gw.log_text()
+        assert API_SECRET not in text
+        assert "forged" not in "".join(line for line in text.splitlines() if not line.endswith("rid=text-2"))

@@ -16,20 +16,11 @@ import pytest
 from yarl import URL
 
 from tests.conftest import Upstream
+from tests.support import WWW_AUTHENTICATE_INVALID_TOKEN, free_port, stop
 
-from .conftest import REPO, Scopegate, free_port, nginx_binary, stop, wait_port
+from .conftest import REPO, Scopegate, nginx_binary, wait_port
 
 SNIPPET = REPO / "deploy" / "nginx" / "forward-auth.conf"
-IDENTITY = (
-    "X-Auth-Type",
-    "X-Auth-Subject",
-    "X-Auth-Workspace",
-    "X-Auth-Project",
-    "X-Auth-Scopes",
-    "X-Auth-Token-Id",
-    "X-Auth-Role",
-    "X-Workspace-Id",
-)
 
 
 def render(snippet: str, *, listen: int, gateway: int, app: int, folder: Path) -> str:
@@ -178,7 +169,7 @@ async def test_no_credential_is_refused_401_with_www_authenticate(
     async with http.get(nginx.url + "/v1/playlists/1") as r:
         assert r.status == 401
         assert (await r.json())["error"] == "invalid_token"
-        assert r.headers.getall("WWW-Authenticate") == ['Bearer realm="scopegate", error="invalid_token"']
+        assert r.headers.getall("WWW-Authenticate") == [WWW_AUTHENTICATE_INVALID_TOKEN]
     assert upstream.seen == []
 
 
@@ -286,7 +277,7 @@ async def test_without_the_refusal_location_nginx_keeps_401_403_and_turns_the_re
     )
     async with http.get(bare.url + "/v1/playlists/1") as r:
         assert r.status == 401
-        assert r.headers["WWW-Authenticate"] == 'Bearer realm="scopegate", error="invalid_token"'
+        assert r.headers["WWW-Authenticate"] == WWW_AUTHENTICATE_INVALID_TOKEN
         assert r.content_type == "text/html"
     async with http.post(bare.url + "/v1/playlists", headers=bearer(scopegate.token)) as r:
         assert r.status == 403

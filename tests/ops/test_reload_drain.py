@@ -22,9 +22,9 @@ from tests.ops.test_metrics_logs import (
     samples,
     scrape,
     serving,
-    wait_exit,
     write_atomically,
 )
+from tests.support import wait_exit
 
 ADDED = (
     ROUTES

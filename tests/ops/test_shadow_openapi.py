@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import logging
-import os
 import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from gateway.observe import JsonFormatter
 from tests.conftest import MakeGateway, Upstream
-from tests.ops.test_metrics_logs import ROOT, http_raw, labels, samples
+from tests.ops.test_metrics_logs import http_raw, labels, samples
+from tests.support import captured_access_log, gateway_cli
 
 SHADOW_ROUTES = """routes:
   - id: health
@@ -34,23 +31,8 @@ SHADOW_ROUTES = """routes:
 @pytest.fixture
 def access_log() -> Iterator[list[dict[str, object]]]:
     """The decision records the gateway logs, parsed from the JSON formatter's output."""
-    records: list[dict[str, object]] = []
-    formatter = JsonFormatter()
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(json.loads(formatter.format(record)))
-
-    logger = logging.getLogger("scopegate.access")
-    handler = Collect(logging.INFO)
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with captured_access_log(json.loads) as records:
         yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 async def raw_post(port: int, target: str, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -212,16 +194,7 @@ def check_folder(folder: Path, routes: str, spec: str) -> Path:
 
 
 def run_check(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("SCOPEGATE_CONFIG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "check", "-c", "config.yaml", "--openapi", "spec.yaml", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    return gateway_cli(folder / "config.yaml", "check", "--openapi", "spec.yaml", *args)
 
 
 def test_check_openapi_reports_both_directions(tmp_path: Path) -> None:
