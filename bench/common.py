@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import socket
@@ -10,6 +12,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+
+import jwt
 
 
 def free_port() -> int:
@@ -57,3 +61,80 @@ def wrk(url: str, seconds: int, connections: int, headers: Sequence[str] = ()) -
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+ROUTES = """routes:
+  - id: health
+    match: {path: /v1/health, methods: [GET]}
+    class: anonymous
+  - id: playlists
+    match: {prefix: /v1/playlists}
+    class: public
+"""
+
+Cases = dict[str, tuple[str, list[str]]]  # name -> (url, headers)
+
+
+def gateway_config(folder: str, port: int, upstream: str, secret: str) -> str:
+    """A scopegate config for benchmarks: the routes above, an HS256 secret, default logging."""
+    with open(os.path.join(folder, "routes.yaml"), "w") as fh:
+        fh.write(ROUTES)
+    config = os.path.join(folder, "config.yaml")
+    with open(config, "w") as fh:
+        fh.write(f"""listen: {{host: 127.0.0.1, port: {port}}}
+admin: false
+surface: routes.yaml
+upstreams: {{default: "{upstream}"}}
+store: sqlite:///tokens.db
+jwt: {{algorithms: [HS256], secret: {json.dumps(secret)}}}
+""")
+    return config
+
+
+def credentials(config: str, secret: str) -> tuple[str, str]:
+    """A read API token minted through the CLI, and an HS256 JWT of the same workspace."""
+    created = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "token",
+            "create",
+            "-c",
+            config,
+            "--name",
+            "bench",
+            "--workspace",
+            "bench",
+            "--scope",
+            "read",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    now = int(time.time())
+    token_jwt = jwt.encode(
+        {"sub": "bench", "workspace_id": "bench", "iat": now, "exp": now + 3600}, secret, algorithm="HS256"
+    )
+    return json.loads(created.stdout)["token"], token_jwt
+
+
+def measure(cases: Cases, seconds: int, rounds: int, connections: int) -> dict[str, list[float]]:
+    """One warm-up each, then interleaved rounds so machine noise hits every case alike."""
+    results: dict[str, list[float]] = {name: [] for name in cases}
+    for url, headers in cases.values():
+        wrk(url, 1, connections, headers)
+    for _ in range(rounds):
+        for name, (url, headers) in cases.items():
+            results[name].append(wrk(url, seconds, connections, headers))
+    return results
+
+
+def report(results: dict[str, list[float]], reference: str) -> None:
+    ref = median(results[reference])
+    print(f"{'case':<12} {'median req/s':>12} {'ratio':>7}   rounds")
+    for name, values in results.items():
+        rounds = " ".join(f"{v:.0f}" for v in values)
+        print(f"{name:<12} {median(values):>12.0f} {median(values) / ref:>7.2f}   {rounds}")

@@ -16,29 +16,18 @@ case and its ratio to the stub measured in the same run:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
-import jwt
 from aiohttp import web
-from common import free_port, median, start, wrk
+from common import credentials, free_port, gateway_config, measure, report, start
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SNIPPET = os.path.join(HERE, os.pardir, "deploy", "nginx", "forward-auth.conf")
-ROUTES = """routes:
-  - id: health
-    match: {path: /v1/health, methods: [GET]}
-    class: anonymous
-  - id: playlists
-    match: {prefix: /v1/playlists}
-    class: public
-"""
 
 
 def stub_auth(port: int) -> None:
@@ -99,30 +88,9 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix="scopegate-bench-fa-")
     up_port, stub_port, gw_port, ng_stub, ng_gw = (free_port() for _ in range(5))
     secret = secrets.token_urlsafe(32)
-    with open(os.path.join(folder, "routes.yaml"), "w") as fh:
-        fh.write(ROUTES)
-    config = os.path.join(folder, "config.yaml")
-    with open(config, "w") as fh:
-        fh.write(f"""listen: {{host: 127.0.0.1, port: {gw_port}}}
-admin: false
-surface: routes.yaml
-upstreams: {{default: "http://127.0.0.1:9"}}
-store: sqlite:///tokens.db
-log: {{level: warning}}
-jwt: {{algorithms: [HS256], secret: {json.dumps(secret)}}}
-""")
-    mint = ["token", "create", "-c", config, "--name", "bench", "--workspace", "bench", "--scope", "read"]
-    created = subprocess.run(
-        [sys.executable, "-m", "gateway", *mint, "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    token = json.loads(created.stdout)["token"]
-    now = int(time.time())
-    jwt_token = jwt.encode(
-        {"sub": "bench", "workspace_id": "bench", "iat": now, "exp": now + 3600}, secret, algorithm="HS256"
-    )
+    # The upstream is never reached by scopegate itself here: nginx forwards after /auth/verify.
+    config = gateway_config(folder, gw_port, "http://127.0.0.1:9", secret)
+    token, token_jwt = credentials(config, secret)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(start([sys.executable, os.path.join(HERE, "upstream.py"), str(up_port)], up_port))
@@ -131,31 +99,24 @@ jwt: {{algorithms: [HS256], secret: {json.dumps(secret)}}}
         for name, listen, auth in (("stub", ng_stub, stub_port), ("scopegate", ng_gw, gw_port)):
             conf = nginx_conf(os.path.join(folder, f"nginx-{name}"), listen, auth, up_port)
             procs.append(start([nginx, "-p", os.path.dirname(conf), "-e", "stderr", "-c", conf], listen))
-        cases = {
-            "stub": (f"http://127.0.0.1:{ng_stub}/v1/playlists/1", []),
-            "anonymous": (f"http://127.0.0.1:{ng_gw}/v1/health", []),
-            "token": (f"http://127.0.0.1:{ng_gw}/v1/playlists/1", [f"Authorization: Bearer {token}"]),
-            "jwt": (f"http://127.0.0.1:{ng_gw}/v1/playlists/1", [f"Authorization: Bearer {jwt_token}"]),
-        }
-        results: dict[str, list[float]] = {name: [] for name in cases}
-        for url, headers in cases.values():  # warm-up: token cache, keepalive pools
-            wrk(url, 1, args.connections, headers)
-        for _ in range(args.rounds):
-            for name, (url, headers) in cases.items():
-                results[name].append(wrk(url, args.seconds, args.connections, headers))
+        results = measure(
+            {
+                "stub": (f"http://127.0.0.1:{ng_stub}/v1/playlists/1", []),
+                "anonymous": (f"http://127.0.0.1:{ng_gw}/v1/health", []),
+                "token": (f"http://127.0.0.1:{ng_gw}/v1/playlists/1", [f"Authorization: Bearer {token}"]),
+                "jwt": (f"http://127.0.0.1:{ng_gw}/v1/playlists/1", [f"Authorization: Bearer {token_jwt}"]),
+            },
+            args.seconds,
+            args.rounds,
+            args.connections,
+        )
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
         shutil.rmtree(folder, ignore_errors=True)
-    ref = median(results["stub"])
-    print(f"{'case':<12} {'median req/s':>12} {'ratio':>7}   rounds")
-    for name, values in results.items():
-        print(
-            f"{name:<12} {median(values):>12.0f} {median(values) / ref:>7.2f}   "
-            + " ".join(f"{v:.0f}" for v in values)
-        )
+    report(results, "stub")
 
 
 if __name__ == "__main__":
