@@ -71,7 +71,6 @@ class TokenValidator:
         self.store_writes = 0
         self.last_poll = 0.0  # clock() of the last successful read of the revocation feed
         self._cache: TTLCache[bytes, Principal] = TTLCache(CACHE_SIZE, ttl=cfg.cache_ttl, timer=clock)
-        self._hash_by_id: TTLCache[str, bytes] = TTLCache(CACHE_SIZE, ttl=cfg.cache_ttl, timer=clock)
         # A hash is remembered as revoked until the token would have expired anyway (the feed
         # does not say when, so those entries keep max_ttl). Bounded: under pressure the oldest
         # go first, and such a token is then refused by the store, or with 503 if it is down.
@@ -105,7 +104,7 @@ class TokenValidator:
             self.cache_hits += 1
         # SECURITY: expiry is checked on every request, cached or not.
         if principal.expires_at is not None and principal.expires_at <= self.clock():
-            self._drop(token_hash, principal.token_id)
+            self._drop(token_hash)
             raise InvalidToken("token expired")
         return principal
 
@@ -130,24 +129,16 @@ class TokenValidator:
         principal = principal_for(record)
         if record.expires_at > self.clock():
             self._cache[token_hash] = principal
-            self._hash_by_id[record.id] = token_hash
         return principal
 
     def revoked_locally(self, token_hash: bytes, expires_at: float | None = None) -> None:
         """Refuse this hash from now on and drop it from the cache."""
         principal = self._cache.pop(token_hash, None)
-        if principal is not None and principal.token_id is not None:
-            self._hash_by_id.pop(principal.token_id, None)
-            expires_at = principal.expires_at if expires_at is None else expires_at
+        if principal is not None and expires_at is None:
+            expires_at = principal.expires_at
         if expires_at is None:
             expires_at = self.clock() + self.cfg.max_ttl
         self._revoked[token_hash] = expires_at
-
-    def evict(self, token_id: str) -> None:
-        """This process revoked `token_id`: refuse it at once, even if the store goes away."""
-        token_hash = self._hash_by_id.pop(token_id, None)
-        if token_hash is not None:
-            self.revoked_locally(token_hash)
 
     def note_used(self, token_id: str) -> None:
         """Record a use of an allowed request; written in the next batch, never per request."""
@@ -169,7 +160,6 @@ class TokenValidator:
                     "revocation feed moved back from %d to %d; clearing token cache", self._seq, newest
                 )
                 self._cache.clear()
-                self._hash_by_id.clear()
             advanced = newest != self._seq
             self._seq = newest
             if not hashes or not advanced:
@@ -196,10 +186,8 @@ class TokenValidator:
         # A store that answers "nothing new" with the asked position gives no head: start at 0.
         self._seq = 0 if head >= _FEED_HEAD_PROBE else head
 
-    def _drop(self, token_hash: bytes, token_id: str | None) -> None:
+    def _drop(self, token_hash: bytes) -> None:
         self._cache.pop(token_hash, None)
-        if token_id is not None:
-            self._hash_by_id.pop(token_id, None)
 
     async def start(self) -> None:
         if self._tasks:

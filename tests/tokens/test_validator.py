@@ -8,7 +8,7 @@ import pytest
 from gateway.config import TokensConfig
 from gateway.errors import InvalidToken, StoreUnavailable
 from gateway.tokens import sqlite as sqlite_module
-from gateway.tokens.secret import checksum, generate
+from gateway.tokens.secret import checksum, generate, hash_token
 from gateway.tokens.sqlite import SqliteTokenStore
 from gateway.tokens.validator import TokenValidator
 
@@ -206,12 +206,12 @@ async def test_poll_pages_through_a_long_feed(
             await validator.authenticate(secret)
 
 
-async def test_evict_refuses_at_once_even_without_the_store(
+async def test_revoked_locally_refuses_at_once_even_without_the_store(
     store: SqliteTokenStore, validator: TokenValidator, clock: Clock
 ) -> None:
     record, secret = await mint(store, clock)
     assert await validator.authenticate(secret) is not None
-    validator.evict(record.id)
+    validator.revoked_locally(hash_token(secret), record.expires_at)
     await store.close()
     with pytest.raises(InvalidToken, match="revoked"):
         await validator.authenticate(secret)
