@@ -47,6 +47,17 @@ class Decision:
     principal: Principal
     shadow_denied: GatewayError | None = None
 
+    def log_fields(self) -> dict[str, str | None]:
+        """What the decision line says about this decision (never a secret)."""
+        kind = self.principal.kind
+        return {
+            "route": self.route.id,
+            "class": self.route.cls.value,
+            "credential": kind if kind != "anonymous" else "none",
+            "token_id": self.principal.token_id,
+            "upstream": self.route.upstream,
+        }
+
 
 class RouteRefused(GatewayError):
     """A refusal raised after a route matched: carries the route for logs and metrics."""

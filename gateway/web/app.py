@@ -62,7 +62,7 @@ async def _handle(rt: Runtime, request: web.Request) -> web.StreamResponse:
         else:
             client = client_of(request, rt.cfg.trusted_proxies)
             d = await rt.pipeline.decide(request.method, path, request.headers, client)
-            _describe(fields, d)
+            fields.update(d.log_fields())
             if d.shadow_denied is not None:
                 decision, reason = "shadow", d.shadow_denied.code
                 rt.metrics.shadow_denied.labels(d.route.id, reason).inc()
@@ -96,13 +96,6 @@ async def _handle(rt: Runtime, request: web.Request) -> web.StreamResponse:
     )
     log_request(fields)
     return response
-
-
-def _describe(fields: dict[str, Any], d: Decision) -> None:
-    fields["route"], fields["class"] = d.route.id, d.route.cls.value
-    fields["credential"] = d.principal.kind if d.principal.kind != "anonymous" else "none"
-    fields["token_id"] = d.principal.token_id
-    fields["upstream"] = d.route.upstream
 
 
 async def _proxy(

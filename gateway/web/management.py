@@ -119,9 +119,7 @@ async def verify(rt: Runtime, request: web.Request, rid: str, fields: dict[str, 
     if path.segments[: len(rt.mount_segments)] == rt.mount_segments:
         raise BadRequest("forward-auth cannot ask about the management mount")
     d = await rt.pipeline.decide(method, path, request.headers, client_of(request, rt.cfg.trusted_proxies))
-    fields["route"], fields["class"] = d.route.id, d.route.cls.value
-    fields["credential"] = d.principal.kind if d.principal.kind != "anonymous" else "none"
-    fields["token_id"] = d.principal.token_id
+    fields.update(d.log_fields())
     out: CIMultiDict[str] = CIMultiDict(identity_headers(d.principal, rt.cfg.workspace_header))
     out["X-Request-Id"] = rid
     if d.principal.kind == "jwt":
