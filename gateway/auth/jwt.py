@@ -261,7 +261,9 @@ class JwtAuthenticator:
     def _scopes(self, payload: Mapping[str, Any], role: str | None) -> frozenset[str]:
         claimed: frozenset[str] | None = None
         if self._cfg.claims.scopes:
-            claimed = _scope_claim(payload, self._cfg.claims.scopes)
+            # SECURITY: `*` is role-cap syntax in our config, not a scope an issuer can grant:
+            # a claimed `*` is ignored rather than read as "everything".
+            claimed = _scope_claim(payload, self._cfg.claims.scopes) - {"*"}
         if self._cfg.roles is None:
             # No role caps: the claim decides; with neither, the upstream applies its own rules.
             return claimed if claimed is not None else frozenset({"full"})

@@ -674,3 +674,10 @@ async def test_cached_signature_is_forgotten_after_its_ttl(
     clock.advance(31)
     with pytest.raises(InvalidToken):
         await env.auth.authenticate(token, None)
+
+
+async def test_a_claimed_wildcard_scope_grants_nothing(make_env: MakeEnv) -> None:
+    env = await make_env("secret-hs256", claims={"scopes": "scope"})
+    principal = await env.auth.authenticate(env.signer.token(scope="* read"), None)
+    assert principal is not None
+    assert principal.scopes == frozenset({"read"}) and principal.mint_scopes == frozenset({"read"})
