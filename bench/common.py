@@ -138,3 +138,19 @@ def report(results: dict[str, list[float]], reference: str) -> None:
     for name, values in results.items():
         rounds = " ".join(f"{v:.0f}" for v in values)
         print(f"{name:<12} {median(values):>12.0f} {median(values) / ref:>7.2f}   {rounds}")
+
+
+def gateway_cases(base: str, token: str, token_jwt: str) -> Cases:
+    """The three cases every benchmark measures through scopegate at `base`."""
+    return {
+        "anonymous": (f"{base}/v1/health", []),
+        "token": (f"{base}/v1/playlists/1", [f"Authorization: Bearer {token}"]),
+        "jwt": (f"{base}/v1/playlists/1", [f"Authorization: Bearer {token_jwt}"]),
+    }
+
+
+def stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(timeout=30)

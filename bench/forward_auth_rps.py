@@ -24,7 +24,7 @@ import sys
 import tempfile
 
 from aiohttp import web
-from common import credentials, free_port, gateway_config, measure, report, start
+from common import credentials, free_port, gateway_cases, gateway_config, measure, report, start, stop
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SNIPPET = os.path.join(HERE, os.pardir, "deploy", "nginx", "forward-auth.conf")
@@ -102,19 +102,14 @@ def main() -> None:
         results = measure(
             {
                 "stub": (f"http://127.0.0.1:{ng_stub}/v1/playlists/1", []),
-                "anonymous": (f"http://127.0.0.1:{ng_gw}/v1/health", []),
-                "token": (f"http://127.0.0.1:{ng_gw}/v1/playlists/1", [f"Authorization: Bearer {token}"]),
-                "jwt": (f"http://127.0.0.1:{ng_gw}/v1/playlists/1", [f"Authorization: Bearer {token_jwt}"]),
+                **gateway_cases(f"http://127.0.0.1:{ng_gw}", token, token_jwt),
             },
             args.seconds,
             args.rounds,
             args.connections,
         )
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
+        stop(procs)
         shutil.rmtree(folder, ignore_errors=True)
     report(results, "stub")
 

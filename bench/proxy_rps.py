@@ -18,7 +18,7 @@ import secrets
 import sys
 import tempfile
 
-from common import credentials, free_port, gateway_config, measure, report, start
+from common import credentials, free_port, gateway_cases, gateway_config, measure, report, start, stop
 
 
 def main() -> None:
@@ -42,19 +42,14 @@ def main() -> None:
         results = measure(
             {
                 "passthrough": (f"http://127.0.0.1:{ref_port}/v1/playlists/1", []),
-                "anonymous": (f"http://127.0.0.1:{gw_port}/v1/health", []),
-                "token": (f"http://127.0.0.1:{gw_port}/v1/playlists/1", [f"Authorization: Bearer {token}"]),
-                "jwt": (f"http://127.0.0.1:{gw_port}/v1/playlists/1", [f"Authorization: Bearer {token_jwt}"]),
+                **gateway_cases(f"http://127.0.0.1:{gw_port}", token, token_jwt),
             },
             args.seconds,
             args.rounds,
             args.connections,
         )
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
+        stop(procs)
     report(results, "passthrough")
 
 
