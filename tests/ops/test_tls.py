@@ -60,7 +60,7 @@ class TlsGateway:
         return self.log.read_text(errors="replace")
 
 
-def _tls_config(folder: Path, upstream_url: str, tls: str) -> Path:
+def _tls_config(folder: Path, upstream_url: str, tls: str, extra: str = "") -> Path:
     (folder / "routes.yaml").write_text(ROUTES)
     config = folder / "config.yaml"
     config.write_text(
@@ -74,6 +74,7 @@ upstreams:
 store: sqlite:///tokens.db
 log: {{level: info}}
 """
+        + extra
     )
     return config
 
@@ -86,7 +87,7 @@ async def start_tls(tmp_path: Path, upstream: Upstream) -> AsyncIterator[StartTl
     """Start `scopegate serve` with a fresh CA, a server certificate in certs/ and `listen.tls`."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    async def start(*, mutual: bool = False) -> TlsGateway:
+    async def start(*, mutual: bool = False, extra: str = "") -> TlsGateway:
         folder = tmp_path / f"gw{len(procs)}"
         (folder / "certs").mkdir(parents=True)
         ca = make_ca()
@@ -95,7 +96,7 @@ async def start_tls(tmp_path: Path, upstream: Upstream) -> AsyncIterator[StartTl
         (folder / "certs" / "clients-ca.crt").write_bytes(ca.cert_pem)
         tls = "tls: {cert_file: certs/server.crt, key_file: certs/server.key"
         tls += ", client_ca_file: certs/clients-ca.crt}\n" if mutual else "}\n"
-        config = _tls_config(folder, upstream.url, tls)
+        config = _tls_config(folder, upstream.url, tls, extra)
         log = folder / "stderr.log"
         proc = spawn_serve(config, log, stdout=False)
         procs.append(proc)
@@ -193,6 +194,22 @@ async def test_plain_http_on_the_tls_port_gets_no_answer(start_tls: StartTls, up
     gw: TlsGateway = await start_tls()
     with pytest.raises((ValueError, IndexError, OSError)):
         await asyncio.to_thread(http_sync, "GET", gw.port, "/v1/health")
+    assert upstream.seen == []
+
+
+def silent_client_sync(port: int) -> float:
+    """Connect and send nothing: seconds until the gateway hangs up."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        assert s.recv(1) == b""
+    return time.monotonic() - started
+
+
+async def test_a_client_that_never_completes_the_handshake_is_cut_off(
+    start_tls: StartTls, upstream: Upstream
+) -> None:
+    gw: TlsGateway = await start_tls(extra="limits: {header_timeout: 1}\n")
+    assert await asyncio.to_thread(silent_client_sync, gw.port) < 10
     assert upstream.seen == []
 
 
