@@ -104,6 +104,8 @@ class JwtConfig:
     roles: Mapping[str, frozenset[str]] | None = None
     jwks_cache: float = 300.0
     jwks_refetch_interval: float = 10.0
+    max_lifetime: float | None = None
+    jwks_max_stale: float = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -364,6 +366,8 @@ def _jwt(r: Reader, node: Any, base_dir: str) -> JwtConfig:
         "roles",
         "jwks_cache",
         "jwks_refetch_interval",
+        "max_lifetime",
+        "jwks_max_stale",
     }
     m = r.mapping(node, w, keys)
     algs_node = m.get("algorithms", LList(["RS256"]))
@@ -440,7 +444,17 @@ def _jwt(r: Reader, node: Any, base_dir: str) -> JwtConfig:
         roles,
         r.get(m, "jwks_cache", w, _pos_duration, 300.0, "a positive duration"),
         r.get(m, "jwks_refetch_interval", w, _pos_duration, 10.0, "a positive duration"),
+        _max_lifetime(r, m),
+        r.get(m, "jwks_max_stale", w, _pos_duration, 24 * 3600.0, "a positive duration such as 24h"),
     )
+
+
+def _max_lifetime(r: Reader, m: LMap) -> float | None:
+    """`jwt.max_lifetime`: a positive duration, or null/`off` (the default) for no bound."""
+    value = m.get("max_lifetime")
+    if value is None or value is False or value == "off":
+        return None
+    return r.get(m, "max_lifetime", "jwt", _pos_duration, None, "a positive duration such as 30d, or null")
 
 
 def _store(r: Reader, node: LMap) -> str:
