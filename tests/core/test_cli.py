@@ -331,17 +331,13 @@ def test_environment_beats_working_folder(folder: Path) -> None:
 
 
 BAD_INVOCATIONS = [
-    (["frob"], "scopegate: argument command: invalid choice: 'frob'", "unknown-subcommand"),
-    ([], "scopegate: the following arguments are required: command", "no-subcommand"),
-    (
-        ["explain", "GET"],
-        "scopegate explain: the following arguments are required: url",
-        "explain-without-url",
-    ),
-    (["check", "--format", "xml"], "scopegate check: argument --format: invalid choice: 'xml'", "bad-format"),
+    (["frob"], "scopegate: unknown command 'frob'", "unknown-subcommand"),
+    ([], "scopegate: a command is required", "no-subcommand"),
+    (["explain", "GET"], "scopegate explain: url is required", "explain-without-url"),
+    (["check", "--format", "xml"], "scopegate check: --format: invalid choice: 'xml'", "bad-format"),
     (
         ["explain", "GET", "/v1/health", "--header", "nocolon"],
-        "scopegate: --header 'nocolon': expected NAME:VALUE",
+        "scopegate explain: --header 'nocolon': expected NAME:VALUE",
         "bad-header",
     ),
 ]
