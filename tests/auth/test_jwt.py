@@ -629,6 +629,7 @@ async def test_malformed_scope_claim_is_refused(make_env: MakeEnv, claim: str, v
     [
         pytest.param({"role": 5}, "token claim 'role' must be a non-empty string", id="role-number"),
         pytest.param({"role": ["admin"]}, "token claim 'role' must be a non-empty string", id="role-list"),
+        pytest.param({"role": ""}, "token claim 'role' must be a non-empty string", id="role-empty"),
         pytest.param(
             {"workspace_id": 42},
             "token claim 'workspace_id' must be a non-empty string",

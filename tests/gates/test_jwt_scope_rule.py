@@ -84,3 +84,15 @@ async def test_jwt_minting_follows_the_scope_rule(
         else:
             assert resp.status == 403, (want, answer)
             assert answer["error"] == "insufficient_scope", answer
+
+
+@pytest.mark.parametrize(("roles", "claim"), [(True, True), (True, False), (False, True), (False, False)])
+async def test_empty_role_claim_is_401(
+    make_gateway: MakeGateway, upstream: Upstream, roles: bool, claim: bool
+) -> None:
+    # An empty role is a malformed claim, not "no role": refused, whatever else the JWT carries.
+    gw = await _gateway(make_gateway, roles, claim)
+    headers = bearer(make_jwt(workspace_id="w1", role="", scope="read"))
+    await refused(gw, upstream, "GET", PATHS["public"], headers, 401, "invalid_token")
+    resp = await gw.client.post("/auth/tokens", json={"name": "empty-role"}, headers=headers)
+    assert resp.status == 401 and (await resp.json())["error"] == "invalid_token"
