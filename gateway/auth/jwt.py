@@ -196,9 +196,13 @@ class JwtAuthenticator:
     def _keys_refreshed(self, source: JwksKeySource) -> None:
         """SECURITY: drop verifications whose key the refetched set no longer holds (or holds
         with other material), so a withdrawn key stops working at the next fetch."""
+        prints: dict[tuple[str | None, str], bytes | None] = {}
         for digest, entry in list(self._verified.items()):
-            key = source.find(entry.kid, entry.alg)
-            if key is None or fingerprint(key) != entry.key_print:
+            slot = (entry.kid, entry.alg)
+            if slot not in prints:
+                key = source.find(entry.kid, entry.alg)
+                prints[slot] = fingerprint(key) if key is not None else None
+            if prints[slot] is None or prints[slot] != entry.key_print:
                 self._verified.pop(digest, None)
 
     def _check_header(self, header: dict[str, Any]) -> tuple[str, str | None]:
