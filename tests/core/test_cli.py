@@ -97,7 +97,7 @@ def test_check_ok(folder: Path) -> None:
 def test_check_ok_json(folder: Path) -> None:
     r = run(folder, "check", "--format", "json")
     assert (r.code, r.err) == (0, "")
-    assert json.loads(r.out) == {"ok": True, "routes": 6, "problems": []}
+    assert json.loads(r.out) == {"ok": True, "routes": 6, "problems": [], "warnings": []}
 
 
 CHECK_ERRORS = [
@@ -169,6 +169,7 @@ def test_check_reports_problems(
             {"file": where(f), "line": line, "message": msg.replace("{routes}", routes_file)}
             for f, line, msg in expected
         ],
+        "warnings": [],
     }
 
 
