@@ -27,6 +27,7 @@ from .store import Status, TokenRecord
 log = logging.getLogger("scopegate.store")
 
 BUSY_TIMEOUT_MS = 2000
+SQLITE_HEADER = b"SQLite format 3\x00"
 FEED_PAGE = 10_000
 _COLUMNS = (
     "id, name, display_prefix, owner, workspace, project, scopes, created_at, expires_at, "
@@ -124,6 +125,11 @@ class SqliteTokenStore:
     def _read_afresh(self) -> tuple[int, int]:
         try:
             st = os.stat(self.path)
+            # A plain open() first: SQLite reuses a descriptor it still holds for the same file,
+            # which would skip the permission check of a file made unreadable meanwhile.
+            with open(self.path, "rb") as f:
+                if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                    raise sqlite3.DatabaseError("file is not a database")
             uri = Path(os.path.abspath(self.path)).as_uri() + "?mode=ro"
             conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_ms / 1000)
             try:

@@ -1,8 +1,8 @@
 """/readyz means the store answers a read (contract, section 11), against `scopegate serve`.
 
-The SQLite file is broken under a running gateway in ways that fail for root too (the tests run as
-root, which ignores mode bits): corrupted in place, replaced by a directory, removed. /readyz is
-503 with the reason, and 200 again by itself once the file is put back.
+The SQLite file is broken under a running gateway: corrupted in place, replaced by a directory,
+removed, made unreadable (mode 000; as root the gateway runs without the capabilities that ignore
+mode bits). /readyz is 503 with the reason, and 200 again by itself once the file is put back.
 """
 
 from __future__ import annotations
@@ -11,14 +11,17 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Upstream
-from tests.support import cli_create
+from tests.support import ROOT as REPO
+from tests.support import cli_create, stop_async
 
-from .test_metrics_logs import Served, fetch, poll_until, serving
+from .test_metrics_logs import Served, fetch, poll_until, serve_config, serving, wait_ready
 
 TIMEOUT = 20.0
 
@@ -106,14 +109,40 @@ async def test_removed_file_restored_from_a_copy_is_read_again(tmp_path: Path, u
         assert status == 200, gw.log_text()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode-000 file; the other tests cover root")
+def _without_root_file_powers() -> list[str]:
+    """A command prefix under which mode bits bind: as root, drop the capabilities that ignore them."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root ignores mode bits and setpriv (util-linux) is not installed")
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--"]
+
+
 async def test_unreadable_file_is_not_ready(tmp_path: Path, upstream: Upstream) -> None:
-    async with serving(tmp_path, upstream.url) as gw:
-        db = tmp_path / "tokens.db"
+    config, port, admin = serve_config(tmp_path, upstream.url)
+    log = tmp_path / "stderr.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    env.pop("SCOPEGATE_CONFIG", None)
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [*_without_root_file_powers(), sys.executable, "-m", "gateway", "serve", "-c", str(config)],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            env=env,
+        )
+    gw = Served(proc, port, admin, tmp_path, config, tmp_path / "routes.yaml", log)
+    db = tmp_path / "tokens.db"
+    try:
+        await wait_ready(gw)
         await wait_status(gw, 200)
         db.chmod(0)
         try:
-            store_problem(await wait_status(gw, 503))
+            body = await wait_status(gw, 503)
         finally:
             db.chmod(0o600)
+        assert "cannot be read" in store_problem(body), body
         await wait_status(gw, 200)
+    finally:
+        await stop_async(proc, 12)
