@@ -60,6 +60,8 @@ class Runtime:
         self.draining = False
         self._reopen: asyncio.Task[None] | None = None
         self.metrics.add_source(self._collect)
+        if self.jwt is not None and self.jwt.jwks is not None:
+            self.metrics.add_source(self._collect_jwks)
 
     def _authenticators(self) -> list[Any]:
         async def token(credential: str, workspace: str | None) -> Principal | None:
@@ -84,6 +86,14 @@ class Runtime:
             "scopegate_revocation_feed_lag_seconds",
             "Seconds since the revocation feed was last read",
             max(0.0, time.time() - last_poll) if last_poll else 0.0,
+        )
+
+    def _collect_jwks(self) -> Iterator[Any]:
+        assert self.jwt is not None and self.jwt.jwks is not None
+        yield gauge(
+            "scopegate_jwks_age_seconds",
+            "Seconds since the JWKS was last fetched successfully (+Inf before the first fetch)",
+            self.jwt.jwks.age(),
         )
 
     async def start(self) -> None:
