@@ -98,7 +98,7 @@ class Pipeline:
     ) -> Decision:
         found = self._matcher().match(method, path.segments, path.trailing_slash)
         if found.verdict is Verdict.NONE:
-            raise NoRoute("no route matches this path")
+            raise NoRoute(found.why or "no route matches this path")
         if found.verdict is Verdict.METHOD:
             raise MethodNotAllowed(f"method {method} is not allowed on this path", allow=found.allow)
         route = found.route
