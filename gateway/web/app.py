@@ -77,6 +77,8 @@ async def _handle(rt: Runtime, request: web.Request) -> web.StreamResponse:
         response = error_response(exc, rid, close="Upgrade" in request.headers)
     except GatewayError as exc:
         reason = exc.code
+        if exc.status < 500:
+            decision = "deny"  # refused while forwarding (a bad handshake or body), not allowed
         if exc.code in ("upstream_unavailable", "upstream_timeout"):
             rt.metrics.upstream_errors.labels(fields.get("upstream", ""), exc.code).inc()
         response = error_response(exc, rid, close="Upgrade" in request.headers)
