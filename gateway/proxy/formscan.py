@@ -10,6 +10,7 @@ refused (400 `bad_request`), the upstream never receiving it complete:
   read as they stream past; bytes go upstream only up to the last delimiter whose part headers
   were read. A part named `_method` cuts the upstream request before its delimiter: the upstream
   has a body with no closing delimiter (and a chunked body with no last chunk) and never acts.
+  The epilogue is scanned too: PHP reads on past a close delimiter to the next boundary line.
 - A form with a `Content-Encoding` cannot be read as it passes (body-parser inflates gzip): 400.
 
 Names are compared as PHP reads them (Laravel and Symfony sit on PHP's parser): percent-decoded
@@ -126,7 +127,6 @@ class MultipartScan(FormScan):
         self._buf = bytearray(b"\n")
         self._virtual = 1  # leading bytes of _buf that the client never sent
         self._pos = 0  # everything before _pos is settled: scanned and free to go upstream
-        self._closed = False  # the close delimiter was seen: the rest is epilogue
 
     def feed(self, chunk: bytes) -> bytes:
         self._buf += chunk
@@ -140,7 +140,7 @@ class MultipartScan(FormScan):
 
     def _scan(self, eof: bool) -> None:
         buf, delim = self._buf, self._delim
-        while not self._closed:
+        while True:
             i = buf.find(delim, self._pos)
             if i < 0:
                 # A delimiter may straddle this chunk and the next: hold its possible start.
@@ -151,9 +151,10 @@ class MultipartScan(FormScan):
                 self._pos = i
                 return
             if buf[after : after + 2] == b"--":
-                self._closed = True
-                self._pos = len(buf)
-                return
+                # SECURITY: the close delimiter ends nothing for PHP, which reads on to the next
+                # boundary line; the epilogue is scanned like the rest.
+                self._pos = after + 2
+                continue
             end = _HEADERS_END_RE.search(buf, after)
             if end is None:
                 if eof:
@@ -167,8 +168,6 @@ class MultipartScan(FormScan):
 
     def _release(self) -> bytes:
         cut = self._pos
-        if self._closed:
-            cut = len(self._buf)
         out = bytes(self._buf[self._virtual : cut]) if cut > self._virtual else b""
         del self._buf[:cut]
         self._pos -= cut

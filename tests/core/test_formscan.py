@@ -289,3 +289,21 @@ def test_any_chunking_gives_the_same_verdict(
                 released += scan.feed(c)
             released += scan.end()
         assert b"DELETE" not in released
+
+
+def test_method_part_after_the_close_delimiter_is_refused() -> None:
+    # PHP's parser reads on past `--B--` to the next `--B` line and registers that part too.
+    body = form(part(b"title", b"hi")) + part(b"_method", b"DELETE") + b"--" + B + b"--\r\n"
+    for cut in range(len(body) + 1):
+        scan = MultipartScan(B)
+        released = b""
+        with pytest.raises(BadRequest):
+            for chunk in splits(body, cut):
+                released += scan.feed(chunk)
+            released += scan.end()
+        assert b"DELETE" not in released, cut
+
+
+def test_epilogue_without_parts_passes() -> None:
+    body = CLEAN + b"an epilogue\r\nwith lines\r\n"
+    assert run(MultipartScan(B), [body]) == body
