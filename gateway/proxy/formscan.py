@@ -36,7 +36,7 @@ METHOD_FIELD = b"_method"
 URLENCODED = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"
 MAX_PART_HEADERS = 16 * 1024  # bytes of one part's header block; longer is refused
-_BOUNDARY_RE = re.compile(r';\s*boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;"]{1,200}))', re.IGNORECASE)
+_BOUNDARY_RE = re.compile(r';\s*boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;,"]{1,200}))', re.IGNORECASE)
 _HEADERS_END_RE = re.compile(rb"\n\r?\n")
 _NAME_RE = re.compile(rb'(?:^|;)\s*name(\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))', re.IGNORECASE)
 
@@ -96,6 +96,10 @@ def scanner_for(headers: CIMultiDictProxy[str] | CIMultiDict[str], form_inspect:
             raise BodyTooLarge(f"form body over limits.form_inspect ({form_inspect} bytes)")
         return UrlEncodedScan(form_inspect)
     m = _BOUNDARY_RE.search(types[0])
+    if types[0].lower().count("boundary") != 1:
+        # SECURITY: PHP takes the first "boundary" substring anywhere (`xboundary=A; boundary=B`
+        # is A to PHP, B to a parameter parser): two readings must never be possible.
+        raise BadRequest("multipart/form-data with an ambiguous boundary")
     if m is None:
         raise BadRequest("multipart/form-data without a usable boundary")
     return MultipartScan((m.group(1) or m.group(2)).encode("latin-1"))

@@ -164,8 +164,17 @@ def test_no_content_type_is_not_scanned() -> None:
         (headers("multipart/form-data; boundary="), "boundary"),
         (headers("application/x-www-form-urlencoded", **{"Content-Encoding": "gzip"}), "Content-Encoding"),
         (headers("multipart/form-data; boundary=x", **{"Content-Encoding": "deflate"}), "Content-Encoding"),
+        (headers("multipart/form-data; boundary=a; boundary=b"), "boundary"),
+        (headers("multipart/form-data; xboundary=a; boundary=b"), "boundary"),
     ],
-    ids=["no-boundary", "empty-boundary", "gzip-urlencoded", "deflate-multipart"],
+    ids=[
+        "no-boundary",
+        "empty-boundary",
+        "gzip-urlencoded",
+        "deflate-multipart",
+        "two-boundaries",
+        "boundary-inside-a-name",
+    ],
 )
 def test_forms_that_cannot_be_read_are_refused(h: CIMultiDict[str], detail: str) -> None:
     with pytest.raises(BadRequest) as info:
