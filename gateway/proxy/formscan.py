@@ -84,10 +84,10 @@ def scanner_for(headers: CIMultiDictProxy[str] | CIMultiDict[str], form_inspect:
     types = headers.getall("Content-Type", [])
     medias = [t.split(";", 1)[0].strip().lower() for t in types]
     if not any(m.startswith((URLENCODED, MULTIPART)) for m in medias):
-        return None  # multipart/mixed and kin are forms to no framework we know
+        return None  # not a form (multipart/mixed is a form to no framework we know)
     if len(types) > 1:
         raise BadRequest("more than one Content-Type header on a form body")
-    if headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+    if any(v.strip().lower() not in ("", "identity") for v in headers.getall("Content-Encoding", [])):
         # SECURITY: an upstream that inflates the body would read fields we cannot see.
         raise BadRequest("a form body with a Content-Encoding cannot be inspected")
     if medias[0].startswith(URLENCODED):

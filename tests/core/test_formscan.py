@@ -182,6 +182,13 @@ def test_forms_that_cannot_be_read_are_refused(h: CIMultiDict[str], detail: str)
     assert detail in info.value.detail
 
 
+def test_a_second_content_encoding_header_is_seen() -> None:
+    h = headers("application/x-www-form-urlencoded", **{"Content-Encoding": "identity"})
+    h.add("Content-Encoding", "gzip")
+    with pytest.raises(BadRequest):
+        scanner_for(h, 1024)
+
+
 def test_two_content_types_on_a_form_are_refused() -> None:
     h = headers("text/plain")
     h.add("Content-Type", "application/x-www-form-urlencoded")
