@@ -96,13 +96,29 @@ def scanner_for(headers: CIMultiDictProxy[str] | CIMultiDict[str], form_inspect:
             raise BodyTooLarge(f"form body over limits.form_inspect ({form_inspect} bytes)")
         return UrlEncodedScan(form_inspect)
     m = _BOUNDARY_RE.search(types[0])
-    if types[0].lower().count("boundary") != 1:
-        # SECURITY: PHP takes the first "boundary" substring anywhere (`xboundary=A; boundary=B`
-        # is A to PHP, B to a parameter parser): two readings must never be possible.
-        raise BadRequest("multipart/form-data with an ambiguous boundary")
     if m is None:
         raise BadRequest("multipart/form-data without a usable boundary")
-    return MultipartScan((m.group(1) or m.group(2)).encode("latin-1"))
+    boundary = m.group(1) or m.group(2)
+    if _php_boundary(types[0]) != boundary:
+        # SECURITY: PHP takes the first "boundary" substring anywhere (`xboundary=A; boundary=B`
+        # is A to PHP, B to a parameter parser): the two readings must agree.
+        raise BadRequest("multipart/form-data with an ambiguous boundary")
+    return MultipartScan(boundary.encode("latin-1"))
+
+
+def _php_boundary(content_type: str) -> str | None:
+    """The boundary as PHP's rfc1867 handler reads it from the Content-Type value."""
+    i = content_type.find("boundary")
+    if i < 0:
+        i = content_type.lower().find("boundary")
+    j = content_type.find("=", i) if i >= 0 else -1
+    if j < 0:
+        return None
+    value = content_type[j + 1 :]
+    if value.startswith('"'):
+        end = value.find('"', 1)
+        return value[1:end] if end > 0 else None
+    return re.split(r"[,;]", value, maxsplit=1)[0]
 
 
 class UrlEncodedScan(FormScan):
