@@ -152,7 +152,7 @@ class Matcher:
                 return _shadow(group, "without its trailing slash")
             if case_blind:
                 twin = _walk_folded(self._fold_paths, folded, 0)
-                if twin is not None and group not in twin:
+                if twin is not None and not any(g is group for g in twin):
                     return _shadow(twin[0], "with letter case ignored")
             return _decide(group, method, values)
         if case_blind:
