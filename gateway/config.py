@@ -72,6 +72,7 @@ class Limits:
     max_credential: int = 4096
     header_timeout: float = 10.0
     failed_auth_per_minute: int = 0
+    form_inspect: int = 64 * 2**10  # urlencoded bodies are read whole up to this to find `_method`
 
 
 @dataclass(frozen=True)
@@ -306,13 +307,15 @@ def _trusted(r: Reader, node: LMap) -> tuple[Any, ...]:
 
 def _limits(r: Reader, node: Any, line: int = 0) -> Limits:
     w = "limits"
-    m = r.mapping(node, w, {"max_body", "max_credential", "header_timeout", "failed_auth_per_minute"}, line)
+    keys = {"max_body", "max_credential", "header_timeout", "failed_auth_per_minute", "form_inspect"}
+    m = r.mapping(node, w, keys, line)
     d = Limits()
     return Limits(
         r.get(m, "max_body", w, _pos_size, d.max_body, "a size such as 10MiB"),
         r.get(m, "max_credential", w, _pos_size, d.max_credential, "a positive number of bytes"),
         r.get(m, "header_timeout", w, _pos_duration, d.header_timeout, "a positive number of seconds"),
         r.get(m, "failed_auth_per_minute", w, _nonneg_int, d.failed_auth_per_minute, "an integer >= 0"),
+        r.get(m, "form_inspect", w, _pos_size, d.form_inspect, "a size such as 64KiB"),
     )
 
 

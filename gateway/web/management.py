@@ -106,9 +106,13 @@ def original_request(headers: CIMultiDictProxy[str]) -> tuple[str, str]:
     methods = {m.upper() for m in given("X-Forwarded-Method", "X-Original-Method")}
     if not uris:
         raise BadRequest("forward-auth needs X-Forwarded-Uri or X-Original-URI")
+    if not methods:
+        # SECURITY: guessing GET would let every write through on a read credential when the
+        # proxy sends only the URI (nginx's own auth_request example does).
+        raise BadRequest("forward-auth needs X-Forwarded-Method or X-Original-Method")
     if len(uris) > 1 or len(methods) > 1:
         raise BadRequest("forward-auth: the X-Forwarded-* and X-Original-* names disagree")
-    return (methods.pop() if methods else "GET"), uris.pop()
+    return methods.pop(), uris.pop()
 
 
 async def verify(rt: Runtime, request: web.Request, rid: str, fields: dict[str, Any]) -> web.StreamResponse:
