@@ -224,6 +224,25 @@ async def test_admin_is_offered_agency_and_the_api_error_lands_next_to_the_field
     await page.context.close()
 
 
+async def test_an_embedding_app_hands_the_jwt_over_in_the_fragment(browser: Browser, site: Site) -> None:
+    folder = shots("fragment")
+    page = await new_page(browser, site, "en-US", jwt=None)
+    await page.goto(site.url + "/auth/ui/#token=" + ADMIN)
+    await expect(page.locator("#app")).to_be_visible()
+    # Out of the address bar (and so of the history) at once.
+    assert page.url == site.url + "/auth/ui/"
+    await page.locator("#name").fill("from fragment")
+    await page.locator("#preset-write").check()
+    await page.locator("#create").click()
+    await expect(page.locator("#reveal")).to_be_visible()
+    await page.locator("#reveal-done").click()
+    row = page.locator("#tokens li[data-token-id]", has_text="from fragment")
+    await expect(row.locator(".badge.scope")).to_have_text(["write"])
+    await shot(page, folder, "01-created")
+    assert "from fragment" in await _names(site)
+    await page.context.close()
+
+
 async def test_forged_cross_site_post_is_refused(browser: Browser, site: Site) -> None:
     """A page on another site makes the browser POST with the user's cookie and no custom header."""
     folder = shots("forged")
