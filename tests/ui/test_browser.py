@@ -165,6 +165,11 @@ async def test_no_jwt_shows_sign_in(browser: Browser, site: Site) -> None:
     await page.reload()
     await expect(page.locator("#signin")).to_be_visible()
     await shot(page, folder, "02-expired")
+    # A JWT bound to no workspace may not manage tokens: the page says so.
+    await page.context.add_cookies([cookie(make_jwt(workspace=None), site.url)])
+    await page.reload()
+    await expect(page.locator("#signin-body")).to_have_text(CATALOGUES["fr"]["signin.forbidden"])
+    await shot(page, folder, "03-may-not-manage")
     await page.context.close()
 
 

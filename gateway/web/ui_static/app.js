@@ -487,9 +487,11 @@
   }
 
   function relative(ms) {
-    const rtf = new Intl.RelativeTimeFormat(state.lang, { numeric: "auto" });
+    // "in 1 month", never "next month" (which reads as a calendar month).
+    const rtf = new Intl.RelativeTimeFormat(state.lang, { numeric: "always" });
     const secs = Math.round((ms - Date.now()) / 1000);
     const abs = Math.abs(secs);
+    if (abs < 10) return new Intl.RelativeTimeFormat(state.lang, { numeric: "auto" }).format(0, "second");
     const units = [
       ["year", 365 * DAY],
       ["month", 30 * DAY],
@@ -499,7 +501,8 @@
       ["minute", 60],
     ];
     for (const [unit, size] of units) {
-      if (abs >= size) return rtf.format(Math.round(secs / size), unit);
+      // A little slack, so a 30-day token just minted reads "in 1 month", not "in 4 weeks".
+      if (abs >= size * 0.98) return rtf.format(Math.round(secs / size), unit);
     }
     return rtf.format(secs, "second");
   }
@@ -659,6 +662,10 @@
       cancelRevoke();
     });
     $("name").addEventListener("input", () => setFieldError("name", ""));
+    // Relative times age in place (never re-rendering the rows, so focus stays put).
+    setInterval(() => {
+      for (const time of document.querySelectorAll("#tokens time")) time.textContent = relative(Date.parse(time.dateTime));
+    }, 30000);
   }
 
   document.addEventListener("DOMContentLoaded", start);
