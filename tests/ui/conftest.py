@@ -62,6 +62,15 @@ async def site(tmp_path: Path, upstream: Upstream) -> AsyncIterator[Site]:
 
 
 @pytest.fixture
+async def short_site(tmp_path: Path, upstream: Upstream) -> AsyncIterator[Site]:
+    """The same, with tokens.max_ttl of 60 days."""
+    extra = UI_EXTRA.replace("tokens: {", "tokens: {max_ttl: 60d, default_ttl: 30d, ")
+    config = serve_config(tmp_path, upstream.url, extra=extra)
+    async with serving(config) as (gateway,):
+        yield Site(gateway, upstream, tmp_path)
+
+
+@pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (.ci/run does)")

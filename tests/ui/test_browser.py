@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,105 @@ async def test_an_embedding_app_hands_the_jwt_over_in_the_fragment(browser: Brow
     await expect(row.locator(".badge.scope")).to_have_text(["write"])
     await shot(page, folder, "01-created")
     assert "from fragment" in await _names(site)
+    await page.context.close()
+
+
+async def test_every_control_is_labelled_and_reachable_by_tab(browser: Browser, site: Site) -> None:
+    page = await new_page(browser, site, "en-US")
+    await page.goto(site.url + "/auth/ui/")
+    await expect(page.locator("#app")).to_be_visible()
+    await page.locator("#preset-custom").check()
+    await page.locator("#expiry").select_option("date")
+    unlabelled = await page.evaluate(
+        """() => [...document.querySelectorAll("input, select, textarea, button")]
+            .filter(el => el.offsetParent !== null || el.closest("dialog"))
+            .filter(el => el.tagName === "BUTTON"
+                ? !el.textContent.trim() && !el.getAttribute("aria-label")
+                : !(el.labels && el.labels.length) && !el.getAttribute("aria-label"))
+            .map(el => el.id || el.name)"""
+    )
+    assert unlabelled == []
+    # From the top, the tab order walks the page in reading order, the radio group one stop.
+    await page.reload()
+    await expect(page.locator("#app")).to_be_visible()
+    seen = []
+    for _ in range(9):
+        await page.keyboard.press("Tab")
+        seen.append(await page.evaluate("document.activeElement.id"))
+    assert seen == [
+        "skip",
+        "lang",
+        "name",
+        "preset-read",
+        "project",
+        "expiry",
+        "create",
+        "refresh",
+        "show-revoked",
+    ]
+    # Arrow keys move within the presets.
+    await page.locator("#preset-read").focus()
+    await page.keyboard.press("ArrowDown")
+    await expect(page.locator("#preset-write")).to_be_checked()
+    await page.context.close()
+
+
+async def test_expiry_never_past_max_ttl(browser: Browser, short_site: Site) -> None:
+    site = short_site
+    folder = shots("expiry")
+    page = await new_page(browser, site, "en-US")
+    t = CATALOGUES["en"]
+    await page.goto(site.url + "/auth/ui/")
+    await expect(page.locator("#app")).to_be_visible()
+    # 90 and 365 days lie past max_ttl (60 days): not offered.
+    options = await page.locator("#expiry option").all_text_contents()
+    assert options == [t["expiry.days"].replace("{n}", "30"), t["expiry.date"]]
+    await page.locator("#expiry").select_option("date")
+    date = page.locator("#expiry-date")
+    latest = await date.get_attribute("max")
+    assert latest
+    await date.fill("2099-01-01")
+    await page.locator("#name").fill("dated")
+    await page.locator("#create").click()
+    await expect(page.locator("#expiry-error")).to_contain_text(t["valid.date_range"].split("{")[0])
+    await shot(page, folder, "01-too-late")
+    await date.fill(latest)
+    await page.locator("#create").click()
+    await expect(page.locator("#reveal")).to_be_visible()
+    await page.keyboard.press("Escape")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(site.url + "/auth/tokens", headers=bearer(ADMIN)) as resp,
+    ):
+        (token,) = (await resp.json())["tokens"]
+    expires = datetime.fromisoformat(token["expires_at"].replace("Z", "+00:00")).timestamp()
+    assert time.time() + 59 * 86400 < expires <= time.time() + 60 * 86400
+    await page.context.close()
+
+
+async def test_focus_moves_to_the_next_token_after_a_revoke(browser: Browser, site: Site) -> None:
+    page = await new_page(browser, site, "en-US")
+    for name in ("first", "second"):
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(site.url + "/auth/tokens", headers=bearer(ADMIN), json={"name": name}) as resp,
+        ):
+            assert resp.status == 201
+    await page.goto(site.url + "/auth/ui/")
+    rows = page.locator("#tokens li[data-token-id]")
+    await expect(rows).to_have_count(2)
+    first = rows.filter(has_text="first")
+    await first.locator("button.revoke").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#confirm-body")).to_contain_text("first")
+    # Escape cancels and gives focus back to the button that asked.
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#confirm")).to_be_hidden()
+    await expect(first.locator("button.revoke")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await page.locator("#confirm-ok").click()
+    await expect(rows).to_have_count(1)
+    await expect(rows.filter(has_text="second")).to_be_focused()
     await page.context.close()
 
 

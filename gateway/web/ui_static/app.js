@@ -285,8 +285,8 @@
     const el = $(field + "-error");
     el.textContent = message || "";
     el.hidden = !message;
-    const input = { name: "name", project: "project", targets: "targets", expiry: "expiry" }[field];
-    if (input) $(input).setAttribute("aria-invalid", message ? "true" : "false");
+    const inputs = { name: ["name"], project: ["project"], targets: ["targets"], expiry: ["expiry", "expiry-date"] };
+    for (const input of inputs[field] || []) $(input).setAttribute("aria-invalid", message ? "true" : "false");
   }
 
   function clearErrors() {
