@@ -113,6 +113,20 @@ async def test_nothing_but_the_page_files(
     assert (got, out["error"]) == (status, code)
 
 
+async def test_the_page_follows_the_mount(make_gateway: MakeGateway) -> None:
+    gw = await make_gateway(
+        routes=ROUTES, extra=JWT_EXTRA + f"management: {{mount: /manage, ui: {{cookie: {COOKIE}}}}}\n"
+    )
+    async with gw.client.get("/manage/ui", allow_redirects=False) as resp:
+        assert (resp.status, resp.headers["Location"]) == (308, "/manage/ui/")
+    got, _ = await call(gw, "GET", "/manage/ui/", {})
+    assert got == 200
+    got, out = await call(gw, "GET", "/manage/ui/session", cookie(ADMIN))
+    assert (got, out["workspace"]) == (200, "w1")
+    got, _ = await call(gw, "GET", "/auth/ui/", {})
+    assert got == 404
+
+
 async def test_ui_false_turns_page_session_and_cookie_off(make_gateway: MakeGateway) -> None:
     gw = await make_gateway(routes=ROUTES, extra=JWT_EXTRA + "management: {ui: false}\n")
     assert gw.runtime.cfg.ui == UiConfig(enabled=False)
