@@ -42,7 +42,7 @@ LANGUAGES = ("en", "es", "fr", "de", "pt")
 # Every file the page is made of, by URL name: nothing outside this table is ever read.
 FILES: dict[tuple[str, ...], tuple[str, str]] = {
     (): ("index.html", "text/html"),
-    ("app.js",): ("app.js", "text/javascript"),
+    **{(name,): (name, "text/javascript") for name in ("app.js", "common.js", "create.js", "list.js")},
     ("app.css",): ("app.css", "text/css"),
     **{("i18n", f"{lang}.json"): (f"i18n/{lang}.json", "application/json") for lang in LANGUAGES},
 }

@@ -37,7 +37,30 @@ async def new_page(
         await context.add_cookies([cookie(jwt, site.url, sameSite="Lax", httpOnly=True)])
     page = await context.new_page()
     page.set_default_timeout(15000)
+    problems: list[str] = []
+    # Uncaught errors and console errors: a CSP violation or a broken module shows up here. A
+    # refused API call (401, 409) logs "Failed to load resource", which the page handles.
+    page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
+    page.on(
+        "console",
+        lambda msg: (
+            problems.append(f"console: {msg.text}")
+            if msg.type == "error" and "Failed to load resource" not in msg.text
+            else None
+        ),
+    )
+    PROBLEMS[id(page)] = problems
     return page
+
+
+PROBLEMS: dict[int, list[str]] = {}
+
+
+async def close_clean(page: Page) -> None:
+    """Close the page's context; fail on any script error or CSP report it logged."""
+    problems = PROBLEMS.pop(id(page), [])
+    await page.context.close()
+    assert problems == []
 
 
 async def shot(page: Page, folder: Path, name: str, *, dialog: bool = False) -> None:
@@ -138,7 +161,7 @@ async def token_flow(browser: Browser, site: Site, lang: str, locale: str, width
     if width <= 400:
         # Nothing wider than the phone: no sideways scrolling.
         assert await page.evaluate("document.documentElement.scrollWidth") <= width
-    await page.context.close()
+    await close_clean(page)
 
 
 async def test_flow_english(browser: Browser, site: Site) -> None:
@@ -171,7 +194,7 @@ async def test_no_jwt_shows_sign_in(browser: Browser, site: Site) -> None:
     await page.reload()
     await expect(page.locator("#signin-body")).to_have_text(CATALOGUES["fr"]["signin.forbidden"])
     await shot(page, folder, "03-may-not-manage")
-    await page.context.close()
+    await close_clean(page)
 
 
 async def test_language_switch_and_what_a_viewer_may_mint(browser: Browser, site: Site) -> None:
@@ -198,7 +221,7 @@ async def test_language_switch_and_what_a_viewer_may_mint(browser: Browser, site
     # The choice is remembered.
     await page.reload()
     await expect(page.locator("h1")).to_have_text(CATALOGUES["de"]["page.title"])
-    await page.context.close()
+    await close_clean(page)
 
 
 async def test_admin_is_offered_agency_and_the_api_error_lands_next_to_the_field(
@@ -227,7 +250,7 @@ async def test_admin_is_offered_agency_and_the_api_error_lands_next_to_the_field
     await page.locator("#create").click()
     await expect(page.locator("#name-error")).to_have_text(t["valid.name_taken"])
     await shot(page, folder, "01-conflict")
-    await page.context.close()
+    await close_clean(page)
 
 
 async def test_an_embedding_app_hands_the_jwt_over_in_the_fragment(browser: Browser, site: Site) -> None:
@@ -246,7 +269,7 @@ async def test_an_embedding_app_hands_the_jwt_over_in_the_fragment(browser: Brow
     await expect(row.locator(".badge.scope")).to_have_text(["write"])
     await shot(page, folder, "01-created")
     assert "from fragment" in await _names(site)
-    await page.context.close()
+    await close_clean(page)
 
 
 async def test_every_control_is_labelled_and_reachable_by_tab(browser: Browser, site: Site) -> None:
@@ -286,7 +309,7 @@ async def test_every_control_is_labelled_and_reachable_by_tab(browser: Browser, 
     await page.locator("#preset-read").focus()
     await page.keyboard.press("ArrowDown")
     await expect(page.locator("#preset-write")).to_be_checked()
-    await page.context.close()
+    await close_clean(page)
 
 
 async def test_expiry_never_past_max_ttl(browser: Browser, short_site: Site) -> None:
@@ -319,7 +342,7 @@ async def test_expiry_never_past_max_ttl(browser: Browser, short_site: Site) -> 
         (token,) = (await resp.json())["tokens"]
     expires = datetime.fromisoformat(token["expires_at"].replace("Z", "+00:00")).timestamp()
     assert time.time() + 59 * 86400 < expires <= time.time() + 60 * 86400
-    await page.context.close()
+    await close_clean(page)
 
 
 async def test_focus_moves_to_the_next_token_after_a_revoke(browser: Browser, site: Site) -> None:
@@ -345,7 +368,7 @@ async def test_focus_moves_to_the_next_token_after_a_revoke(browser: Browser, si
     await page.locator("#confirm-ok").click()
     await expect(rows).to_have_count(1)
     await expect(rows.filter(has_text="second")).to_be_focused()
-    await page.context.close()
+    await close_clean(page)
 
 
 async def test_forged_cross_site_post_is_refused(browser: Browser, site: Site) -> None:

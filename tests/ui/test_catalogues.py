@@ -11,7 +11,7 @@ from gateway.web.ui import LANGUAGES, STATIC
 from tests.ui.conftest import CATALOGUES
 
 ENGLISH = CATALOGUES["en"]
-JS = (STATIC / "app.js").read_text("utf-8")
+JS = "\n".join(p.read_text("utf-8") for p in sorted(STATIC.glob("*.js")))
 HTML = (STATIC / "index.html").read_text("utf-8")
 
 
