@@ -371,6 +371,39 @@ async def test_focus_moves_to_the_next_token_after_a_revoke(browser: Browser, si
     await close_clean(page)
 
 
+async def test_a_token_manager_must_name_the_project(browser: Browser, site: Site) -> None:
+    folder = shots("token-manager")
+    t = CATALOGUES["en"]
+    body = {"name": "manager", "scopes": ["write", "tokens:manage"], "expires_in": "20d"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(site.url + "/auth/tokens", headers=bearer(ADMIN), json=body) as resp,
+    ):
+        manager = (await resp.json())["token"]
+    page = await new_page(browser, site, "en-US", jwt=None)
+    await page.goto(site.url + "/auth/ui/#token=" + manager)
+    await expect(page.locator("#app")).to_be_visible()
+    await expect(page.locator("#project-label")).to_have_text(t["create.project_required"])
+    values = await page.locator("input[name=preset]").evaluate_all("els => els.map(e => e.value)")
+    assert values == ["read", "write", "custom"]  # no full, no agency
+    options = await page.locator("#expiry option").all_text_contents()
+    assert options == [t["expiry.date"]]  # 30 days would outlive the manager's 20
+    await page.locator("#name").fill("deploy")
+    await page.locator("#expiry-date").fill(await page.locator("#expiry-date").get_attribute("max") or "")
+    await page.locator("#create").click()
+    await expect(page.locator("#project-error")).to_have_text(t["valid.project_required"])
+    await expect(page.locator("#project")).to_be_focused()
+    await shot(page, folder, "01-project-required")
+    await page.keyboard.type("web")
+    await page.locator("#create").click()
+    await expect(page.locator("#reveal")).to_be_visible()
+    await page.locator("#reveal-done").click()
+    row = page.locator("#tokens li[data-token-id]", has_text="deploy")
+    await expect(row.locator(".project dd")).to_have_text("web")
+    await shot(page, folder, "02-created")
+    await close_clean(page)
+
+
 async def test_forged_cross_site_post_is_refused(browser: Browser, site: Site) -> None:
     """A page on another site makes the browser POST with the user's cookie and no custom header."""
     folder = shots("forged")

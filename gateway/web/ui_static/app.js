@@ -60,6 +60,7 @@ async function start() {
   }
   const described = new Map(catalogue.map((s) => [s.name, s.description]));
   state.session = session;
+  state.sessionAt = Date.now();
   state.scopes = (session.scopes || []).map((s) => ({
     name: s.name,
     description: described.get(s.name) || s.description || "",

@@ -16,6 +16,7 @@ export const state = {
   messages: {},
   bearer: null, // a JWT handed over in the URL fragment, kept in memory only
   session: null,
+  sessionAt: 0, // when the session was read: a token manager's max_ttl counts down from then
   scopes: [], // [{name, description}] the signed-in user may mint
   tokens: [],
   pendingRevoke: null,

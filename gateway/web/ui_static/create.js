@@ -71,7 +71,7 @@ export function renderForm(fresh) {
 
   const expiry = $("expiry");
   const before = fresh ? null : expiry.value;
-  const options = [30, 90, 365].filter((n) => n * DAY <= s.max_ttl);
+  const options = [30, 90, 365].filter((n) => n * DAY <= maxTtl());
   expiry.replaceChildren(
     ...options.map((n) => new Option(t("expiry.days", { n }), String(n * DAY))),
     new Option(t("expiry.date"), "date"),
@@ -82,9 +82,18 @@ export function renderForm(fresh) {
     : preferred || (options.length ? String(options[options.length - 1] * DAY) : "date");
   const date = $("expiry-date");
   date.min = isoDate(new Date(Date.now() + DAY * 1000));
-  date.max = isoDate(new Date(Date.now() + s.max_ttl * 1000));
-  $("expiry-hint").textContent = t("expiry.max_hint", { date: exactDate(Date.now() + s.max_ttl * 1000) });
+  date.max = isoDate(new Date(Date.now() + maxTtl() * 1000));
+  $("expiry-hint").textContent = t("expiry.max_hint", { date: exactDate(Date.now() + maxTtl() * 1000) });
   expiryChanged();
+}
+
+// The longest expires_in the server accepts now. A token manager's bound is the rest of its
+// own life, which shrinks while the page is open (less a minute for the round trip).
+export function maxTtl() {
+  const s = state.session;
+  if (s.kind !== "token") return s.max_ttl;
+  const elapsed = Math.ceil((Date.now() - state.sessionAt) / 1000);
+  return Math.max(0, s.max_ttl - elapsed - 60);
 }
 
 export function isoDate(d) {
@@ -163,15 +172,15 @@ export function readForm() {
     const maxDate = $("expiry-date").max;
     if (!value) problems.expiry = t("valid.date_required");
     else if (value < $("expiry-date").min || value > maxDate) {
-      problems.expiry = t("valid.date_range", { date: exactDate(Date.now() + s.max_ttl * 1000) });
+      problems.expiry = t("valid.date_range", { date: exactDate(Date.now() + maxTtl() * 1000) });
     } else {
       const [y, m, d] = value.split("-").map(Number);
       const end = new Date(y, m - 1, d, 23, 59, 59).getTime();
       // Never past the server's max_ttl: the last allowed day ends at the limit.
-      body.expires_in = Math.min(Math.floor((end - Date.now()) / 1000), s.max_ttl);
+      body.expires_in = Math.min(Math.floor((end - Date.now()) / 1000), maxTtl());
     }
   } else {
-    body.expires_in = Math.min(Number(expiry), s.max_ttl);
+    body.expires_in = Math.min(Number(expiry), maxTtl());
   }
   clearErrors();
   for (const [field, message] of Object.entries(problems)) setFieldError(field, message);
