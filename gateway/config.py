@@ -24,6 +24,8 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_]{1,16}$")
+# RFC 6265 cookie-name characters (a token), e.g. `session` or `__Host-jwt`.
+_COOKIE_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
 
 
 def parse_duration(value: object) -> float | None:
@@ -112,6 +114,14 @@ class JwtConfig:
 
 
 @dataclass(frozen=True)
+class UiConfig:
+    """`management.ui`: the self-service token page at `<mount>/ui/` (false turns it off)."""
+
+    enabled: bool = True
+    cookie: str | None = None  # the cookie holding the signed-in user's JWT, if any
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     format: str = "json"
@@ -132,6 +142,7 @@ class Config:
     jwt: JwtConfig | None = None
     workspace_header: str = "X-Workspace-Id"
     management_mount: str = "/auth"
+    ui: UiConfig = UiConfig()
     log: LogConfig = LogConfig()
     drain_timeout: float = 30.0
     jwt_line: int = 0  # where `jwt:` stands, for problems found when its keys are loaded
@@ -468,6 +479,31 @@ def _max_lifetime(r: Reader, m: LMap) -> float | None:
     return r.get(m, "max_lifetime", "jwt", _pos_duration, None, "a positive duration such as 30d, or null")
 
 
+def _ui(r: Reader, management: LMap) -> UiConfig:
+    value = management.get("ui")
+    if value is None or value is True:
+        return UiConfig()
+    if value is False:
+        return UiConfig(enabled=False)
+    line = line_of(management, "ui", management.line)
+    if not isinstance(value, LMap):
+        r.error(
+            line,
+            f"management.ui: expected true, false or a mapping such as {{cookie: session}}, got {value!r}",
+        )
+        return UiConfig()
+    m = r.mapping(value, "management.ui", {"cookie"}, line)
+    cookie = r.get(
+        m,
+        "cookie",
+        "management.ui",
+        lambda v: v if isinstance(v, str) and _COOKIE_RE.match(v) else None,
+        None,
+        "a cookie name (letters, digits and !#$%&'*+.^_`|~-)",
+    )
+    return UiConfig(cookie=cookie)
+
+
 def _store(r: Reader, node: LMap) -> str:
     value = node.get("store", "sqlite:///scopegate.db")
     if not isinstance(value, str) or not (value.startswith("sqlite:///") and len(value) > len("sqlite:///")):
@@ -544,7 +580,9 @@ def load_config(path: str, sections: Collection[str] | None = None) -> Config:
         "X-Workspace-Id",
         "a header name",
     )
-    management = r.mapping(top.get("management", LMap()), "management", {"mount"}, line_of(top, "management"))
+    management = r.mapping(
+        top.get("management", LMap()), "management", {"mount", "ui"}, line_of(top, "management")
+    )
     mount = r.get(
         management,
         "mount",
@@ -592,6 +630,7 @@ def load_config(path: str, sections: Collection[str] | None = None) -> Config:
         jwt=_jwt(r, top["jwt"], base_dir) if top.get("jwt") is not None else None,
         workspace_header=ws_header,
         management_mount=mount,
+        ui=_ui(r, management),
         log=log_cfg,
         drain_timeout=r.get(top, "drain_timeout", "config", _pos_duration, 30.0, "a positive duration"),
         jwt_line=line_of(top, "jwt") if "jwt" in top else 0,

@@ -15,10 +15,10 @@ from ..auth.principal import Principal
 from ..errors import BadRequest, InvalidRequest, MethodNotAllowed, NotFound
 from ..observe import escape
 from ..proxy.headers import identity_headers
-from ..surface.model import RouteClass
 from ..surface.paths import CleanPath
 from ..tokens.service import record_json, require_manager
 from .peer import client_of
+from .ui import authenticate_manager, serve_ui
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -37,10 +37,10 @@ async def management(
     if rest == ("scopes",):
         _only(method, ("GET", "HEAD"))
         return web.json_response({"scopes": rt.catalogue.as_json()})
+    if rest and rest[0] == "ui":
+        return await serve_ui(rt, request, path, rest)
     if rest and rest[0] == "tokens" and len(rest) <= 2:
-        principal = await rt.pipeline.authenticate(
-            RouteClass.PUBLIC, request.headers, client_of(request, rt.cfg.trusted_proxies)
-        )
+        principal = await authenticate_manager(rt, request)
         fields["credential"], fields["token_id"] = principal.kind, principal.token_id
         # SECURITY: who may manage tokens is decided before the body is read.
         require_manager(principal)
