@@ -25,7 +25,8 @@ from ..surface.loader import load_surface
 from ..surface.matcher import Matcher
 from ..surface.model import Surface
 from ..tokens.service import TokenService
-from ..tokens.sqlite import SqliteTokenStore
+from ..tokens.store import RevocationPush
+from ..tokens.stores import store_for
 from ..tokens.validator import TokenValidator
 
 LOG = logging.getLogger("scopegate")
@@ -42,9 +43,7 @@ class Runtime:
         self.metrics = Metrics(worker)
         self.headers = HeaderPolicy(cfg.workspace_header, cfg.trusted_proxies)
         self.upstreams = Upstreams(cfg.upstreams)
-        path = cfg.sqlite_path()
-        assert path is not None  # config validation admits only sqlite URLs today
-        self.store = SqliteTokenStore(path)
+        self.store = store_for(cfg.store, cfg.base_dir)
         self.validator = TokenValidator(self.store, cfg.tokens, cfg.tokens.prefix, clock)
         self.jwt = authenticator_for(cfg, clock)
         self.service = TokenService(self.store, self.validator, cfg.tokens, lambda: self.catalogue, clock)
@@ -85,6 +84,12 @@ class Runtime:
             "Seconds since the revocation feed was last read",
             max(0.0, time.time() - last_poll) if last_poll else 0.0,
         )
+        if isinstance(self.store, RevocationPush):
+            yield gauge(
+                "scopegate_revocation_push_connected",
+                "1 while revocations are pushed (PostgreSQL LISTEN), 0 while only polled",
+                1.0 if self.store.push_connected else 0.0,
+            )
 
     async def start(self) -> None:
         await self.upstreams.start()

@@ -247,12 +247,59 @@ ERRORS = [
         [(3, "tokens.default_ttl: longer than tokens.max_ttl")],
         "default-ttl-over-max",
     ),
-    ("store: mysql://db/x\n", [(2, "store: expected sqlite:///path.db, got 'mysql://db/x'")], "store-scheme"),
+    (
+        "store: mysql://db/x\n",
+        [(2, "store: expected sqlite:///path.db or postgresql://user@host:port/db, got 'mysql://db/x'")],
+        "store-scheme",
+    ),
     ("store: 'sqlite:///'\n", [(2, "store: expected sqlite:///path.db, got 'sqlite:///'")], "store-no-path"),
     (
-        "store: postgresql://db/x\n",
-        [(2, "store: the PostgreSQL store is not available in this version")],
-        "store-postgres",
+        "store: postgresql://sg:hunter2@db/x\n",
+        [
+            (
+                2,
+                "store: keep the password out of the URL: set $SCOPEGATE_STORE_PASSWORD "
+                "(or PGPASSWORD, ~/.pgpass)",
+            )
+        ],
+        "store-postgres-password",
+    ),
+    (
+        "store: postgresql://sg@db:5432/\n",
+        [(2, "store: a PostgreSQL URL needs a database name: postgresql://user@host:port/db")],
+        "store-postgres-no-db",
+    ),
+    (
+        "store: postgresql:///x\n",
+        [(2, "store: a PostgreSQL URL needs a host: postgresql://user@host:port/db")],
+        "store-postgres-no-host",
+    ),
+    (
+        "store: postgresql://sg@db/x?sslmode=maybe\n",
+        [
+            (
+                2,
+                "store: sslmode must be one of disable, allow, prefer, require, verify-ca, "
+                "verify-full, got 'maybe'",
+            )
+        ],
+        "store-postgres-sslmode",
+    ),
+    (
+        "store: postgresql://sg@db/x?search_path=evil\n",
+        [
+            (
+                2,
+                "store: unknown PostgreSQL URL parameter 'search_path' (known: notify, sslcert, sslcrl, "
+                "sslkey, sslmode, sslrootcert, target_session_attrs)",
+            )
+        ],
+        "store-postgres-param",
+    ),
+    (
+        "store: postgresql://sg@db:99999/x\n",
+        [(2, "store: bad PostgreSQL URL: Port out of range 0-65535")],
+        "store-postgres-port",
     ),
     (
         "headers: {workspace: X Workspace}\n",
