@@ -213,7 +213,9 @@ class PostgresTokenStore:
 
     async def revocations_since(self, seq: int) -> tuple[int, builtins.list[bytes]]:
         """Up to FEED_PAGE hashes revoked after `seq`, and the position to ask from next (as SQLite)."""
-        async with self._conn() as conn:
+        # One snapshot for both reads: otherwise a revocation committing between "nothing after
+        # seq" and "the head is h" would be skipped for good.
+        async with self._conn() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             rows = await conn.fetch(
                 "SELECT seq, token_hash FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2",
                 min(seq, 2**63 - 1),
