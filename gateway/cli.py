@@ -77,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     tr = tsub.add_parser("revoke", help="revoke a token everywhere")
     tr.add_argument("-c", "--config")
     tr.add_argument("id")
+    st = sub.add_parser("store", help="migrate the token store, or copy a SQLite store to PostgreSQL")
+    stsub = st.add_subparsers(dest="store_command", required=True, parser_class=_Parser)
+    stsub.add_parser("migrate", help="apply pending schema migrations").add_argument("-c", "--config")
+    sc = stsub.add_parser("copy", help="copy every token (hashes only) from SQLite into PostgreSQL")
+    sc.add_argument("--from", dest="source", required=True, metavar="sqlite:///PATH")
+    sc.add_argument("--to", dest="destination", required=True, metavar="postgresql://USER@HOST:PORT/DB")
     d = cmd("demo", "run the gateway on embedded defaults with an echo upstream")
     d.add_argument("--port", type=int, default=8080)
     d.add_argument(
@@ -123,6 +129,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(_explain(_config(args), args))
     if args.command == "token":
         return _run(_token(_config(args), args))
+    if args.command == "store":
+        return _run(_store(args))
     if args.command == "demo":
         from .demo import run_demo
 
@@ -241,6 +249,24 @@ async def _explain(cfg: Config, args: argparse.Namespace) -> int:
         print(f"decision:    shadow (would deny {d.shadow_denied.status} {d.shadow_denied.code}; forwarded)")
         return 1
     print(f"decision:    allow ok -> upstream {r.upstream}")
+    return 0
+
+
+async def _store(args: argparse.Namespace) -> int:
+    from .tokens.transfer import copy_store, migrate_store
+
+    if args.store_command == "migrate":
+        cfg = _config(args)
+        print(f"{cfg.store}: {await migrate_store(cfg.store, cfg.base_dir)}")
+        return 0
+    try:
+        done = await copy_store(args.source, args.destination)
+    except ValueError as exc:
+        raise CliError(f"store copy: {exc}") from None
+    print(
+        f"copied {done.tokens} token(s) ({done.active} active), {done.targets} target(s), "
+        f"{done.revocations} revocation(s)"
+    )
     return 0
 
 

@@ -189,7 +189,13 @@ class Gateway:
 MakeGateway = Callable[..., Awaitable[Gateway]]
 
 
-def write_config(folder: Path, upstream_url: str, routes: str = EXAMPLE_ROUTES, extra: str = "") -> Path:
+def write_config(
+    folder: Path,
+    upstream_url: str,
+    routes: str = EXAMPLE_ROUTES,
+    extra: str = "",
+    store: str = "sqlite:///tokens.db",
+) -> Path:
     (folder / "routes.yaml").write_text(textwrap.dedent(routes))
     config = folder / "config.yaml"
     config.write_text(
@@ -198,7 +204,7 @@ admin: false
 surface: routes.yaml
 upstreams:
   default: {{url: "{upstream_url}", connect_timeout: 2, timeout: 2}}
-store: sqlite:///tokens.db
+store: {store}
 log: {{level: error}}
 """
         + textwrap.dedent(extra)
@@ -211,10 +217,15 @@ async def make_gateway(tmp_path: Path, upstream: Upstream) -> AsyncIterator[Make
     """Build a gateway from a surface (YAML text) and extra config lines, on a real socket."""
     clients: list[TestClient[Any, Any]] = []
 
-    async def make(routes: str = EXAMPLE_ROUTES, extra: str = "", upstream_url: str | None = None) -> Gateway:
+    async def make(
+        routes: str = EXAMPLE_ROUTES,
+        extra: str = "",
+        upstream_url: str | None = None,
+        store: str = "sqlite:///tokens.db",
+    ) -> Gateway:
         folder = tmp_path / f"gw{len(clients)}"
         folder.mkdir()
-        cfg = load_config(str(write_config(folder, upstream_url or upstream.url, routes, extra)))
+        cfg = load_config(str(write_config(folder, upstream_url or upstream.url, routes, extra, store)))
         rt = Runtime(cfg)
         client = TestClient(TestServer(build_app(rt), host="127.0.0.1"))
         await client.start_server()
