@@ -15,7 +15,7 @@ from ..auth.jwt import authenticator_for
 from ..auth.principal import Principal
 from ..auth.ratelimit import FailedAuthLimiter
 from ..config import Config
-from ..errors import ConfigError, StoreUnavailable
+from ..errors import ConfigError, StartupError, StoreUnavailable
 from ..observe import Metrics, counter, gauge, log_request
 from ..pipeline import Pipeline
 from ..proxy.forward import Upstreams
@@ -96,6 +96,9 @@ class Runtime:
         try:
             await self.store.open()
             self.store_ok = True
+        except StartupError:  # e.g. a schema newer than this code: not something to wait out
+            await self.upstreams.close()
+            raise
         except StoreUnavailable as exc:  # the gateway still serves anonymous and JWT routes
             LOG.error("token store unavailable at start: %s", exc.detail)
             # Keep trying: a volume mounted late or a directory created later needs no restart.
