@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     stsub = st.add_subparsers(dest="store_command", required=True, parser_class=_Parser)
     stsub.add_parser("migrate", help="apply pending schema migrations").add_argument("-c", "--config")
     sc = stsub.add_parser("copy", help="copy every token (hashes only) from SQLite into PostgreSQL")
+    sc.add_argument("-c", "--config", help="accepted for symmetry; copy reads only --from and --to")
     sc.add_argument("--from", dest="source", required=True, metavar="sqlite:///PATH")
     sc.add_argument("--to", dest="destination", required=True, metavar="postgresql://USER@HOST:PORT/DB")
     d = cmd("demo", "run the gateway on embedded defaults with an echo upstream")
