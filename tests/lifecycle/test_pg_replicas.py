@@ -81,6 +81,17 @@ async def test_revoked_on_one_replica_is_refused_by_the_other_within_a_second(
     assert rows[0][0] == pg_migrations.LATEST
 
 
+async def _gauge(session: aiohttp.ClientSession, metrics: str, expected: float) -> bool:
+    async with session.get(metrics) as resp:
+        text = await resp.text()
+    values = [
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("scopegate_revocation_push_connected")
+    ]
+    return values == [expected]
+
+
 async def _eq(value: Any, expected: int) -> bool:
     return bool(await value == expected)
 
@@ -128,6 +139,8 @@ async def test_database_stopped_mid_traffic_fails_closed_then_recovers_without_r
             assert await status_of(session, gw.url + "/v1/playlists", cached["token"]) == 200
             async with session.get(ready) as resp:
                 assert resp.status == 200
+            metrics = f"http://127.0.0.1:{admin_port}/metrics"
+            await until(lambda: _gauge(session, metrics, 1.0), 10, "the push never connected")
             await asyncio.to_thread(cluster.halt, "fast")
             # A cached token keeps working; one the gateway cannot check is 503, never a guess.
             assert await status_of(session, gw.url + "/v1/playlists", cached["token"]) == 200
@@ -140,6 +153,8 @@ async def test_database_stopped_mid_traffic_fails_closed_then_recovers_without_r
             async with session.get(ready) as resp:
                 report = await resp.json()
                 assert resp.status == 503 and any(p.startswith("store:") for p in report["problems"]), report
+            # The listening connection is noticed gone: revocations now come from the poll alone.
+            await until(lambda: _gauge(session, metrics, 0.0), 10, "the lost push was not noticed")
             async with session.get(gw.url + "/v1/health") as resp:  # anonymous routes are unaffected
                 assert resp.status == 200
             await asyncio.to_thread(cluster.boot)
@@ -150,6 +165,7 @@ async def test_database_stopped_mid_traffic_fails_closed_then_recovers_without_r
             await until(recovered, 20, "the gateway did not recover when the database came back")
             async with session.get(ready) as resp:
                 assert resp.status == 200
+            await until(lambda: _gauge(session, metrics, 1.0), 15, "the push did not reconnect")
             status, out = await post_token(session, gw.url, name="after")
             assert status == 201, out
             assert gw.proc.poll() is None  # the same process: no restart
