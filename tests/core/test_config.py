@@ -297,6 +297,11 @@ ERRORS = [
         "store-postgres-param",
     ),
     (
+        "store: postgresql://sg@db/x?notify=maybe\n",
+        [(2, "store: notify must be on or off, got 'maybe'")],
+        "store-postgres-notify",
+    ),
+    (
         "store: postgresql://sg@db:99999/x\n",
         [(2, "store: bad PostgreSQL URL: Port out of range 0-65535")],
         "store-postgres-port",
@@ -685,3 +690,17 @@ SIZES = [
 @pytest.mark.parametrize(("value", "size"), SIZES, ids=[repr(v) for v, _ in SIZES])
 def test_parse_size(value: object, size: int | None) -> None:
     assert parse_size(value) == size
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://scopegate@db.internal:5432/scopegate",
+        "postgres://scopegate@db.internal/scopegate?sslmode=verify-full&sslrootcert=/etc/ssl/ca.crt",
+        "postgresql://scopegate@[::1]:6432/tokens?notify=off&target_session_attrs=read-write",
+    ],
+)
+def test_postgresql_store_urls_load(tmp_path: Path, url: str) -> None:
+    cfg = load_config(str(write(tmp_path, HEAD + f"store: '{url}'\n")))
+    assert cfg.store == url
+    assert cfg.sqlite_path() is None
