@@ -108,11 +108,17 @@ class Runtime:
             await self.jwt.start()
 
     async def _open_store_when_reachable(self) -> None:
+        refused = False
         while True:
             await asyncio.sleep(self.cfg.tokens.revocation_poll)
             try:
                 await self.store.open()
             except StoreUnavailable:
+                continue
+            except StartupError as exc:  # e.g. a newer schema appeared: say so once, keep refusing
+                if not refused:
+                    LOG.error("token store refused: %s", exc)
+                refused = True
                 continue
             self.store_ok = True
             LOG.info("token store reachable: %s", self.cfg.store)

@@ -173,6 +173,36 @@ async def test_database_stopped_mid_traffic_fails_closed_then_recovers_without_r
         await asyncio.to_thread(cluster.stop)
 
 
+async def test_started_while_the_database_is_down_it_serves_once_the_database_is_up(
+    tmp_path: Path, upstream: Upstream, pg_server: PgServer
+) -> None:
+    cluster = await asyncio.to_thread(private_cluster)
+    try:
+        admin_port = free_port()
+        store = f"postgresql://{USER}@127.0.0.1:{cluster.port}/postgres"
+        config = serve_config(tmp_path, upstream.url, extra="tokens: {revocation_poll: 0.5}\n", store=store)
+        text = config.read_text().replace("admin: false", f"admin: {{host: 127.0.0.1, port: {admin_port}}}")
+        config.write_text(text)
+        created = cli_create(config, "--name", "early", "--workspace", "w1")
+        await asyncio.to_thread(cluster.halt, "fast")
+        async with serving(config) as (gw,), aiohttp.ClientSession() as session:
+            async with session.get(gw.url + "/v1/playlists", headers=bearer(created["token"])) as resp:
+                assert (resp.status, (await resp.json())["error"]) == (503, "store_unavailable")
+            async with session.get(f"http://127.0.0.1:{admin_port}/readyz") as resp:
+                assert resp.status == 503
+            await asyncio.to_thread(cluster.boot)
+
+            async def serving_tokens() -> bool:
+                return await status_of(session, gw.url + "/v1/playlists", created["token"]) == 200
+
+            await until(serving_tokens, 20, "the gateway never opened the store")
+            metrics = f"http://127.0.0.1:{admin_port}/metrics"
+            await until(lambda: _gauge(session, metrics, 1.0), 15, "the push never connected")
+            assert gw.proc.poll() is None
+    finally:
+        await asyncio.to_thread(cluster.stop)
+
+
 async def test_three_processes_migrating_at_once_migrate_once(
     tmp_path: Path, upstream: Upstream, pg_server: PgServer, pg_database: str
 ) -> None:
