@@ -310,3 +310,23 @@ async def test_touch_writes_a_large_batch_in_one_statement(url: str, clock: Cloc
         assert listed == {r.id: 1000.0 + i for i, r in enumerate(records)}
     finally:
         await s.close()
+
+
+async def test_a_malformed_notification_is_ignored_and_the_listener_keeps_going(
+    pg_server: PgServer, pg_database: str, url: str, clock: Clock
+) -> None:
+    a, b = await opened(url), await opened(url)
+    got: list[bytes] = []
+    b.subscribe_revocations(got.append)
+    try:
+        await wait_for(lambda: b.push_connected)
+        await pg_server.execute(
+            pg_database, "SELECT pg_notify('scopegate_revocations', 'not hex; DROP TABLE')"
+        )
+        record, secret = await mint(a, clock)
+        await a.revoke(record.id, clock())
+        await wait_for(lambda: got == [hash_token(secret)], 5)
+        assert b.push_connected
+    finally:
+        await a.close()
+        await b.close()
