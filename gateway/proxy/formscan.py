@@ -18,7 +18,7 @@ with `+` as space, cut at NUL and at `[`, leading spaces dropped, `.` and space 
 and letter case ignored (fail closed). PHP also splits multipart lines at a bare LF, so the
 multipart scan does too.
 
-Interface: `scanner_for(headers, form_inspect)` gives a per-request scanner (or None when the
+Interface: `scanner_for(headers, form_inspect, method)` gives a per-request scanner (or None when the
 body is no form); `feed(chunk)` returns the bytes that may go upstream now, `end()` the rest
 once the body is complete. Both raise BadRequest or BodyTooLarge.
 """
@@ -78,10 +78,16 @@ class FormScan:
         raise NotImplementedError
 
 
-def scanner_for(headers: CIMultiDictProxy[str] | CIMultiDict[str], form_inspect: int) -> FormScan | None:
+def scanner_for(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], form_inspect: int, method: str = "POST"
+) -> FormScan | None:
     """The scanner for a request whose body is a form, else None; refusals that the headers
     alone decide are raised here, before the upstream is contacted."""
     types = headers.getall("Content-Type", [])
+    if not types and method == "POST":
+        # SECURITY: Rack (so Rails' MethodOverride) parses a POST body with no Content-Type as
+        # an urlencoded form: `_method=DELETE` without a Content-Type is a DELETE to Rails.
+        types = [URLENCODED]
     medias = [t.split(";", 1)[0].strip().lower() for t in types]
     if not any(m.startswith((URLENCODED, MULTIPART)) for m in medias):
         return None  # not a form (multipart/mixed is a form to no framework we know)
@@ -212,8 +218,22 @@ def _check_part(block: bytes) -> None:
             raw = m.group(2) if m.group(2) is not None else m.group(3) or b""
             if m.group(2) is not None:
                 raw = re.sub(rb"\\(.)", rb"\1", raw)
+            readings = [raw.strip()]
             if m.group(1):  # RFC 5987 `name*=charset'lang'value`
-                raw = raw.strip().rsplit(b"'", 1)[-1]
-            if is_method_field(raw.strip()):
+                readings = [raw.strip().rsplit(b"'", 1)[-1]]
+            elif m.group(2) is None:
+                # SECURITY: PHP reads `name='_method'` (single quotes) and cuts an unquoted
+                # value at whitespace (`name=_method x`); both are `_method` to Laravel.
+                readings.append(_php_unquoted(raw))
+            if any(is_method_field(r) for r in readings):
                 # SECURITY: the upstream would run this POST as the method the part names.
                 raise BadRequest("a _method part in a multipart form body is not accepted")
+
+
+def _php_unquoted(raw: bytes) -> bytes:
+    """A parameter value PHP's multipart reader takes without double quotes (php_ap_getword_conf)."""
+    value = raw.lstrip(b" \t\r\n\v\f")
+    if value[:1] == b"'":
+        body = re.match(rb"((?:[^'\\]|\\.)*)", value[1:])
+        return re.sub(rb"\\(['\\])", rb"\1", body.group(1) if body else b"")
+    return re.split(rb"[ \t\r\n\v\f]", value, maxsplit=1)[0]

@@ -155,8 +155,13 @@ def test_scanner_for_content_type(content_type: str, kind: type) -> None:
     assert isinstance(scanner_for(headers(content_type), 1024), kind)
 
 
-def test_no_content_type_is_not_scanned() -> None:
-    assert scanner_for(CIMultiDict(), 1024) is None
+def test_no_content_type_is_a_form_on_post_only() -> None:
+    # Rack reads a POST body without Content-Type as urlencoded; other methods it leaves alone.
+    assert isinstance(scanner_for(CIMultiDict(), 1024, "POST"), UrlEncodedScan)
+    assert isinstance(scanner_for(CIMultiDict(), 1024), UrlEncodedScan)  # method unknown: fail closed
+    assert scanner_for(CIMultiDict(), 1024, "PUT") is None
+    with pytest.raises(BodyTooLarge):
+        scanner_for(CIMultiDict({"Content-Length": "2048"}), 1024, "POST")
 
 
 @pytest.mark.parametrize(
@@ -228,6 +233,11 @@ METHOD_PARTS = [
     b"--" + B + b'\r\ncontent-disposition: form-data; NAME="_method"\r\n\r\nDELETE\r\n--' + B + b"--",
     b"--" + B + b'\r\nContent-Disposition: form-data;\r\n name="_method"\r\n\r\nDELETE\r\n--' + B + b"--",
     b"--" + B + b"\r\nContent-Disposition: form-data; name*=utf-8''%5Fmethod\r\n\r\nDELETE\r\n--" + B + b"--",
+    # PHP's php_ap_getword_conf reads single quotes and cuts an unquoted value at whitespace.
+    b"--" + B + b"\r\nContent-Disposition: form-data; name='_method'\r\n\r\nDELETE\r\n--" + B + b"--",
+    b"--" + B + b"\r\nContent-Disposition: form-data; name=_method x\r\n\r\nDELETE\r\n--" + B + b"--",
+    b"--" + B + b"\r\nContent-Disposition: form-data; name= _method\tx\r\n\r\nDELETE\r\n--" + B + b"--",
+    b"--" + B + b"\r\nContent-Disposition: form-data; name='_method[;]'\r\n\r\nDELETE\r\n--" + B + b"--",
     # PHP splits lines at a bare LF too.
     b"--" + B + b'\nContent-Disposition: form-data; name="_method"\n\nDELETE\n--' + B + b"--",
     b"preamble\r\n--"
