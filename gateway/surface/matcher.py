@@ -89,8 +89,18 @@ class _FoldNode:
     groups: list[_Group] = field(default_factory=list)
 
 
+def fold_case(seg: str) -> str:
+    """A segment with letter case ignored: Unicode case folding, plus the two letters whose
+    simple case mapping (Java's Character.toLowerCase and equalsIgnoreCase, which Spring uses)
+    reaches an ASCII letter that full folding does not: U+0130 and U+0131 (dotted capital I,
+    dotless small i) are `i`."""
+    # SECURITY: `/adm%C4%B0n` is `/admin` to Spring with case-insensitive matching; casefold() alone
+    # gives `admi̇n` (i + combining dot), which would let it fall through to a weaker rule.
+    return seg.casefold().replace("i\u0307", "i").replace("\u0131", "i")
+
+
 def _folds(seg: str) -> bool:
-    return seg.casefold() != seg
+    return fold_case(seg) != seg
 
 
 class Matcher:
@@ -122,7 +132,7 @@ class Matcher:
                 fold = fold.param
             else:
                 node = node.literal.setdefault(seg, _Node())
-                fold = fold.literal.setdefault(seg.casefold(), _FoldNode())
+                fold = fold.literal.setdefault(fold_case(seg), _FoldNode())
                 self._mixed_case |= _folds(seg)
         if node.group is None:
             node.group = _Group()
@@ -134,7 +144,7 @@ class Matcher:
         for seg in (route.prefix or "/").strip("/").split("/"):
             if seg:
                 node = node.literal.setdefault(seg, _Node())
-                fold = fold.literal.setdefault(seg.casefold(), _FoldNode())
+                fold = fold.literal.setdefault(fold_case(seg), _FoldNode())
                 self._mixed_case |= _folds(seg)
         if node.group is None:
             node.group = _Group()
@@ -143,7 +153,7 @@ class Matcher:
 
     def match(self, method: str, segments: tuple[str, ...], trailing_slash: bool = False) -> Match:
         case_blind = self._mixed_case or any(_folds(s) for s in segments)
-        folded = tuple(s.casefold() for s in segments) if case_blind else segments
+        folded = tuple(fold_case(s) for s in segments) if case_blind else segments
         found = _walk(self._paths, segments, 0, [])
         if found is not None:
             group, values = found

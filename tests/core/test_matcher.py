@@ -318,3 +318,23 @@ def test_case_variants_of_one_pattern_do_not_shadow_their_own_rule() -> None:
     m = build(rule("exact", path="/api/Items/{id}", methods="GET"), rule("root", prefix="/"))
     assert match(m, "GET", "/api/Items/AbC").route == m.surface.routes[0]
     assert match(m, "GET", "/api/items/AbC").shadowed == m.surface.routes[0]
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/adm%C4%B0n", "/adm%C4%B1n", "/%C4%B0tems/1", "/%E2%84%AAeys/x", "/%C5%BFecret"],
+    ids=["dotted-capital-I", "dotless-i", "dotted-I-under-prefix", "kelvin-sign", "long-s"],
+)
+def test_letters_a_simple_case_mapping_makes_ascii_shadow_the_ascii_rule(target: str) -> None:
+    # Java's Character.toLowerCase(U+0130) is 'i', equalsIgnoreCase(U+0131, 'i') holds (Spring with
+    # case-insensitive matching): such a request must not fall to the catch-all.
+    m = build(
+        rule("admin", path="/admin"),
+        rule("items", prefix="/items"),
+        rule("keys", path="/keys/{k}"),
+        rule("secret", path="/secret"),
+        rule("root", prefix="/"),
+    )
+    found = match(m, "GET", target)
+    assert found.verdict is Verdict.NONE, target
+    assert found.shadowed is not None and found.shadowed.id != "root"
