@@ -204,13 +204,20 @@ class MultipartScan(FormScan):
 def _check_part(block: bytes) -> None:
     """Refuse a part whose Content-Disposition names `_method` (the boundary line's rest first)."""
     lines: list[bytes] = []
+    php: list[bytes] = []  # the same block as PHP's multipart_buffer_headers joins it
     for line in block.split(b"\n")[1:]:
         line = line.rstrip(b"\r")
         if line[:1] in (b" ", b"\t") and lines:
             lines[-1] += b" " + line.strip()  # a folded header line continues the previous one
         else:
             lines.append(line)
-    for line in lines:
+        if php and (line[:1].isspace() or b":" not in line):
+            # SECURITY: PHP appends a line that starts with whitespace or has no ':' to the
+            # previous header as it is, with no separator: `name="_met` + `hod"` is `_method`.
+            php[-1] += line
+        elif b":" in line and not line[:1].isspace():
+            php.append(line)
+    for line in lines + php:
         name, sep, value = line.partition(b":")
         if not sep or name.strip().lower() != b"content-disposition":
             continue

@@ -238,6 +238,10 @@ METHOD_PARTS = [
     b"--" + B + b"\r\nContent-Disposition: form-data; name=_method x\r\n\r\nDELETE\r\n--" + B + b"--",
     b"--" + B + b"\r\nContent-Disposition: form-data; name= _method\tx\r\n\r\nDELETE\r\n--" + B + b"--",
     b"--" + B + b"\r\nContent-Disposition: form-data; name='_method[;]'\r\n\r\nDELETE\r\n--" + B + b"--",
+    # PHP joins a line without ':' (or starting with whitespace) to the previous header as is.
+    b"--" + B + b'\r\nContent-Disposition: form-data; name="_met\r\nhod"\r\n\r\nDELETE\r\n--' + B + b"--",
+    b"--" + B + b"\r\nContent-Disposition: form-data; name=_\r\nmethod\r\n\r\nDELETE\r\n--" + B + b"--",
+    b"--" + B + b"\r\nContent-Disposition: form-data;\r\nname=_method\r\n\r\nDELETE\r\n--" + B + b"--",
     # PHP splits lines at a bare LF too.
     b"--" + B + b'\nContent-Disposition: form-data; name="_method"\n\nDELETE\n--' + B + b"--",
     b"preamble\r\n--"
