@@ -16,7 +16,8 @@ refused (400 `bad_request`), the upstream never receiving it complete:
 Names are compared as PHP reads them (Laravel and Symfony sit on PHP's parser): percent-decoded
 with `+` as space, cut at NUL and at `[`, leading spaces dropped, `.` and space read as `_`,
 and letter case ignored (fail closed). PHP also splits multipart lines at a bare LF, so the
-multipart scan does too.
+multipart scan does too. PHP reads a line over 5 KiB as several: the boundary inside a line, or
+a part header line near that size, is refused.
 
 Interface: `scanner_for(headers, form_inspect, method)` gives a per-request scanner (or None when the
 body is no form); `feed(chunk)` returns the bytes that may go upstream now, `end()` the rest
@@ -36,6 +37,7 @@ METHOD_FIELD = b"_method"
 URLENCODED = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"
 MAX_PART_HEADERS = 16 * 1024  # bytes of one part's header block; longer is refused
+PHP_LINE_BUFFER = 5 * 1024  # PHP's multipart reader reads a longer line as several (FILLUNIT)
 _BOUNDARY_RE = re.compile(r';\s*boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;,"]{1,200}))', re.IGNORECASE)
 _HEADERS_END_RE = re.compile(rb"\n\r?\n")
 _NAME_RE = re.compile(rb'(?:^|;)\s*name(\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))', re.IGNORECASE)
@@ -153,13 +155,16 @@ class MultipartScan(FormScan):
         self._buf = bytearray(b"\n")
         self._virtual = 1  # leading bytes of _buf that the client never sent
         self._pos = 0  # everything before _pos is settled: scanned and free to go upstream
+        self._seen = 1  # `--boundary` starting before this index of _buf has been checked
 
     def feed(self, chunk: bytes) -> bytes:
         self._buf += chunk
+        self._no_boundary_inside_a_line()
         self._scan(eof=False)
         return self._release()
 
     def end(self) -> bytes:
+        self._no_boundary_inside_a_line()
         self._scan(eof=True)
         self._pos = len(self._buf)
         return self._release()
@@ -192,11 +197,25 @@ class MultipartScan(FormScan):
             _check_part(bytes(buf[after : end.start()]))
             self._pos = end.end()
 
+    def _no_boundary_inside_a_line(self) -> None:
+        """SECURITY: PHP reads a line longer than its 5 KiB buffer as several lines, so
+        `<5120 bytes>--boundary` opens a part to PHP that a search for LF + `--boundary` never
+        sees (in the preamble or the epilogue). A boundary must not occur inside the body's
+        content, so `--boundary` anywhere but at a line's start is refused."""
+        buf, needle = self._buf, self._delim[1:]
+        i = buf.find(needle, self._seen)
+        while i >= 0:
+            if buf[i - 1] != ord("\n"):  # _seen >= 1, so i >= 1
+                raise BadRequest("the multipart boundary occurs inside a line")
+            i = buf.find(needle, i + len(needle))
+        self._seen = max(self._seen, len(buf) - len(needle) + 1)
+
     def _release(self) -> bytes:
         cut = self._pos
         out = bytes(self._buf[self._virtual : cut]) if cut > self._virtual else b""
         del self._buf[:cut]
         self._pos -= cut
+        self._seen = max(1, self._seen - cut)
         self._virtual = max(0, self._virtual - cut)
         return out
 
@@ -206,6 +225,10 @@ def _check_part(block: bytes) -> None:
     lines: list[bytes] = []
     php: list[bytes] = []  # the same block as PHP's multipart_buffer_headers joins it
     for line in block.split(b"\n")[1:]:
+        if len(line) >= PHP_LINE_BUFFER - 100:
+            # SECURITY: PHP cuts a longer line in two, and the second piece may be a header of
+            # its own (`X-Pad: <5 KiB>Content-Disposition: form-data; name="_method"`).
+            raise BadRequest("a multipart part header line is too long")
         line = line.rstrip(b"\r")
         if line[:1] in (b" ", b"\t") and lines:
             lines[-1] += b" " + line.strip()  # a folded header line continues the previous one

@@ -242,6 +242,21 @@ METHOD_PARTS = [
     b"--" + B + b'\r\nContent-Disposition: form-data; name="_met\r\nhod"\r\n\r\nDELETE\r\n--' + B + b"--",
     b"--" + B + b"\r\nContent-Disposition: form-data; name=_\r\nmethod\r\n\r\nDELETE\r\n--" + B + b"--",
     b"--" + B + b"\r\nContent-Disposition: form-data;\r\nname=_method\r\n\r\nDELETE\r\n--" + B + b"--",
+    # PHP reads a line longer than its 5 KiB buffer as several lines: a boundary or a header
+    # can start inside what a line-by-LF reading sees as one line.
+    b"A" * 5120
+    + b"--"
+    + B
+    + b'\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--'
+    + B
+    + b"--",
+    b"--"
+    + B
+    + b"\r\nX-Pad: "
+    + b"p" * (5120 - len(b"X-Pad: "))
+    + b'Content-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--'
+    + B
+    + b"--",
     # PHP splits lines at a bare LF too.
     b"--" + B + b'\nContent-Disposition: form-data; name="_method"\n\nDELETE\n--' + B + b"--",
     b"preamble\r\n--"
@@ -338,6 +353,27 @@ def test_method_part_after_the_close_delimiter_is_refused() -> None:
         assert b"DELETE" not in released, cut
 
 
+def test_boundary_inside_a_long_epilogue_line_is_refused() -> None:
+    # PHP reads past `--B--` line by line, and a line over its 5 KiB buffer as two.
+    body = form(part(b"title", b"hi")) + b"Z" * 5120 + b"--" + B + b"\r\n"
+    body += b'Content-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n'
+    for cut in range(0, len(body) + 1, 7):
+        scan = MultipartScan(B)
+        released = b""
+        with pytest.raises(BadRequest):
+            for chunk in splits(body, cut):
+                released += scan.feed(chunk)
+            released += scan.end()
+        assert b"DELETE" not in released, cut
+
+
 def test_epilogue_without_parts_passes() -> None:
     body = CLEAN + b"an epilogue\r\nwith lines\r\n"
     assert run(MultipartScan(B), [body]) == body
+
+
+def test_header_lines_and_dashes_a_client_sends_still_pass() -> None:
+    value = b"-- not a boundary --" + B[2:] + b" --" + b"x" * 6000
+    body = form(part(b"title", value, extra=b"; filename=" + b"f" * 4000))
+    for cut in (0, 7, len(body) // 2, len(body) - 3):
+        assert run(MultipartScan(B), splits(body, cut)) == body
