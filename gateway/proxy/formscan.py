@@ -40,6 +40,8 @@ MAX_PART_HEADERS = 16 * 1024  # bytes of one part's header block; longer is refu
 PHP_LINE_BUFFER = 5 * 1024  # PHP's multipart reader reads a longer line as several (FILLUNIT)
 _BOUNDARY_RE = re.compile(r';\s*boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;,"]{1,200}))', re.IGNORECASE)
 _HEADERS_END_RE = re.compile(rb"\n\r?\n")
+_RACK_DISPOSITION_RE = re.compile(rb"content-disposition:", re.IGNORECASE)
+_RACK_NAME_RE = re.compile(rb'[;\s]\s*name=(?:"((?:[^"\\]|\\.)*)"?|([^\s;"]*))', re.IGNORECASE)
 _NAME_RE = re.compile(rb'(?:^|;)\s*name(\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))', re.IGNORECASE)
 
 
@@ -258,6 +260,22 @@ def _check_part(block: bytes) -> None:
             if any(is_method_field(r) for r in readings):
                 # SECURITY: the upstream would run this POST as the method the part names.
                 raise BadRequest("a _method part in a multipart form body is not accepted")
+    _check_rack(block)
+
+
+def _check_rack(block: bytes) -> None:
+    """Rack (Rails) finds the name with an unanchored regex over the whole header block:
+    `Content-Disposition:[^:]*;\\s*name=` (Rack 3), `Content-Disposition:.*;\\s*name=` (2.2),
+    `Content-Disposition:.*\\s+name=` (older). So `Content-Disposition:` inside another
+    header's value counts, and so may a name after a space rather than a `;`."""
+    for m in _RACK_DISPOSITION_RE.finditer(block):
+        rest = block[m.end() :]
+        for span in (rest.split(b"\n", 1)[0], rest.split(b":", 1)[0]):
+            for n in _RACK_NAME_RE.finditer(span):
+                raw = n.group(1) if n.group(1) is not None else n.group(2)
+                if is_method_field(raw.strip()):
+                    # SECURITY: `X-Note: Content-Disposition: x; name="_method"` is _method to Rack.
+                    raise BadRequest("a _method part in a multipart form body is not accepted")
 
 
 def _php_unquoted(raw: bytes) -> bytes:

@@ -147,14 +147,16 @@ async def test_method_query_parameter_read_as_php_reads_it_is_400(
         "form-data; name=_method x",
         "form-data; name= _method\tx",
         'form-data; name="_met\r\nhod"',
+        'x\r\nX-Note: Content-Disposition: x; name="_method"',
     ],
-    ids=["single-quoted", "space-cut", "tab-cut", "joined-without-colon"],
+    ids=["single-quoted", "space-cut", "tab-cut", "joined-without-colon", "rack-unanchored"],
 )
 async def test_multipart_method_name_read_as_php_reads_it_is_400(
     make_gateway: MakeGateway, upstream: Upstream, disposition: str
 ) -> None:
     # PHP's php_ap_getword_conf takes single quotes and stops an unquoted value at whitespace;
-    # multipart_buffer_headers appends a line without ':' to the previous header, no separator.
+    # multipart_buffer_headers appends a line without ':' to the previous header, no separator;
+    # Rack looks for `Content-Disposition:...name=` anywhere in the part's headers.
     gw = await make_gateway()
     body = f"--{B}\r\nContent-Disposition: {disposition}\r\n\r\nDELETE\r\n--{B}--\r\n".encode()
     status, answer = await post(base(gw), "/open/items", MULTIPART, body)

@@ -257,6 +257,14 @@ METHOD_PARTS = [
     + b'Content-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--'
     + B
     + b"--",
+    # Rack's unanchored name regex runs over the whole header block.
+    b"--"
+    + B
+    + b'\r\nX-Note: Content-Disposition: form-data; name="_method"\r\n'
+    + b'Content-Disposition: form-data; name="title"\r\n\r\nDELETE\r\n--'
+    + B
+    + b"--",
+    b"--" + B + b"\r\nContent-Disposition: form-data; x name=_method\r\n\r\nDELETE\r\n--" + B + b"--",
     # PHP splits lines at a bare LF too.
     b"--" + B + b'\nContent-Disposition: form-data; name="_method"\n\nDELETE\n--' + B + b"--",
     b"preamble\r\n--"
