@@ -40,6 +40,7 @@ MAX_PART_HEADERS = 16 * 1024  # bytes of one part's header block; longer is refu
 PHP_LINE_BUFFER = 5 * 1024  # PHP's multipart reader reads a longer line as several (FILLUNIT)
 _BOUNDARY_RE = re.compile(r';\s*boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;,"]{1,200}))', re.IGNORECASE)
 _HEADERS_END_RE = re.compile(rb"\n\r?\n")
+_RACK_BOUNDARY_RE = re.compile(r'multipart/.*boundary="?([^";,]+)"?', re.IGNORECASE | re.DOTALL)
 _RACK_DISPOSITION_RE = re.compile(rb"content-disposition:", re.IGNORECASE)
 _RACK_NAME_RE = re.compile(rb'[;\s]\s*name=(?:"((?:[^"\\]|\\.)*)"?|([^\s;"]*))', re.IGNORECASE)
 _NAME_RE = re.compile(rb'(?:^|;)\s*name(\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))', re.IGNORECASE)
@@ -109,9 +110,11 @@ def scanner_for(
     if m is None:
         raise BadRequest("multipart/form-data without a usable boundary")
     boundary = m.group(1) or m.group(2)
-    if _php_boundary(types[0]) != boundary:
+    rack = _RACK_BOUNDARY_RE.match(types[0])
+    if _php_boundary(types[0]) != boundary or (rack is not None and rack.group(1) != boundary):
         # SECURITY: PHP takes the first "boundary" substring anywhere (`xboundary=A; boundary=B`
-        # is A to PHP, B to a parameter parser): the two readings must agree.
+        # is A to PHP, B to a parameter parser), Rack the last (`boundary=A; x="boundary=B"`
+        # is B to Rails): the readings must agree.
         raise BadRequest("multipart/form-data with an ambiguous boundary")
     return MultipartScan(boundary.encode("latin-1"))
 

@@ -174,6 +174,8 @@ def test_no_content_type_is_a_form_on_post_only() -> None:
         (headers("multipart/form-data; xboundary=a; boundary=b"), "boundary"),
         (headers("multipart/form-data; boundary= b"), "boundary"),
         (headers("multipart/form-data; Boundary=a; boundary=b"), "boundary"),
+        (headers('multipart/form-data; boundary=a; x="boundary=b"'), "boundary"),
+        (headers("multipart/form-data; boundary=a b"), "boundary"),
     ],
     ids=[
         "no-boundary",
@@ -183,6 +185,8 @@ def test_no_content_type_is_a_form_on_post_only() -> None:
         "boundary-inside-a-name",
         "space-php-keeps",
         "php-searches-case-sensitively-first",
+        "rack-takes-the-last",
+        "rack-reads-past-a-space",
     ],
 )
 def test_forms_that_cannot_be_read_are_refused(h: CIMultiDict[str], detail: str) -> None:
