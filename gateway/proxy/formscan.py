@@ -199,6 +199,10 @@ class MultipartScan(FormScan):
                     raise BadRequest("a multipart part's headers are too long")
                 self._pos = i  # hold the delimiter until its part's headers are read
                 return
+            if buf[end.start() - 1 : end.end()] != b"\r\n\r\n":
+                # SECURITY: Rack reads a part's headers up to CRLF CRLF, PHP up to an empty line:
+                # after `\n\r\n`, Rack would still read headers that are body to this scan.
+                raise BadRequest("a multipart part's headers must end with CRLF CRLF")
             _check_part(bytes(buf[after : end.start()]))
             self._pos = end.end()
 

@@ -269,6 +269,13 @@ METHOD_PARTS = [
     + B
     + b"--",
     b"--" + B + b"\r\nContent-Disposition: form-data; x name=_method\r\n\r\nDELETE\r\n--" + B + b"--",
+    # Headers end at CRLF CRLF for Rack: after `\n\r\n` it still reads headers.
+    b"--"
+    + B
+    + b"\r\nContent-Disposition: form-data\n\r\n"
+    + b'Content-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--'
+    + B
+    + b"--",
     # PHP splits lines at a bare LF too.
     b"--" + B + b'\nContent-Disposition: form-data; name="_method"\n\nDELETE\n--' + B + b"--",
     b"preamble\r\n--"
