@@ -271,6 +271,12 @@ SHADOWS = [
     ("GET", "/v1/Playlists/7/tracks", "playlists", "letter case", "case-reaches-a-longer-prefix"),
     ("GET", "/X/Y/Z/1", "deep", "letter case", "case-deeper-prefix"),
     ("GET", "/D/e/f", "d-e-f", "letter case", "case-literal-beats-exact-param-match"),
+    # Rails' `(.:format)` and Spring's suffix patterns route `/reboot.json` as `/reboot`.
+    ("POST", "/v1/devices/5/reboot.json", "reboot", "format suffix", "format-suffix"),
+    ("GET", "/v1/health.json", "health", "format suffix", "format-suffix-under-a-prefix"),
+    ("GET", "/v1/playlists/new.xml", "playlist-new", "format suffix", "format-suffix-beats-a-param"),
+    ("GET", "/x/y/z.html", "deep", "format suffix", "format-suffix-reaches-a-deeper-prefix"),
+    ("POST", "/V1/Devices/5/Reboot.json", "reboot", "format suffix", "format-suffix-and-case"),
 ]
 
 
@@ -292,6 +298,9 @@ UNSHADOWED = [
     ("GET", "/x/Y", "shallow", "case-below-the-deepest-prefix"),
     ("GET", "/Anything", "root", "catch-all-nothing-more-specific"),
     ("GET", "/a/Z/c", "a-x-c", "param-takes-any-case"),
+    ("GET", "/v1/playlists/7.json", "playlist-one", "format-suffix-on-a-param"),
+    ("GET", "/x/app.js", "shallow", "dot-with-nothing-behind-it"),
+    ("GET", "/.well-known", "root", "leading-dot"),
 ]
 
 
