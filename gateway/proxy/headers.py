@@ -182,3 +182,27 @@ def downstream_response(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
             continue
         out.add(name, value)
     return out
+
+
+_HOP_BY_HOP_RAW = frozenset(h.encode() for h in HOP_BY_HOP) | {b"content-length"}
+SERVER = "scopegate"  # what responses the gateway makes itself say; never a version
+
+
+def downstream_raw(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
+    """An upstream's response headers (as parsed, bytes) minus hop-by-hop and Connection-named
+    ones, in one pass; the framing is the gateway's own."""
+    out: CIMultiDict[str] = CIMultiDict()
+    named: set[bytes] | None = None
+    for name, value in raw:
+        lname = name.lower()
+        if lname in _HOP_BY_HOP_RAW:
+            if lname == b"connection":
+                named = named or set()
+                named.update(tok.strip() for tok in value.lower().split(b","))
+            continue
+        out.add(name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+    if named:
+        for lname in named:
+            if lname:
+                out.popall(lname.decode("latin-1"), None)
+    return out

@@ -111,8 +111,8 @@ async def _proxy(
         rid=rid,
         keep_authorization=principal.kind == "jwt",
     )
-    url = rt.upstreams.url(d.route.upstream, d.path.raw, d.path.query)
     if request.headers.get("Upgrade", "").lower() == "websocket":
+        url = rt.upstreams.url(d.route.upstream, d.path.raw, d.path.query)
         credential = request.headers.get("Authorization", "").partition(" ")[2].strip()
         return await proxy_websocket(
             request,
@@ -122,8 +122,9 @@ async def _proxy(
             headers,
             lambda: _still_valid(rt, principal, credential),
         )
+    target = rt.upstreams.target(d.route.upstream, d.path.raw, d.path.query)
     return await forward(
-        request, rt.upstreams, d.route.upstream, url, headers, rt.cfg.limits.max_body, timings
+        request, rt.upstreams, d.route.upstream, target, headers, rt.cfg.limits.max_body, timings
     )
 
 
