@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import os
 import re
-import uuid
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -44,9 +45,19 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+# A request id is 32 hex digits like a uuid4's, without a syscall per request: 64 random bits
+# drawn once per process, then a counter. Ids are for correlation, never secrets.
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
 def request_id(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str:
-    given = headers.get("X-Request-Id", "")
-    return given if _REQUEST_ID_RE.match(given) else uuid.uuid4().hex
+    given = headers.get("X-Request-Id")
+    return given if given is not None and _REQUEST_ID_RE.match(given) else new_request_id()
 
 
 def connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
