@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,11 +11,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..auth.principal import Principal
-from ..errors import GatewayError, InvalidToken, StoreUnavailable
+from ..errors import GatewayError, InternalError, InvalidToken, StoreUnavailable
 from ..observe import escape, log_request
 from ..pipeline import Decision, RouteRefused
 from ..proxy.forward import forward
-from ..proxy.headers import request_id
+from ..proxy.headers import SERVER, request_id
 from ..proxy.websocket import proxy_websocket
 from .errors import error_response
 from .management import management
@@ -22,6 +23,7 @@ from .peer import client_of, peer_of
 from .runtime import Runtime
 
 RUNTIME = web.AppKey("runtime", Runtime)
+LOG = logging.getLogger("scopegate")
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -72,7 +74,7 @@ async def _handle(rt: Runtime, request: web.Request) -> web.StreamResponse:
             if d.principal.token_id and decision == "allow" and response.status < 500:
                 rt.validator.note_used(d.principal.token_id)
     except RouteRefused as exc:
-        fields["route"], fields["class"] = exc.route.id, exc.route.cls.value
+        fields.update(exc.log_fields())
         reason = exc.code
         response = error_response(exc, rid, close="Upgrade" in request.headers)
     except GatewayError as exc:
@@ -80,8 +82,16 @@ async def _handle(rt: Runtime, request: web.Request) -> web.StreamResponse:
         if exc.code in ("upstream_unavailable", "upstream_timeout"):
             rt.metrics.upstream_errors.labels(fields.get("upstream", ""), exc.code).inc()
         response = error_response(exc, rid, close="Upgrade" in request.headers)
+    except Exception:
+        # The last resort: a bug of ours is a JSON 500, logged with its traceback and counted,
+        # never aiohttp's plain-text page.
+        LOG.exception("unexpected failure handling request %s", rid)
+        decision, reason = "deny", "internal_error"
+        response = error_response(InternalError("the gateway failed"), rid, close=True)
     total = time.perf_counter() - started
     status = response.status
+    if not response.prepared and "Server" not in response.headers:
+        response.headers["Server"] = SERVER
     if "upstream_error" in timings:
         rt.metrics.upstream_errors.labels(fields.get("upstream", ""), "reset").inc()
     if "upstream_ms" in timings:

@@ -7,6 +7,7 @@ import json
 from aiohttp import web
 
 from ..errors import GatewayError
+from ..proxy.headers import SERVER
 
 
 def error_response(err: GatewayError, rid: str, *, close: bool = False) -> web.Response:
@@ -15,7 +16,7 @@ def error_response(err: GatewayError, rid: str, *, close: bool = False) -> web.R
         status=err.status,
         text=body,
         content_type="application/json",
-        headers={**err.headers(), "X-Request-Id": rid},
+        headers={**err.headers(), "X-Request-Id": rid, "Server": SERVER},
     )
     if close:
         response.force_close()

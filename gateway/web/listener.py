@@ -18,6 +18,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
 from ..errors import BadPath, BadRequest
+from ..proxy.headers import SERVER
 from .errors import error_response
 
 HEAD_END = b"\r\n\r\n"
@@ -117,7 +118,9 @@ class _JsonErrorHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         if not isinstance(exc, HttpProcessingError) or status >= 500:
-            return super().handle_error(request, status, exc, message)
+            fallback = super().handle_error(request, status, exc, message)
+            fallback.headers["Server"] = SERVER
+            return fallback
         err: BadPath | BadRequest = (
             BadPath("malformed request target")
             if isinstance(exc, InvalidURLError)
