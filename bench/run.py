@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 import setup as S
-from common import free_port, need_wrk, start
+from common import free_port, need_wrk, start, wait_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MB = 2**20
@@ -160,10 +160,10 @@ def main() -> None:
             [py, os.path.join(HERE, "passthrough.py"), str(port["pass"]), upstream], port["pass"]
         )
         procs["stub"] = start([py, os.path.join(HERE, "stub_auth.py"), str(port["stub"])], port["stub"])
-        for name, cfg in (("gw", main_cfg), ("rs", rs_cfg), ("big", big_cfg)):
-            procs[name] = start([*serve, cfg], port[name], env=env)
-        for n, name in ((10, "r10"), (1000, "r1k"), (10000, "r10k")):
-            procs[name] = start([*serve, route_cfgs[n]], port[name], env=env)
+        configs = {"gw": main_cfg, "rs": rs_cfg, "big": big_cfg, "r10": route_cfgs[10],
+                   "r1k": route_cfgs[1000], "r10k": route_cfgs[10000]}  # fmt: skip
+        for name, cfg in configs.items():
+            procs[name] = serve_gateway([*serve, cfg], port[name], env, os.path.join(folder, f"{name}.log"))
         for name, conf in (
             ("nginx", S.nginx_proxy(os.path.join(folder, "ngx"), port["ngx"], port["up"])),
             ("nginx_stub", S.nginx_forward_auth(os.path.join(folder, "nstub"), port["ngx_stub"],
@@ -196,6 +196,20 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
     print_table(cases, rss, seconds, rounds, args.connections, store_size)
     subprocess.run([py, os.path.join(HERE, "decision.py")], check=True, env=env)
+
+
+def serve_gateway(cmd: list[str], port: int, env: dict[str, str], log: str) -> subprocess.Popen[bytes]:
+    """`scopegate serve`, its decision lines written to a file as a deployment writes them
+    somewhere; the start of that file shown if it does not come up."""
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=sink, env=env)
+    try:
+        wait_port(port, 60)
+    except RuntimeError:
+        proc.kill()
+        with open(log, errors="replace") as fh:
+            sys.exit(f"bench: {' '.join(cmd)} did not start:\n{fh.read(2000)}")
+    return proc
 
 
 def build_cases(

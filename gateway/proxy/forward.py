@@ -139,13 +139,29 @@ async def forward(
 async def _exchange(
     request: web.Request, conn: Connection, head: bytes, chunked: bool, max_body: int
 ) -> Message:
+    sending: asyncio.Future[None] | None = None
+    answer: asyncio.Future[Message] | None = None
     try:
         conn.send_head(head, head_request=request.method == "HEAD")
-        if request.body_exists:
-            await _send_body(request, conn, chunked, max_body)
-        conn.request_sent()
-        return await conn.head()
+        if not request.body_exists:
+            conn.request_sent()
+            return await conn.head()
+        # The body goes up while we listen: an upstream may answer (413, 401 ...) before it has
+        # all of it, and a stalled client must not keep that answer from being passed on.
+        sending = asyncio.ensure_future(_send_body(request, conn, chunked, max_body))
+        answer = asyncio.ensure_future(conn.head())
+        await asyncio.wait((sending, answer), return_when=asyncio.FIRST_COMPLETED)
+        if sending.done():
+            sending.result()  # a body over max_body raises here
+            conn.request_sent()
+            return await answer
+        sending.cancel()
+        conn.reusable = False  # the rest of the body was never sent: this connection is done
+        return answer.result()
     except BaseException:
+        for task in (sending, answer):
+            if task is not None and not task.done():
+                task.cancel()
         conn.abort()
         raise
 
@@ -157,12 +173,8 @@ async def _send_body(request: web.Request, conn: Connection, chunked: bool, max_
         seen += len(chunk)
         if seen > max_body:
             raise BodyTooLarge(f"request body over {max_body} bytes")
-        msg = conn.msg
-        if conn.closed or (msg is not None and msg.head_done):
-            # The upstream answered (or hung up) before the body was complete: stop sending;
-            # neither connection can carry another request.
-            conn.reusable = False
-            return
+        if conn.closed:
+            return  # the upstream hung up: its answer, or the failure, is what counts
         if chunked:
             conn.writelines([b"%x\r\n" % len(chunk), chunk, _CRLF])
         else:
