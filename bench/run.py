@@ -12,7 +12,8 @@ processes (one worker each): the main one (HS256 JWTs), one verifying RS256, sur
 store lookup), and nginx `auth_request` asking scopegate's /auth/verify. wrk (`-t1 -c32`) runs
 every case once per round, rounds interleaved, so machine noise hits all alike. Prints one row
 per case: the median req/s (or MB/s for body cases), its ratio to its reference, p50 and p99
-latency, and the peak RSS of the process under test. Then the decision micro-benchmark.
+latency, the peak RSS of the process under test and its CPU time per request (a steadier guide
+than req/s on a busy machine). Then the decision micro-benchmark.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Case:
     body: int = 0  # bytes per request moved (request or response body): reported as MB/s
     refusal: bool = False  # non-2xx answers expected
     rps: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # CPU time of `proc` per request
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
 
@@ -73,6 +75,13 @@ def _latency(out: str, pct: str) -> float:
     if m is None:
         return float("nan")
     return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -136,9 +145,12 @@ def main() -> None:
     agency = S.mint(main_cfg, "--name", "agent", "--scope", "agency", "--target", "playlist:7")
     hs_jwt = S.sign(secret, "HS256")
     rs_block, rs_jwt = S.rs256(os.path.join(folder, "rs"))
-    rs_cfg = S.gateway(os.path.join(folder, "rs"), port["rs"], upstream, S.ROUTES, rs_block)
+    shared = os.path.join(folder, "gw", "tokens.db")  # one store: the token works everywhere
+    rs_cfg = S.gateway(os.path.join(folder, "rs"), port["rs"], upstream, S.ROUTES, rs_block, store=shared)
     route_cfgs = {
-        n: S.gateway(os.path.join(folder, name), port[name], upstream, S.many_routes(n), S.hs256(secret))
+        n: S.gateway(
+            os.path.join(folder, name), port[name], upstream, S.many_routes(n), S.hs256(secret), store=shared
+        )
         for n, name in ((10, "r10"), (1000, "r1k"), (10000, "r10k"))
     }
     big_cfg = S.gateway(
@@ -183,7 +195,10 @@ def main() -> None:
             wrk(case, 1, args.connections)
         for _ in range(rounds):
             for case in cases:
+                pid = procs[case.proc].pid
+                before = cpu_seconds(pid)
                 rps, p50, p99 = wrk(case, seconds, args.connections)
+                case.cpu_us.append((cpu_seconds(pid) - before) / max(rps * seconds, 1) * 1e6)
                 case.rps.append(rps)
                 case.p50.append(p50)
                 case.p99.append(p99)
@@ -261,17 +276,17 @@ def print_table(cases: list[Case], rss: dict[str, float], seconds: int, rounds: 
         return value * c.body / MB if c.body else value
 
     print(f"\nwrk -t1 -c{conns}, {seconds} s x {rounds} interleaved round(s), medians, {store:,} tokens")
-    print(f"| {'case':<14} | {'req/s':>9} | {'MB/s':>7} | {'ratio':>5} | {'to':<12} | {'p50 ms':>7} | "
-          f"{'p99 ms':>7} | {'peak RSS MB':>11} |")  # fmt: skip
-    print(f"|{'-' * 16}|{'-' * 11}|{'-' * 9}|{'-' * 7}|{'-' * 14}|{'-' * 9}|{'-' * 9}|{'-' * 13}|")
+    print(f"| {'case':<14} | {'req/s':>9} | {'MB/s':>7} | {'ratio':>5} | {'to':<14} | {'p50 ms':>7} | "
+          f"{'p99 ms':>7} | {'peak RSS MB':>11} | {'CPU us/req':>10} |")  # fmt: skip
+    print(f"|{'-' * 16}|{'-' * 11}|{'-' * 9}|{'-' * 7}|{'-' * 16}|{'-' * 9}|{'-' * 9}|{'-' * 13}|{'-' * 12}|")
     for c in cases:
         ref = by_name.get(c.ref or "")
         ratio = f"{rate(c) / rate(ref):.2f}" if ref else "1.00"
         mbs = f"{rate(c):.1f}" if c.body else ""
-        rps, p50, p99 = (statistics.median(v) for v in (c.rps, c.p50, c.p99))
+        rps, p50, p99, cpu = (statistics.median(v) for v in (c.rps, c.p50, c.p99, c.cpu_us))
         print(
-            f"| {c.name:<14} | {rps:>9.0f} | {mbs:>7} | {ratio:>5} | {c.ref or '':<12} | "
-            f"{p50:>7.2f} | {p99:>7.2f} | {rss.get(c.proc, 0):>11.1f} |"
+            f"| {c.name:<14} | {rps:>9.0f} | {mbs:>7} | {ratio:>5} | {c.ref or '':<14} | "
+            f"{p50:>7.2f} | {p99:>7.2f} | {rss.get(c.proc, 0):>11.1f} | {cpu:>10.0f} |"
         )
 
 

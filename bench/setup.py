@@ -48,7 +48,9 @@ def many_routes(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def gateway(folder: str, port: int, upstream: str, routes: str, jwt_block: str, extra: str = "") -> str:
+def gateway(
+    folder: str, port: int, upstream: str, routes: str, jwt_block: str, extra: str = "", store: str = ""
+) -> str:
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "routes.yaml"), "w") as fh:
         fh.write(routes)
@@ -58,7 +60,7 @@ def gateway(folder: str, port: int, upstream: str, routes: str, jwt_block: str, 
 admin: false
 surface: routes.yaml
 upstreams: {{default: "{upstream}"}}
-store: sqlite:///tokens.db
+store: sqlite:///{store or "tokens.db"}
 jwt: {jwt_block}
 {extra}""")
     return config
