@@ -87,6 +87,7 @@ class Connection(asyncio.Protocol):
         self.transport: Any = None
         self.parser = httptools.HttpResponseParser(self)
         self.msg: Message | None = None
+        self._parsing: Message = Message()  # what the parser callbacks fill: `msg`, or a discard
         self.exc: UpstreamError | None = None
         self.closed = False
         self.answered = False  # a response byte arrived for the current request
@@ -154,19 +155,25 @@ class Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         msg = self.msg
         assert msg is not None
+        if msg.complete:
+            # SECURITY: a second answer to one request (response splitting, a desynchronised
+            # upstream) never reaches the client: it is parsed into a discard, and the
+            # connection is not reused.
+            self.reusable = False
+            self._parsing = Message()
+            return
         msg.headers = []
 
     def on_status(self, reason: bytes) -> None:
-        assert self.msg is not None
-        self.msg.reason += reason
+        self._parsing.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self.msg is not None
-        self.msg.headers.append((name, value))
+        self._parsing.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        msg = self.msg
-        assert msg is not None
+        msg = self._parsing
+        if msg is not self.msg:
+            return
         status = self.parser.get_status_code()
         if status < 200:
             # 1xx interim answers (100 Continue, 103 Early Hints) are absorbed; 101 is an
@@ -194,9 +201,8 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
-        msg = self.msg
-        assert msg is not None
-        if msg.complete:
+        msg = self._parsing
+        if msg is not self.msg or msg.complete:
             self.reusable = False  # a body after a HEAD answer: desynchronised
             return
         msg.chunks.append(body)
@@ -207,8 +213,9 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
-        msg = self.msg
-        assert msg is not None
+        msg = self._parsing
+        if msg is not self.msg:
+            return
         if msg.interim:
             msg.interim = False
             return
@@ -223,7 +230,7 @@ class Connection(asyncio.Protocol):
         if not self._fresh_parser:
             self.parser = httptools.HttpResponseParser(self)
             self._fresh_parser = True
-        self.msg = Message()
+        self.msg = self._parsing = Message()
         self.exc = None
         self.answered = False
         self.head_request = head_request

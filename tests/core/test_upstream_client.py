@@ -380,6 +380,19 @@ async def test_hop_by_hop_and_connection_named_response_headers_removed(
         assert "Content-Length" not in resp.headers or "Transfer-Encoding" not in resp.headers
 
 
+async def test_a_second_answer_to_one_request_is_never_passed_on(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    split = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!"
+    async with raw_upstream(fixed(split)) as up:
+        gw = await make_gateway(ALL, upstream_url=f"http://127.0.0.1:{up.port}")
+        for _ in range(2):
+            resp = await gw.client.get("/split")
+            assert await resp.read() == b"ok"
+        # The desynchronised connection was dropped, not reused for the second request.
+        assert up.connections == 2
+
+
 async def test_request_head_written_once_with_the_upstream_host(
     make_gateway: MakeGateway, upstream: Upstream
 ) -> None:
