@@ -22,7 +22,7 @@ import httptools
 
 from ..config import Upstream
 
-HIGH_WATER = 256 * 1024  # body bytes buffered before the upstream socket stops being read
+HIGH_WATER = 128 * 1024  # body bytes buffered before the upstream socket stops being read
 MAX_IDLE = 100  # idle keep-alive connections kept per upstream
 # Seconds an idle connection is reused for: below the 5 s keep-alive of Node and friends, so
 # a POST rarely meets an upstream that is closing the connection under it.
