@@ -566,3 +566,15 @@ async def test_slow_client_reading_50mb_keeps_gateway_memory_flat(tmp_path: Path
         grown = _hwm(gw.pid) - baseline
         writer.close()
     assert grown < 16 * mib, grown
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+async def test_serve_on_either_event_loop(tmp_path: Path, upstream: Upstream, loop: str) -> None:
+    from tests.core.test_blackbox import running_gateway
+
+    config = write_config(tmp_path, upstream.url, ALL)
+    async with running_gateway(config, "--loop", loop) as gw, aiohttp.ClientSession() as session:
+        for _ in range(2):  # the second one on a kept-alive upstream connection
+            async with session.post(gw.url + "/echo", data=b"x" * 100_000) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["body_len"] == 100_000
