@@ -235,6 +235,8 @@ class Connection(asyncio.Protocol):
         self.answered = False
         self.head_request = head_request
         self.transport.write(head)
+        # The read timeout runs from here: a client trickling a body is bounded by it too.
+        self.request_sent()
 
     def write(self, data: bytes) -> None:
         if not self.closed:
@@ -251,7 +253,7 @@ class Connection(asyncio.Protocol):
             await self._drain
 
     def request_sent(self) -> None:
-        """The whole request is out: from now on the upstream has `timeout` seconds per read."""
+        """The request (head, then whole body) is out: the upstream has `timeout` seconds per read."""
         self._reading = True
         self._deadline = self.loop.time() + self.pool.read_timeout
         if self._timer is None:

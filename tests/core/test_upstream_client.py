@@ -578,3 +578,22 @@ async def test_serve_on_either_event_loop(tmp_path: Path, upstream: Upstream, lo
             async with session.post(gw.url + "/echo", data=b"x" * 100_000) as resp:
                 assert resp.status == 200
                 assert (await resp.json())["body_len"] == 100_000
+
+
+async def test_a_trickled_request_body_is_bounded_by_the_upstream_timeout(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    async def respond(_head: bytes, _conn: int, _index: int) -> bytes | None:
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async with raw_upstream(respond) as up:
+        gw = await make_gateway(ALL, upstream_url=f"http://127.0.0.1:{up.port}")  # timeout: 2
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.client.port)
+        writer.write(b"POST /slow-body HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
+        await writer.drain()
+        started = asyncio.get_running_loop().time()
+        answer = await asyncio.wait_for(reader.read(4096), 15)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 504"), answer
+        assert b"upstream_timeout" in answer
+        assert 1.5 <= asyncio.get_running_loop().time() - started < 10
