@@ -1,9 +1,10 @@
-"""Helpers the benchmarks share: free ports, waiting for a listener, processes, wrk."""
+"""Helpers the benchmarks share: free ports, waiting for a listener, processes, wrk, medians."""
 
 from __future__ import annotations
 
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -37,3 +38,14 @@ def need_wrk() -> str:
     if wrk is None:
         sys.exit("bench: wrk not found (Debian: apt-get install wrk)")
     return wrk
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(timeout=30)

@@ -6,13 +6,15 @@ import ipaddress
 import os
 import re
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from yarl import URL
 
 from .errors import ConfigError, Problem
+from .tokens.url import check_store_url
+from .web.tls import TlsFiles, read_tls
 from .yamlsrc import LList, LMap, line_of, load_yaml
 
 DEFAULT_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
@@ -24,6 +26,8 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_]{1,16}$")
+# RFC 6265 cookie-name characters (a token), e.g. `session` or `__Host-jwt`.
+_COOKIE_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
 
 
 def parse_duration(value: object) -> float | None:
@@ -55,6 +59,7 @@ def parse_size(value: object) -> int | None:
 class Listen:
     host: str
     port: int
+    tls: TlsFiles | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class Limits:
     max_credential: int = 4096
     header_timeout: float = 10.0
     failed_auth_per_minute: int = 0
+    form_inspect: int = 64 * 2**10  # urlencoded bodies are read whole up to this to find `_method`
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,16 @@ class JwtConfig:
     roles: Mapping[str, frozenset[str]] | None = None
     jwks_cache: float = 300.0
     jwks_refetch_interval: float = 10.0
+    max_lifetime: float | None = None
+    jwks_max_stale: float = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class UiConfig:
+    """`management.ui`: the self-service token page at `<mount>/ui/` (false turns it off)."""
+
+    enabled: bool = True
+    cookie: str | None = None  # the cookie holding the signed-in user's JWT, if any
 
 
 @dataclass(frozen=True)
@@ -129,6 +145,7 @@ class Config:
     jwt: JwtConfig | None = None
     workspace_header: str = "X-Workspace-Id"
     management_mount: str = "/auth"
+    ui: UiConfig = UiConfig()
     log: LogConfig = LogConfig()
     drain_timeout: float = 30.0
     jwt_line: int = 0  # where `jwt:` stands, for problems found when its keys are loaded
@@ -216,11 +233,17 @@ def _pos_size(v: Any) -> int | None:
     return s if s is not None and s > 0 else None
 
 
-def _listen(r: Reader, node: Any, where: str, default: Listen, line: int = 0) -> Listen:
-    m = r.mapping(node, where, {"host", "port"}, line)
+def _listen(
+    r: Reader, node: Any, where: str, default: Listen, line: int = 0, tls_base: str | None = None
+) -> Listen:
+    m = r.mapping(node, where, {"host", "port"} | ({"tls"} if tls_base is not None else set()), line)
+    tls = None
+    if tls_base is not None and m.get("tls") is not None:
+        tls = read_tls(m["tls"], tls_base, line_of(m, "tls", line), r.error)
     return Listen(
         r.get(m, "host", where, _str, default.host, "a host name or address"),
         r.get(m, "port", where, _port, default.port, "a port number 0-65535"),
+        tls,
     )
 
 
@@ -318,13 +341,15 @@ def _trusted(r: Reader, node: LMap) -> tuple[Any, ...]:
 
 def _limits(r: Reader, node: Any, line: int = 0) -> Limits:
     w = "limits"
-    m = r.mapping(node, w, {"max_body", "max_credential", "header_timeout", "failed_auth_per_minute"}, line)
+    keys = {"max_body", "max_credential", "header_timeout", "failed_auth_per_minute", "form_inspect"}
+    m = r.mapping(node, w, keys, line)
     d = Limits()
     return Limits(
         r.get(m, "max_body", w, _pos_size, d.max_body, "a size such as 10MiB"),
         r.get(m, "max_credential", w, _pos_size, d.max_credential, "a positive number of bytes"),
         r.get(m, "header_timeout", w, _pos_duration, d.header_timeout, "a positive number of seconds"),
         r.get(m, "failed_auth_per_minute", w, _nonneg_int, d.failed_auth_per_minute, "an integer >= 0"),
+        r.get(m, "form_inspect", w, _pos_size, d.form_inspect, "a size such as 64KiB"),
     )
 
 
@@ -386,6 +411,8 @@ def _jwt(r: Reader, node: Any, base_dir: str) -> JwtConfig:
         "roles",
         "jwks_cache",
         "jwks_refetch_interval",
+        "max_lifetime",
+        "jwks_max_stale",
     }
     m = r.mapping(node, w, keys)
     algs_node = m.get("algorithms", LList(["RS256"]))
@@ -462,18 +489,51 @@ def _jwt(r: Reader, node: Any, base_dir: str) -> JwtConfig:
         roles,
         r.get(m, "jwks_cache", w, _pos_duration, 300.0, "a positive duration"),
         r.get(m, "jwks_refetch_interval", w, _pos_duration, 10.0, "a positive duration"),
+        _max_lifetime(r, m),
+        r.get(m, "jwks_max_stale", w, _pos_duration, 24 * 3600.0, "a positive duration such as 24h"),
     )
+
+
+def _max_lifetime(r: Reader, m: LMap) -> float | None:
+    """`jwt.max_lifetime`: a positive duration, or null/`off` (the default) for no bound."""
+    value = m.get("max_lifetime")
+    if value is None or value is False or value == "off":
+        return None
+    return r.get(m, "max_lifetime", "jwt", _pos_duration, None, "a positive duration such as 30d, or null")
+
+
+def _ui(r: Reader, management: LMap) -> UiConfig:
+    value = management.get("ui")
+    if value is None or value is True:
+        return UiConfig()
+    if value is False:
+        return UiConfig(enabled=False)
+    line = line_of(management, "ui", management.line)
+    if not isinstance(value, LMap):
+        r.error(
+            line,
+            f"management.ui: expected true, false or a mapping such as {{cookie: session}}, got {value!r}",
+        )
+        return UiConfig()
+    m = r.mapping(value, "management.ui", {"cookie"}, line)
+    cookie = r.get(
+        m,
+        "cookie",
+        "management.ui",
+        lambda v: v if isinstance(v, str) and _COOKIE_RE.match(v) else None,
+        None,
+        "a cookie name (letters, digits and !#$%&'*+.^_`|~-)",
+    )
+    return UiConfig(cookie=cookie)
 
 
 def _store(r: Reader, node: LMap) -> str:
     value = node.get("store", "sqlite:///scopegate.db")
-    if not isinstance(value, str) or not (value.startswith("sqlite:///") and len(value) > len("sqlite:///")):
-        if isinstance(value, str) and value.startswith(("postgresql://", "postgres://")):
-            r.error(line_of(node, "store"), "store: the PostgreSQL store is not available in this version")
-        else:
-            r.error(line_of(node, "store"), f"store: expected sqlite:///path.db, got {value!r}")
+    problem = check_store_url(value) if isinstance(value, str) else f"expected a URL, got {value!r}"
+    if problem is not None:
+        r.error(line_of(node, "store"), f"store: {problem}")
         return "sqlite:///scopegate.db"
-    return value
+    return str(value)
 
 
 TOP_KEYS = {
@@ -494,19 +554,35 @@ TOP_KEYS = {
 }
 
 
-def load_config(path: str) -> Config:
-    """Read and validate config.yaml. Raises ConfigError listing every problem found."""
+# What the token commands read: `token list` and `token revoke` touch only the store; `token
+# create` also checks scopes against the catalogue, which the surface files name.
+STORE_SECTIONS = frozenset({"store", "tokens"})
+MINT_SECTIONS = STORE_SECTIONS | {"surface", "upstreams", "management"}
+
+
+def load_config(path: str, sections: Collection[str] | None = None) -> Config:
+    """Read and validate config.yaml. Raises ConfigError listing every problem found.
+
+    With `sections`, only those top-level sections are read and validated (the others keep
+    their defaults, `jwt` none): a command that needs the store never fails on a JWT secret it
+    does not use. Unknown top-level keys are errors either way. `serve` and `check` read all.
+    """
     raw = load_yaml(path)
     r = Reader(path)
     if raw is None:
         raw = LMap()
     top = r.mapping(raw, "config", TOP_KEYS, 1)
+    if sections is not None:
+        kept = LMap((k, v) for k, v in top.items() if k in sections)
+        kept.line, kept.lines = top.line, top.lines
+        top = kept
     base_dir = os.path.dirname(os.path.abspath(path))
 
     surface = top.get("surface")
     files: list[str] = []
     if surface is None:
-        r.error(top.line or 1, "surface: missing; name a surface file or a list of them")
+        if sections is None or "surface" in sections:
+            r.error(top.line or 1, "surface: missing; name a surface file or a list of them")
     elif isinstance(surface, str):
         files = [surface]
     elif isinstance(surface, list) and surface and all(isinstance(s, str) for s in surface):
@@ -525,7 +601,9 @@ def load_config(path: str) -> Config:
         "X-Workspace-Id",
         "a header name",
     )
-    management = r.mapping(top.get("management", LMap()), "management", {"mount"}, line_of(top, "management"))
+    management = r.mapping(
+        top.get("management", LMap()), "management", {"mount", "ui"}, line_of(top, "management")
+    )
     mount = r.get(
         management,
         "mount",
@@ -560,7 +638,7 @@ def load_config(path: str) -> Config:
     cfg = Config(
         path=path,
         listen=_listen(
-            r, top.get("listen", LMap()), "listen", Listen("0.0.0.0", 8080), line_of(top, "listen")
+            r, top.get("listen", LMap()), "listen", Listen("0.0.0.0", 8080), line_of(top, "listen"), base_dir
         ),
         admin=admin,
         methods=_methods(r, top),
@@ -573,6 +651,7 @@ def load_config(path: str) -> Config:
         jwt=_jwt(r, top["jwt"], base_dir) if top.get("jwt") is not None else None,
         workspace_header=ws_header,
         management_mount=mount,
+        ui=_ui(r, management),
         log=log_cfg,
         drain_timeout=r.get(top, "drain_timeout", "config", _pos_duration, 30.0, "a positive duration"),
         jwt_line=line_of(top, "jwt") if "jwt" in top else 0,

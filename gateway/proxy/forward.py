@@ -21,6 +21,7 @@ from yarl import URL
 
 from ..config import Upstream
 from ..errors import BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
+from .formscan import FormScan
 from .headers import SERVER, downstream_raw
 from .pool import Connection, Message, Pool, UpstreamError, UpstreamReadTimeout
 
@@ -107,6 +108,7 @@ async def forward(
     headers: CIMultiDict[str],
     max_body: int,
     timings: dict[str, float],
+    scan: FormScan | None = None,
 ) -> web.StreamResponse:
     declared = request.content_length
     if declared is not None and declared > max_body:
@@ -122,13 +124,13 @@ async def forward(
     async with upstream_errors(name):
         conn, reused = await pool.acquire()
         try:
-            msg = await _exchange(request, conn, head, has_body and declared is None, max_body)
+            msg = await _exchange(request, conn, head, has_body and declared is None, max_body, scan)
         except UpstreamError as exc:
             if not (reused and not exc.answered and not has_body and method in IDEMPOTENT):
                 raise
             # A kept-alive connection the upstream closed as we sent: once more, on a new one.
             conn = await pool.connect()
-            msg = await _exchange(request, conn, head, False, max_body)
+            msg = await _exchange(request, conn, head, False, max_body, None)
     timings["upstream_ms"] = (time.perf_counter() - started) * 1000
     try:
         return await _respond(request, conn, msg, headers["X-Request-Id"], timings)
@@ -137,7 +139,12 @@ async def forward(
 
 
 async def _exchange(
-    request: web.Request, conn: Connection, head: bytes, chunked: bool, max_body: int
+    request: web.Request,
+    conn: Connection,
+    head: bytes,
+    chunked: bool,
+    max_body: int,
+    scan: FormScan | None,
 ) -> Message:
     sending: asyncio.Future[None] | None = None
     answer: asyncio.Future[Message] | None = None
@@ -148,11 +155,13 @@ async def _exchange(
             return await conn.head()
         # The body goes up while we listen: an upstream may answer (413, 401 ...) before it has
         # all of it, and a stalled client must not keep that answer from being passed on.
-        sending = asyncio.ensure_future(_send_body(request, conn, chunked, max_body))
+        sending = asyncio.ensure_future(_send_body(request, conn, chunked, max_body, scan))
         answer = asyncio.ensure_future(conn.head())
         await asyncio.wait((sending, answer), return_when=asyncio.FIRST_COMPLETED)
         if sending.done():
-            sending.result()  # a body over max_body raises here
+            # A body over max_body, or a form naming `_method`, raises here; the connection is
+            # aborted below, so the upstream never has a complete request.
+            sending.result()
             conn.request_sent()
             return await answer
         sending.cancel()
@@ -166,22 +175,37 @@ async def _exchange(
         raise
 
 
-async def _send_body(request: web.Request, conn: Connection, chunked: bool, max_body: int) -> None:
+async def _send_body(
+    request: web.Request, conn: Connection, chunked: bool, max_body: int, scan: FormScan | None
+) -> None:
     seen = 0
     async for chunk in request.content.iter_any():
         # Every request-body chunk passes here, once.
         seen += len(chunk)
         if seen > max_body:
             raise BodyTooLarge(f"request body over {max_body} bytes")
+        if scan is not None:
+            # SECURITY: a form scanner holds back what it has not judged; its refusal (raised
+            # here) aborts the upstream connection before the upstream has a complete body.
+            chunk = scan.feed(chunk)
+            if not chunk:
+                continue  # an empty chunk would end a chunked body
         if conn.closed:
             return  # the upstream hung up: its answer, or the failure, is what counts
-        if chunked:
-            conn.writelines([b"%x\r\n" % len(chunk), chunk, _CRLF])
-        else:
-            conn.write(chunk)
+        _write(conn, chunk, chunked)
+        await conn.drain()
+    if scan is not None and (rest := scan.end()) and not conn.closed:
+        _write(conn, rest, chunked)
         await conn.drain()
     if chunked:
         conn.write(_LAST_CHUNK)
+
+
+def _write(conn: Connection, chunk: bytes, chunked: bool) -> None:
+    if chunked:
+        conn.writelines([b"%x\r\n" % len(chunk), chunk, _CRLF])
+    else:
+        conn.write(chunk)
 
 
 async def _respond(

@@ -54,7 +54,7 @@ def iso(ts: float | None) -> str | None:
 
 def record_json(record: TokenRecord, secret: str | None = None) -> dict[str, Any]:
     """The contract's token object; `token` (the secret) only at creation."""
-    out: dict[str, Any] = {"id": record.id, "name": record.name}
+    out: dict[str, Any] = {"id": record.id, "name": record.name, "display_prefix": record.display_prefix}
     if secret is not None:
         out["token"] = secret
     out.update(

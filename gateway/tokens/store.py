@@ -1,4 +1,4 @@
-"""The token store interface. SQLite (aiosqlite) implements it today; PostgreSQL will follow.
+"""The token store interface: SQLite (aiosqlite, sqlite.py) and PostgreSQL (asyncpg, postgres.py).
 
 Every method raises `errors.StoreUnavailable` when the backing store cannot be reached or read,
 so callers fail closed without knowing which store they talk to.
@@ -7,8 +7,9 @@ so callers fail closed without knowing which store they talk to.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 Status = Literal["active", "revoked", "all"]
 
@@ -37,7 +38,8 @@ class TokenStore(Protocol):
     async def close(self) -> None: ...
 
     async def ping(self) -> None:
-        """Raise StoreUnavailable unless the store answers."""
+        """Raise StoreUnavailable unless the store answers a real read of the tokens table
+        (what /readyz means); never answered from a cache or a connection's memory."""
 
     async def insert(self, record: TokenRecord, token_hash: bytes) -> None:
         """Persist durably before returning. Raises errors.Conflict when an active token of the
@@ -60,3 +62,16 @@ class TokenStore(Protocol):
 
     async def touch(self, last_used: dict[str, float]) -> None:
         """Batch-write last_used_at for token ids."""
+
+
+@runtime_checkable
+class RevocationPush(Protocol):
+    """A store that also pushes revocations as they commit (PostgreSQL LISTEN/NOTIFY).
+
+    The polled feed stays authoritative; the push only makes a revocation arrive sooner.
+    """
+
+    push_connected: bool
+
+    def subscribe_revocations(self, callback: Callable[[bytes], None]) -> None:
+        """Call `callback(token_hash)` for every revocation committed anywhere on the store."""

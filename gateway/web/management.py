@@ -15,10 +15,10 @@ from ..auth.principal import Principal
 from ..errors import BadRequest, InvalidRequest, MethodNotAllowed, NotFound
 from ..observe import escape
 from ..proxy.headers import identity_headers
-from ..surface.model import RouteClass
 from ..surface.paths import CleanPath
 from ..tokens.service import record_json, require_manager
 from .peer import client_of
+from .ui import authenticate_manager, serve_ui
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -37,10 +37,10 @@ async def management(
     if rest == ("scopes",):
         _only(method, ("GET", "HEAD"))
         return web.json_response({"scopes": rt.catalogue.as_json()})
+    if rest and rest[0] == "ui":
+        return await serve_ui(rt, request, path, rest)
     if rest and rest[0] == "tokens" and len(rest) <= 2:
-        principal = await rt.pipeline.authenticate(
-            RouteClass.PUBLIC, request.headers, client_of(request, rt.cfg.trusted_proxies)
-        )
+        principal = await authenticate_manager(rt, request)
         fields["credential"], fields["token_id"] = principal.kind, principal.token_id
         # SECURITY: who may manage tokens is decided before the body is read.
         require_manager(principal)
@@ -106,9 +106,13 @@ def original_request(headers: CIMultiDictProxy[str]) -> tuple[str, str]:
     methods = {m.upper() for m in given("X-Forwarded-Method", "X-Original-Method")}
     if not uris:
         raise BadRequest("forward-auth needs X-Forwarded-Uri or X-Original-URI")
+    if not methods:
+        # SECURITY: guessing GET would let every write through on a read credential when the
+        # proxy sends only the URI (nginx's own auth_request example does).
+        raise BadRequest("forward-auth needs X-Forwarded-Method or X-Original-Method")
     if len(uris) > 1 or len(methods) > 1:
         raise BadRequest("forward-auth: the X-Forwarded-* and X-Original-* names disagree")
-    return (methods.pop() if methods else "GET"), uris.pop()
+    return methods.pop(), uris.pop()
 
 
 async def verify(rt: Runtime, request: web.Request, rid: str, fields: dict[str, Any]) -> web.StreamResponse:

@@ -14,7 +14,7 @@ from ..auth.jwt import authenticator_for
 from ..auth.principal import Principal
 from ..auth.ratelimit import FailedAuthLimiter
 from ..config import Config
-from ..errors import ConfigError, StoreUnavailable
+from ..errors import ConfigError, StartupError, StoreUnavailable
 from ..observe import Metrics, counter, gauge, log_request
 from ..pipeline import Pipeline
 from ..proxy.forward import Upstreams
@@ -24,7 +24,8 @@ from ..surface.loader import load_surface
 from ..surface.matcher import Matcher
 from ..surface.model import Surface
 from ..tokens.service import TokenService
-from ..tokens.sqlite import SqliteTokenStore
+from ..tokens.store import RevocationPush
+from ..tokens.stores import store_for
 from ..tokens.validator import TokenValidator
 
 LOG = logging.getLogger("scopegate")
@@ -41,9 +42,7 @@ class Runtime:
         self.metrics = Metrics(worker)
         self.headers = HeaderPolicy(cfg.workspace_header, cfg.trusted_proxies)
         self.upstreams = Upstreams(cfg.upstreams)
-        path = cfg.sqlite_path()
-        assert path is not None  # config validation admits only sqlite URLs today
-        self.store = SqliteTokenStore(path)
+        self.store = store_for(cfg.store, cfg.base_dir)
         self.validator = TokenValidator(self.store, cfg.tokens, cfg.tokens.prefix, clock)
         self.jwt = authenticator_for(cfg, clock)
         self.service = TokenService(self.store, self.validator, cfg.tokens, lambda: self.catalogue, clock)
@@ -59,6 +58,8 @@ class Runtime:
         self.draining = False
         self._reopen: asyncio.Task[None] | None = None
         self.metrics.add_source(self._collect)
+        if self.jwt is not None and self.jwt.jwks is not None:
+            self.metrics.add_source(self._collect_jwks)
 
     def _authenticators(self) -> list[Any]:
         async def token(credential: str, workspace: str | None) -> Principal | None:
@@ -84,12 +85,29 @@ class Runtime:
             "Seconds since the revocation feed was last read",
             max(0.0, time.time() - last_poll) if last_poll else 0.0,
         )
+        if isinstance(self.store, RevocationPush):
+            yield gauge(
+                "scopegate_revocation_push_connected",
+                "1 while revocations are pushed (PostgreSQL LISTEN), 0 while only polled",
+                1.0 if self.store.push_connected else 0.0,
+            )
+
+    def _collect_jwks(self) -> Iterator[Any]:
+        assert self.jwt is not None and self.jwt.jwks is not None
+        yield gauge(
+            "scopegate_jwks_age_seconds",
+            "Seconds since the JWKS was last fetched successfully (+Inf before the first fetch)",
+            self.jwt.jwks.age(),
+        )
 
     async def start(self) -> None:
         await self.upstreams.start()
         try:
             await self.store.open()
             self.store_ok = True
+        except StartupError:  # e.g. a schema newer than this code: not something to wait out
+            await self.upstreams.close()
+            raise
         except StoreUnavailable as exc:  # the gateway still serves anonymous and JWT routes
             LOG.error("token store unavailable at start: %s", exc.detail)
             # Keep trying: a volume mounted late or a directory created later needs no restart.
@@ -99,11 +117,17 @@ class Runtime:
             await self.jwt.start()
 
     async def _open_store_when_reachable(self) -> None:
+        refused = False
         while True:
             await asyncio.sleep(self.cfg.tokens.revocation_poll)
             try:
                 await self.store.open()
             except StoreUnavailable:
+                continue
+            except StartupError as exc:  # e.g. a newer schema appeared: say so once, keep refusing
+                if not refused:
+                    LOG.error("token store refused: %s", exc)
+                refused = True
                 continue
             self.store_ok = True
             LOG.info("token store reachable: %s", self.cfg.store)

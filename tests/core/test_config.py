@@ -58,6 +58,7 @@ def test_example_config_loads(tmp_path: Path) -> None:
     assert cfg.sqlite_path() == str(tmp_path / "scopegate.db")
     assert cfg.trusted_proxies == ()
     assert cfg.limits == Limits(max_body=10 * 2**20, max_credential=4096, header_timeout=10.0)
+    assert cfg.limits.form_inspect == 64 * 1024
     assert cfg.tokens == TokensConfig("st_", 60.0, 90 * 86400.0, 365 * 86400.0, 1.0, 5.0)
     assert cfg.jwt is None
     assert cfg.workspace_header == "X-Workspace-Id"
@@ -80,9 +81,14 @@ ERRORS = [
     ("limits:\n  max_bdy: 10\n", [(3, "limits: unknown key 'max_bdy'")], "unknown-limits-key"),
     ("tokens: {prefix: st_, ttl: 5}\n", [(2, "tokens: unknown key 'ttl'")], "unknown-tokens-key"),
     (
-        "listen: {host: 0.0.0.0, port: 80, tls: true}\n",
-        [(2, "listen: unknown key 'tls'")],
+        "listen: {host: 0.0.0.0, port: 80, tsl: true}\n",
+        [(2, "listen: unknown key 'tsl'")],
         "unknown-listen-key",
+    ),
+    (
+        "listen: {host: 0.0.0.0, port: 80, tls: true}\n",
+        [(2, "listen.tls: expected a mapping {cert_file, key_file, client_ca_file?}")],
+        "listen-tls-not-a-mapping",
     ),
     ("log: {level: info, colour: true}\n", [(2, "log: unknown key 'colour'")], "unknown-log-key"),
     (
@@ -183,6 +189,11 @@ ERRORS = [
     ),
     ("limits:\n  max_body: 0\n", [(3, "limits.max_body: expected a size such as 10MiB, got 0")], "size-zero"),
     (
+        "limits:\n  form_inspect: lots\n",
+        [(3, "limits.form_inspect: expected a size such as 64KiB, got 'lots'")],
+        "form-inspect-word",
+    ),
+    (
         "limits:\n  max_body: -5\n",
         [(3, "limits.max_body: expected a size such as 10MiB, got -5")],
         "size-negative",
@@ -247,12 +258,64 @@ ERRORS = [
         [(3, "tokens.default_ttl: longer than tokens.max_ttl")],
         "default-ttl-over-max",
     ),
-    ("store: mysql://db/x\n", [(2, "store: expected sqlite:///path.db, got 'mysql://db/x'")], "store-scheme"),
+    (
+        "store: mysql://db/x\n",
+        [(2, "store: expected sqlite:///path.db or postgresql://user@host:port/db, got 'mysql://db/x'")],
+        "store-scheme",
+    ),
     ("store: 'sqlite:///'\n", [(2, "store: expected sqlite:///path.db, got 'sqlite:///'")], "store-no-path"),
     (
-        "store: postgresql://db/x\n",
-        [(2, "store: the PostgreSQL store is not available in this version")],
-        "store-postgres",
+        "store: postgresql://sg:hunter2@db/x\n",
+        [
+            (
+                2,
+                "store: keep the password out of the URL: set $SCOPEGATE_STORE_PASSWORD "
+                "(or PGPASSWORD, ~/.pgpass)",
+            )
+        ],
+        "store-postgres-password",
+    ),
+    (
+        "store: postgresql://sg@db:5432/\n",
+        [(2, "store: a PostgreSQL URL needs a database name: postgresql://user@host:port/db")],
+        "store-postgres-no-db",
+    ),
+    (
+        "store: postgresql:///x\n",
+        [(2, "store: a PostgreSQL URL needs a host: postgresql://user@host:port/db")],
+        "store-postgres-no-host",
+    ),
+    (
+        "store: postgresql://sg@db/x?sslmode=maybe\n",
+        [
+            (
+                2,
+                "store: sslmode must be one of disable, allow, prefer, require, verify-ca, "
+                "verify-full, got 'maybe'",
+            )
+        ],
+        "store-postgres-sslmode",
+    ),
+    (
+        "store: postgresql://sg@db/x?search_path=evil\n",
+        [
+            (
+                2,
+                "store: unknown PostgreSQL URL parameter 'search_path' (known: notify, sslcert, sslcrl, "
+                "sslkey, sslmode, sslrootcert, target_session_attrs)",
+            )
+        ],
+        "store-postgres-param",
+    ),
+    (
+        "store: postgresql://sg@db/x?notify=maybe\n",
+        [(2, "store: notify must be on or off, got 'maybe'")],
+        "store-postgres-notify",
+    ),
+    (
+        "store: postgresql://sg@db:99999/x\n",
+        [(2, "store: bad PostgreSQL URL: Port out of range 0-65535")],
+        "store-postgres-port",
     ),
     (
         "headers: {workspace: X Workspace}\n",
@@ -567,7 +630,7 @@ def test_full_config_values(tmp_path: Path) -> None:
         + "  slow: {url: 'https://api.example/base', timeout: 2m}\n"
         + "trusted_proxies: [10.0.0.0/8, '::1']\n"
         + "limits: {max_body: 1.5KB, max_credential: 2KiB, header_timeout: 500ms,"
-        + " failed_auth_per_minute: 7}\n"
+        + " failed_auth_per_minute: 7, form_inspect: 16KiB}\n"
         + "tokens: {prefix: sg_, cache_ttl: 30s, default_ttl: 1w, max_ttl: 30d}\n"
         + "headers: {workspace: X-Tenant}\n"
         + "management: {mount: /_gw/}\n"
@@ -582,7 +645,7 @@ def test_full_config_values(tmp_path: Path) -> None:
         "slow": Upstream("slow", URL("https://api.example/base"), 5.0, 120.0),
     }
     assert [str(n) for n in cfg.trusted_proxies] == ["10.0.0.0/8", "::1/128"]
-    assert cfg.limits == Limits(1500, 2048, 0.5, 7)
+    assert cfg.limits == Limits(1500, 2048, 0.5, 7, 16 * 1024)
     assert cfg.tokens == TokensConfig("sg_", 30.0, 7 * 86400.0, 30 * 86400.0, 1.0, 5.0)
     assert cfg.workspace_header == "X-Tenant"
     assert cfg.management_mount == "/_gw"
@@ -638,3 +701,17 @@ SIZES = [
 @pytest.mark.parametrize(("value", "size"), SIZES, ids=[repr(v) for v, _ in SIZES])
 def test_parse_size(value: object, size: int | None) -> None:
     assert parse_size(value) == size
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://scopegate@db.internal:5432/scopegate",
+        "postgres://scopegate@db.internal/scopegate?sslmode=verify-full&sslrootcert=/etc/ssl/ca.crt",
+        "postgresql://scopegate@[::1]:6432/tokens?notify=off&target_session_attrs=read-write",
+    ],
+)
+def test_postgresql_store_urls_load(tmp_path: Path, url: str) -> None:
+    cfg = load_config(str(write(tmp_path, HEAD + f"store: '{url}'\n")))
+    assert cfg.store == url
+    assert cfg.sqlite_path() is None
