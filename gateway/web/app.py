@@ -137,7 +137,11 @@ async def _proxy(
         )
     target = rt.upstreams.target(d.route.upstream, d.path.raw, d.path.query)
     # SECURITY: a form body naming `_method` is refused before the upstream has all of it.
-    scan = scanner_for(request.headers, rt.cfg.limits.form_inspect) if request.body_exists else None
+    scan = (
+        scanner_for(request.headers, rt.cfg.limits.form_inspect, request.method)
+        if request.body_exists
+        else None
+    )
     return await forward(
         request,
         rt.upstreams,

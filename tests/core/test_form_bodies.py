@@ -178,3 +178,17 @@ async def test_post_without_content_type_is_read_as_rack_reads_it(
         async with session.post(base(gw) + "/open/items", data=b"a=1&method=DELETE") as r:
             assert r.status == 200
     assert (upstream.last.method, upstream.last.body_len) == ("POST", 17)
+
+
+async def test_put_without_content_type_is_an_upload_not_a_form(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    # Only a POST without a Content-Type is a form to Rack; a large `curl -T` PUT must not be
+    # held to limits.form_inspect (64 KiB) nor read as one.
+    gw = await make_gateway()
+    body = b"_method=DELETE&" + b"x" * (200 * 1024)
+    async with aiohttp.ClientSession(skip_auto_headers=["Content-Type"]) as session:
+        async with session.put(base(gw) + "/open/items", data=body) as r:
+            assert r.status == 200
+    assert (upstream.last.method, upstream.last.body_len) == ("PUT", len(body))
+    assert upstream.last.all("Content-Type") == []
