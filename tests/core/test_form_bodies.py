@@ -187,8 +187,10 @@ async def test_put_without_content_type_is_an_upload_not_a_form(
     # held to limits.form_inspect (64 KiB) nor read as one.
     gw = await make_gateway()
     body = b"_method=DELETE&" + b"x" * (200 * 1024)
-    async with aiohttp.ClientSession(skip_auto_headers=["Content-Type"]) as session:
-        async with session.put(base(gw) + "/open/items", data=body) as r:
-            assert r.status == 200
+    async with (
+        aiohttp.ClientSession(skip_auto_headers=["Content-Type"]) as session,
+        session.put(base(gw) + "/open/items", data=body) as r,
+    ):
+        assert r.status == 200
     assert (upstream.last.method, upstream.last.body_len) == ("PUT", len(body))
     assert upstream.last.all("Content-Type") == []
