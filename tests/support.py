@@ -142,6 +142,21 @@ async def wait_accepting(port: int, proc: subprocess.Popen[bytes], log: Path, ti
     raise AssertionError(f"gateway did not accept on {port}:\n{log.read_text()}")
 
 
+async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> None:
+    """Poll `check` (a function, or one returning an awaitable) until it returns true; fail
+    after `timeout` seconds. Synchronise on what a test waits for, never on a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {check}")
+        await asyncio.sleep(interval)
+
+
 def stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
     """SIGTERM, `grace` seconds to exit, then SIGKILL; reaped either way."""
     if proc.poll() is None:

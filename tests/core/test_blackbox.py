@@ -7,6 +7,8 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +22,7 @@ from tests.core.test_proxy import raw_get, raw_request
 from tests.support import (
     DECISION_LOG_FIELDS,
     Running,
+    eventually,
     free_port,
     spawn_serve,
     stop_async,
@@ -171,7 +174,8 @@ async def test_sigterm_drains_in_flight_request(tmp_path: Path, upstream: Upstre
     config = blackbox_config(tmp_path, upstream, free_port())
     async with running_gateway(config) as gw, aiohttp.ClientSession() as session:
         request = asyncio.ensure_future(session.get(gw.url + "/slow?s=1.5"))
-        await asyncio.sleep(0.5)
+        # In flight once the upstream has it (recorded the moment it starts).
+        await eventually(lambda: any(s.raw_path == "/slow?s=1.5" for s in upstream.seen))
         gw.proc.send_signal(signal.SIGTERM)
         resp = await request
         assert resp.status == 200
@@ -253,3 +257,36 @@ async def test_slow_request_head_cut_off_after_header_timeout(
         # The gateway still serves others.
         status, _ = await get(gw.url + "/v1/health")
         assert status == 200
+
+
+async def test_installed_console_script_serves(tmp_path: Path, upstream: Upstream) -> None:
+    """The `scopegate` entry point that `pip install` writes, not `python -m gateway`: run from a
+    folder outside the checkout, with no PYTHONPATH, so it is the installed package that answers."""
+    script = Path(sys.executable).parent / "scopegate"
+    assert script.is_file(), f"{script} missing: install the package (pip install -e .)"
+    config = blackbox_config(tmp_path, upstream, free_port())
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SCOPEGATE_CONFIG")}
+    checked = subprocess.run(
+        [str(script), "check", "-c", str(config)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stderr
+    port = free_port()
+    log = tmp_path / "script.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [str(script), "serve", "-c", str(config), "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        await wait_accepting(port, proc, log)
+        status, _ = await get(f"http://127.0.0.1:{port}/v1/health")
+        assert status == 200
+        assert upstream.last.raw_path == "/v1/health"
+        status, text = await get(f"http://127.0.0.1:{port}/v1/playlists")
+        assert (status, json.loads(text)["error"]) == (401, "invalid_token")
+    finally:
+        await stop_async(proc, 10)
+    assert proc.returncode == 0, log.read_text()
