@@ -18,6 +18,7 @@ from ..proxy.headers import identity_headers
 from ..surface.model import RouteClass
 from ..surface.paths import CleanPath
 from ..tokens.service import record_json, require_manager
+from .apidoc import document_json
 from .peer import client_of
 
 if TYPE_CHECKING:
@@ -37,6 +38,9 @@ async def management(
     if rest == ("scopes",):
         _only(method, ("GET", "HEAD"))
         return web.json_response({"scopes": rt.catalogue.as_json()})
+    if rest == ("openapi.json",):
+        _only(method, ("GET", "HEAD"))
+        return web.Response(text=document_json(rt.cfg.management_mount), content_type="application/json")
     if rest and rest[0] == "tokens" and len(rest) <= 2:
         principal = await rt.pipeline.authenticate(
             RouteClass.PUBLIC, request.headers, client_of(request, rt.cfg.trusted_proxies)
