@@ -151,9 +151,26 @@ def _serve(args: argparse.Namespace) -> int:
         return run_workers(path, host, port, args.workers)
     worker = args.worker_id or "0"
     asyncio.run(
-        serve(cfg, host, port, worker=worker, reuse_port=args.worker_id is not None, admin=worker == "0")
+        serve(
+            cfg,
+            host,
+            port,
+            worker=worker,
+            reuse_port=args.worker_id is not None,
+            admin=worker == "0",
+            ready=_announce if args.worker_id is None else None,
+        )
     )
     return 0
+
+
+async def _announce(bound: list[tuple[str, int]]) -> None:
+    """One stdout line with the bound addresses, whatever the log level, so that whoever started
+    `serve --port 0` (or `admin: {port: 0}`) learns the ports the kernel chose."""
+    names = ("listening on", "admin on")
+    print(
+        "scopegate: " + ", ".join(f"{n} {h}:{p}" for n, (h, p) in zip(names, bound, strict=False)), flush=True
+    )
 
 
 def _routes(cfg: Config) -> int:

@@ -18,7 +18,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from tests.conftest import EXAMPLE_ROUTES, Gateway, MakeGateway, Upstream, write_config
-from tests.support import free_port
+from tests.support import refusing_port
 
 MiB = 2**20
 
@@ -591,9 +591,10 @@ async def test_websocket_echo_through_gateway(make_gateway: MakeGateway, upstrea
 
 
 async def test_websocket_to_dead_upstream_is_502(make_gateway: MakeGateway, upstream: Upstream) -> None:
-    gw = await make_gateway(upstream_url=f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
-        await gw.client.ws_connect("/open/ws")
+    with refusing_port() as port:
+        gw = await make_gateway(upstream_url=f"http://127.0.0.1:{port}")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await gw.client.ws_connect("/open/ws")
     assert info.value.status == 502
 
 
@@ -602,9 +603,9 @@ async def test_websocket_to_dead_upstream_is_502(make_gateway: MakeGateway, upst
 
 
 async def test_upstream_down_is_502(make_gateway: MakeGateway, upstream: Upstream) -> None:
-    port = free_port()
-    gw = await make_gateway(upstream_url=f"http://127.0.0.1:{port}")
-    resp = await gw.client.get("/open/x")
+    with refusing_port() as port:
+        gw = await make_gateway(upstream_url=f"http://127.0.0.1:{port}")
+        resp = await gw.client.get("/open/x")
     assert resp.content_type == "application/json"
     text = await resp.text()
     assert_refusal(resp.status, json.loads(text), 502, "upstream_unavailable")

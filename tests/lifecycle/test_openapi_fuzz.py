@@ -12,9 +12,7 @@ Bounded for CI: a fixed number of examples per operation, derandomised, no examp
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from schemathesis.checks import (
 
 from tests.lifecycle.conftest import make_jwt, serve_config
 from tests.lifecycle.openapi_support import ERROR_CODES, MOUNT
-from tests.support import free_port, spawn_serve, stop
+from tests.support import spawn_serve, stop, wait_announced_sync
 
 # Examples per operation; minting, where a refusal must leave nothing behind, gets the most.
 EXAMPLES = {"POST": 400}
@@ -45,19 +43,10 @@ DEFAULT_EXAMPLES = 100
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     folder = tmp_path_factory.mktemp("fuzz")
     config = serve_config(folder, "http://127.0.0.1:9")
-    port = free_port()
     log = folder / "serve.log"
-    proc = spawn_serve(config, log, "--port", str(port))
+    proc = spawn_serve(config, log, "--port", "0")
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
+        port, _ = wait_announced_sync(proc, log)
         yield f"http://127.0.0.1:{port}", folder / "tokens.db"
     finally:
         stop(proc)
