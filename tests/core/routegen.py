@@ -170,3 +170,14 @@ def stronger_twins(specs: list[Spec], segs: tuple[str, ...], than: Spec) -> list
     """Rules more specific than `than` that the request would match with its trailing slash
     dropped or its letter case ignored (contract section 4)."""
     return [s for s in specs if fits(s, segs, fold=True) and s.rank() < than.rank()]
+
+
+def twin_affected(specs: list[Spec], segs: tuple[str, ...], trailing: bool) -> bool:
+    """Whether the request's slash-less, case-blind twin would match a more specific pattern than
+    the request itself does: the letter-case/trailing-slash rule decides those (404), not the
+    precedence rules alone (tests/core/test_route_twins.py)."""
+    strict = [s for s in specs if fits(s, segs) and (s.kind == "prefix" or not trailing)]
+    folded = [s for s in specs if fits(s, segs, fold=True)]
+    if not folded:
+        return False
+    return not strict or min(s.rank() for s in folded) < min(s.rank() for s in strict)
