@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # subprocesses), the ones that exercise the module's decisions.
 MODULES: dict[str, list[str]] = {
     "gateway/authz.py": [
+        "tests/gates/test_authz_unit.py",
         "tests/gates/test_scope_matrix.py",
         "tests/gates/test_agency.py",
         "tests/gates/test_identity.py",
@@ -43,7 +44,7 @@ MODULES: dict[str, list[str]] = {
     "gateway/surface/matcher.py": ["tests/core/test_matcher.py", "tests/core/test_route_properties.py"],
     "gateway/surface/loader.py": ["tests/core/test_surface_loader.py"],
     "gateway/surface/model.py": ["tests/core/test_matcher.py", "tests/gates/test_scope_matrix.py"],
-    "gateway/auth/bearer.py": ["tests/gates/test_refusals.py", "tests/core/test_hostile.py"],
+    "gateway/auth/bearer.py": ["tests/auth/test_bearer.py", "tests/gates/test_refusals.py"],
     "gateway/auth/jwt.py": ["tests/auth/test_jwt.py"],
     "gateway/auth/jwks.py": ["tests/auth/test_jwks.py"],
     "gateway/auth/ratelimit.py": ["tests/gates/test_refusals.py"],
