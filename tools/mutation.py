@@ -10,7 +10,8 @@ functions it runs and, for each mutant, runs only the tests that reach the mutat
     tools/mutation.py --all                # every module in MODULES
     tools/mutation.py --jobs 2 --out mutation-report.md
 
-Prints, per module, killed / survived / other and the score (killed over all judged mutants),
+Prints, per module, killed / timeout / survived / other and the score (killed or timed out, over
+all judged mutants),
 then every survivor as a diff; writes the same as Markdown to --out. Exit 1 when a module could
 not be run. Needs the `mutation` extra: pip install -e '.[test,mutation]'.
 """
@@ -81,8 +82,13 @@ class Outcome:
         return sum(self.counts.get(k, 0) for k in JUDGED)
 
     @property
+    def detected(self) -> int:
+        """Killed by a failing test, or by a test that no longer finishes (an endless loop)."""
+        return self.counts.get("killed", 0) + self.counts.get("timeout", 0)
+
+    @property
     def score(self) -> float:
-        return 100.0 * self.counts.get("killed", 0) / self.judged if self.judged else 0.0
+        return 100.0 * self.detected / self.judged if self.judged else 0.0
 
 
 def _checkout_copy(dest: Path) -> None:
@@ -160,20 +166,21 @@ def run_module(module: str, tests: list[str], jobs: int, keep: bool) -> Outcome:
 
 def report(outcomes: list[Outcome]) -> str:
     lines = [
-        "| module | killed | survived | other | score | time |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| module | killed | timeout | survived | other | score | time |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    killed = judged = 0
+    detected = judged = 0
     for o in outcomes:
-        other = sum(v for k, v in o.counts.items() if k not in ("killed", "survived"))
+        c = o.counts
+        other = sum(v for k, v in c.items() if k not in ("killed", "timeout", "survived"))
         lines.append(
-            f"| {o.module} | {o.counts.get('killed', 0)} | {o.counts.get('survived', 0)} | {other} "
-            f"| {o.score:.1f} % | {o.seconds:.0f} s |"
+            f"| {o.module} | {c.get('killed', 0)} | {c.get('timeout', 0)} | {c.get('survived', 0)} "
+            f"| {other} | {o.score:.1f} % | {o.seconds:.0f} s |"
         )
-        killed += o.counts.get("killed", 0)
+        detected += o.detected
         judged += o.judged
     if judged:
-        lines.append(f"| **all** | {killed} | | | **{100.0 * killed / judged:.1f} %** | |")
+        lines.append(f"| **all** | | | | | **{100.0 * detected / judged:.1f} %** | |")
     for o in outcomes:
         if o.error:
             lines += ["", f"## {o.module}: not run", "", "```", o.error, "```"]
