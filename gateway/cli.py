@@ -218,7 +218,15 @@ def _serve(args: argparse.Namespace) -> int:
     worker = args.worker_id or "0"
     with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
         runner.run(
-            serve(cfg, host, port, worker=worker, reuse_port=args.worker_id is not None, admin=worker == "0")
+            serve(
+                cfg,
+                host,
+                port,
+                worker=worker,
+                reuse_port=args.worker_id is not None,
+                admin=worker == "0",
+                ready=_announce if args.worker_id is None else None,
+            )
         )
     return 0
 
@@ -231,6 +239,15 @@ def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:  # a platform without uvloop: the standard loop serves the same
         return None
     return uvloop.new_event_loop
+
+
+async def _announce(bound: list[tuple[str, int]]) -> None:
+    """One stdout line with the bound addresses, whatever the log level, so that whoever started
+    `serve --port 0` (or `admin: {port: 0}`) learns the ports the kernel chose."""
+    names = ("listening on", "admin on")
+    print(
+        "scopegate: " + ", ".join(f"{n} {h}:{p}" for n, (h, p) in zip(names, bound, strict=False)), flush=True
+    )
 
 
 def _routes(cfg: Config) -> int:

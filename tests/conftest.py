@@ -27,7 +27,8 @@ class Seen:
     method: str
     raw_path: str
     headers: list[tuple[str, str]]
-    body_len: int
+    body_len: int  # bytes received so far; final once `complete`
+    complete: bool = False  # the whole body arrived
 
     def header(self, name: str) -> str | None:
         for k, v in self.headers:
@@ -55,11 +56,14 @@ class Upstream:
 
 def _upstream_app(seen: list[Seen]) -> web.Application:
     async def record(request: web.Request) -> int:
-        total = 0
+        # Recorded the moment the request starts, before its body: a forward cut off partway
+        # (a body refused after its first bytes went out) still counts as forwarded.
+        entry = Seen(request.method, request.raw_path, list(request.headers.items()), 0)
+        seen.append(entry)
         async for chunk in request.content.iter_any():
-            total += len(chunk)
-        seen.append(Seen(request.method, request.raw_path, list(request.headers.items()), total))
-        return total
+            entry.body_len += len(chunk)
+        entry.complete = True
+        return entry.body_len
 
     async def handler(request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() == "websocket":

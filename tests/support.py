@@ -1,12 +1,14 @@
-"""Plain helpers several test packages share: free ports, `python -m gateway` subprocesses, log checks."""
+"""Plain helpers several test packages share: held ports, `python -m gateway` subprocesses, log checks."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -42,10 +44,24 @@ WWW_AUTHENTICATE_INVALID_TOKEN = 'Bearer realm="scopegate", error="invalid_token
 T = TypeVar("T")
 
 
-def free_port() -> int:
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port held bound (never listening) for the block: a connection to it is refused,
+    and nothing else can take it meanwhile. For a dead upstream."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        yield int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def reserved_port() -> Iterator[int]:
+    """A loopback port held with SO_REUSEPORT (bound, not listening) for the block, for servers
+    that cannot bind port 0 and report it but bind with SO_REUSEPORT themselves (`serve
+    --workers N`, nginx `listen ... reuseport`): they can join it, no one else can take it."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,15 +99,76 @@ def cli_create(config: Path, *args: str) -> dict[str, Any]:
 
 def spawn_serve(config: Path, log: Path, *args: str, stdout: bool = True) -> subprocess.Popen[bytes]:
     """`python -m gateway serve -c config [args]` in the config's folder, its stderr (and, unless
-    `stdout` is false, its stdout) written to `log`."""
-    with log.open("wb") as sink:
+    `stdout` is false, its stdout) written to `log`; a separate stdout goes to `<log>.stdout`."""
+    with log.open("wb") as sink, _stdout_of(log).open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "-c", str(config), *args],
             cwd=config.parent,
-            stdout=sink if stdout else subprocess.DEVNULL,
+            stdout=sink if stdout else out,
             stderr=subprocess.STDOUT if stdout else sink,
             env=_gateway_env(),
         )
+
+
+def _stdout_of(log: Path) -> Path:
+    return log.with_name(log.name + ".stdout")
+
+
+# `serve` prints this once bound (gateway/cli.py), whatever the log level.
+_ANNOUNCED = re.compile(r"^scopegate: listening on \S+:(\d+)(?:, admin on \S+:(\d+))?$", re.MULTILINE)
+
+
+def announced(log: Path) -> tuple[int, int | None] | None:
+    """The (port, admin port) a `serve` process announced in `log`, or None before it has."""
+    for path in (log, _stdout_of(log)):
+        if path.exists():
+            m = _ANNOUNCED.search(path.read_text(errors="replace"))
+            if m:
+                return int(m.group(1)), int(m.group(2)) if m.group(2) else None
+    return None
+
+
+def wait_announced_sync(
+    proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0
+) -> tuple[int, int | None]:
+    """Until `serve` (started with `--port 0` or a port-0 admin) has bound and said where; it
+    accepts connections by then."""
+    deadline = time.monotonic() + timeout
+    while (ports := announced(log)) is None:
+        if proc.poll() is not None:
+            raise AssertionError(f"gateway exited with {proc.returncode}:\n{log.read_text()}")
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"gateway did not announce its port in {timeout} s:\n{log.read_text()}")
+        time.sleep(0.05)
+    return ports
+
+
+async def wait_announced(
+    proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0
+) -> tuple[int, int | None]:
+    deadline = time.monotonic() + timeout
+    while (ports := announced(log)) is None:
+        if proc.poll() is not None:
+            raise AssertionError(f"gateway exited with {proc.returncode}:\n{log.read_text()}")
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"gateway did not announce its port in {timeout} s:\n{log.read_text()}")
+        await asyncio.sleep(0.05)
+    return ports
+
+
+async def start_serve(config: Path, *args: str, log: Path | None = None) -> Running:
+    """`python -m gateway serve -c config --port 0 [args]`, once it has bound a port and said which."""
+    log = log or config.parent / f"serve-{next(_serial)}.log"
+    proc = spawn_serve(config, log, "--port", "0", *args)
+    try:
+        port, admin = await wait_announced(proc, log)
+    except BaseException:
+        stop(proc)
+        raise
+    return Running(proc, port, log, admin)
+
+
+_serial = itertools.count()
 
 
 @dataclass
@@ -101,6 +178,7 @@ class Running:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    admin: int | None = None  # the admin listener's port, when it has one
 
     @property
     def pid(self) -> int:
@@ -140,6 +218,21 @@ async def wait_accepting(port: int, proc: subprocess.Popen[bytes], log: Path, ti
         await writer.wait_closed()
         return
     raise AssertionError(f"gateway did not accept on {port}:\n{log.read_text()}")
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> None:
+    """Poll `check` (a function, or one returning an awaitable) until it returns true; fail
+    after `timeout` seconds. Synchronise on what a test waits for, never on a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {check}")
+        await asyncio.sleep(interval)
 
 
 def stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:

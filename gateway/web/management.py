@@ -17,6 +17,7 @@ from ..observe import escape
 from ..proxy.headers import identity_headers
 from ..surface.paths import CleanPath
 from ..tokens.service import record_json, require_manager
+from .apidoc import document_json
 from .peer import client_of
 from .ui import authenticate_manager, serve_ui
 
@@ -39,6 +40,9 @@ async def management(
         return web.json_response({"scopes": rt.catalogue.as_json()})
     if rest and rest[0] == "ui":
         return await serve_ui(rt, request, path, rest)
+    if rest == ("openapi.json",):
+        _only(method, ("GET", "HEAD"))
+        return web.Response(text=document_json(rt.cfg.management_mount), content_type="application/json")
     if rest and rest[0] == "tokens" and len(rest) <= 2:
         principal = await authenticate_manager(rt, request)
         fields["credential"], fields["token_id"] = principal.kind, principal.token_id

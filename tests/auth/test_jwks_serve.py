@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import EXAMPLE_ROUTES, Upstream
-from tests.support import Running, free_port, spawn_serve, stop_async, wait_accepting
+from tests.support import Running, start_serve, stop_async
 
 from .conftest import Keys
 from .jwtkit import AUD, ISS, Clock, JwksServer, Signer
@@ -54,15 +54,12 @@ jwt:
 
 @pytest.fixture
 async def served(tmp_path: Path, upstream: Upstream, jwks: JwksServer) -> AsyncIterator[tuple[Running, int]]:
-    admin = free_port()
-    config = _config(tmp_path, upstream, jwks, admin)
-    port = free_port()
-    log = tmp_path / "serve.log"
-    proc = spawn_serve(config, log, "--port", str(port))
+    config = _config(tmp_path, upstream, jwks, 0)
+    gw = await start_serve(config)
+    proc = gw.proc
     try:
-        await wait_accepting(port, proc, log)
-        await wait_accepting(admin, proc, log)
-        yield Running(proc, port, log), admin
+        assert gw.admin is not None
+        yield gw, gw.admin
     finally:
         await stop_async(proc, 10)
 

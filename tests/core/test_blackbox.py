@@ -7,6 +7,8 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator
@@ -20,10 +22,13 @@ from tests.core.test_proxy import raw_get, raw_request
 from tests.support import (
     DECISION_LOG_FIELDS,
     Running,
-    free_port,
+    eventually,
+    reserved_port,
     spawn_serve,
+    start_serve,
     stop_async,
     wait_accepting,
+    wait_announced,
     wait_exit,
 )
 
@@ -63,13 +68,19 @@ def alive(pid: int) -> bool:
 
 @contextlib.asynccontextmanager
 async def running_gateway(config: Path, *args: str, port: int | None = None) -> AsyncIterator[Running]:
-    """`python -m gateway serve -c config --port P [args]`, stopped (and reaped) on exit."""
-    port = port or free_port()
-    log = config.parent / f"gateway-{port}.log"
-    proc = spawn_serve(config, log, "--port", str(port), *args)
+    """`python -m gateway serve -c config [args]` on port 0 (the port it announces), or on `port`
+    (held by the caller, for --workers); stopped (and reaped) on exit."""
+    if port is None:
+        gw = await start_serve(config, *args)
+        proc = gw.proc
+    else:
+        log = config.parent / f"gateway-{port}.log"
+        proc = spawn_serve(config, log, "--port", str(port), *args)
     try:
-        await wait_accepting(port, proc, log)
-        yield Running(proc, port, log)
+        if port is not None:
+            await wait_accepting(port, proc, log)
+            gw = Running(proc, port, log)  # workers do not announce; their admin port is unused
+        yield gw
     finally:
         kids = children_of(proc.pid)
         await stop_async(proc, 10)
@@ -79,7 +90,7 @@ async def running_gateway(config: Path, *args: str, port: int | None = None) -> 
                     os.kill(kid, signal.SIGKILL)
 
 
-def blackbox_config(folder: Path, upstream: Upstream, admin_port: int, *, routes: str = ROUTES) -> Path:
+def blackbox_config(folder: Path, upstream: Upstream, admin_port: int = 0, *, routes: str = ROUTES) -> Path:
     (folder / "routes.yaml").write_text(textwrap.dedent(routes))
     config = folder / "config.yaml"
     config.write_text(
@@ -102,9 +113,9 @@ async def get(url: str, **kwargs: object) -> tuple[int, str]:
 
 
 async def test_serve_end_to_end_then_sigterm(tmp_path: Path, upstream: Upstream) -> None:
-    admin = free_port()
-    config = blackbox_config(tmp_path, upstream, admin)
+    config = blackbox_config(tmp_path, upstream)
     async with running_gateway(config) as gw:
+        admin = gw.admin
         status, _ = await get(gw.url + "/v1/health", headers={"X-Request-Id": "bb-1"})
         assert status == 200
         assert upstream.last.raw_path == "/v1/health"
@@ -154,7 +165,7 @@ async def test_serve_end_to_end_then_sigterm(tmp_path: Path, upstream: Upstream)
 async def test_sigterm_with_idle_keepalive_connection_exits_promptly(
     tmp_path: Path, upstream: Upstream
 ) -> None:
-    config = blackbox_config(tmp_path, upstream, free_port())
+    config = blackbox_config(tmp_path, upstream)
     async with running_gateway(config) as gw, aiohttp.ClientSession() as session:
         async with session.get(gw.url + "/v1/health") as resp:
             assert resp.status == 200
@@ -168,10 +179,11 @@ async def test_sigterm_with_idle_keepalive_connection_exits_promptly(
 
 
 async def test_sigterm_drains_in_flight_request(tmp_path: Path, upstream: Upstream) -> None:
-    config = blackbox_config(tmp_path, upstream, free_port())
+    config = blackbox_config(tmp_path, upstream)
     async with running_gateway(config) as gw, aiohttp.ClientSession() as session:
         request = asyncio.ensure_future(session.get(gw.url + "/slow?s=1.5"))
-        await asyncio.sleep(0.5)
+        # In flight once the upstream has it (recorded the moment it starts).
+        await eventually(lambda: any(s.raw_path == "/slow?s=1.5" for s in upstream.seen))
         gw.proc.send_signal(signal.SIGTERM)
         resp = await request
         assert resp.status == 200
@@ -184,8 +196,13 @@ async def test_sigterm_drains_in_flight_request(tmp_path: Path, upstream: Upstre
 
 
 async def test_workers_two_processes_answer_and_stop(tmp_path: Path, upstream: Upstream) -> None:
-    config = blackbox_config(tmp_path, upstream, free_port())
-    async with running_gateway(config, "--workers", "2") as gw:
+    config = blackbox_config(tmp_path, upstream)
+    with reserved_port() as port:
+        await _workers_answer_and_stop(config, port)
+
+
+async def _workers_answer_and_stop(config: Path, port: int) -> None:
+    async with running_gateway(config, "--workers", "2", port=port) as gw:
         connector = aiohttp.TCPConnector(force_close=True)
         async with aiohttp.ClientSession(connector=connector) as session:
             for _ in range(10):
@@ -216,7 +233,7 @@ async def test_workers_two_processes_answer_and_stop(tmp_path: Path, upstream: U
 async def test_slow_request_head_cut_off_after_header_timeout(
     tmp_path: Path, upstream: Upstream, trickle: bool
 ) -> None:
-    config = blackbox_config(tmp_path, upstream, free_port())
+    config = blackbox_config(tmp_path, upstream)
     config.write_text(config.read_text() + "limits: {header_timeout: 1}\n")
     async with running_gateway(config) as gw:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
@@ -253,3 +270,35 @@ async def test_slow_request_head_cut_off_after_header_timeout(
         # The gateway still serves others.
         status, _ = await get(gw.url + "/v1/health")
         assert status == 200
+
+
+async def test_installed_console_script_serves(tmp_path: Path, upstream: Upstream) -> None:
+    """The `scopegate` entry point that `pip install` writes, not `python -m gateway`: run from a
+    folder outside the checkout, with no PYTHONPATH, so it is the installed package that answers."""
+    script = Path(sys.executable).parent / "scopegate"
+    assert script.is_file(), f"{script} missing: install the package (pip install -e .)"
+    config = blackbox_config(tmp_path, upstream)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SCOPEGATE_CONFIG")}
+    checked = subprocess.run(
+        [str(script), "check", "-c", str(config)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stderr
+    log = tmp_path / "script.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [str(script), "serve", "-c", str(config), "--port", "0"],
+            cwd=tmp_path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        port, _ = await wait_announced(proc, log)
+        status, _ = await get(f"http://127.0.0.1:{port}/v1/health")
+        assert status == 200
+        assert upstream.last.raw_path == "/v1/health"
+        status, text = await get(f"http://127.0.0.1:{port}/v1/playlists")
+        assert (status, json.loads(text)["error"]) == (401, "invalid_token")
+    finally:
+        await stop_async(proc, 10)
+    assert proc.returncode == 0, log.read_text()

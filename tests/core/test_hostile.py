@@ -200,8 +200,16 @@ async def test_path_matches_but_method_does_not_is_405(
 
 @pytest.mark.parametrize(
     "query",
-    ["_method=DELETE", "a=1&_method=PUT", "%5Fmethod=DELETE", "%5fmethod=DELETE", "_method", "_method="],
-    ids=["plain", "second", "enc-upper", "enc-lower", "bare", "empty"],
+    [
+        "_method=DELETE",
+        "a=1&_method=PUT",
+        "%5Fmethod=DELETE",
+        "%5fmethod=DELETE",
+        "_method",
+        "_method=",
+        "_method=DELETE=1",  # the name ends at the first '=' (a mutation-testing survivor)
+    ],
+    ids=["plain", "second", "enc-upper", "enc-lower", "bare", "empty", "value-with-equals"],
 )
 async def test_method_parameter_refused(make_gateway: MakeGateway, upstream: Upstream, query: str) -> None:
     gw = await make_gateway()

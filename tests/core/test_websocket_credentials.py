@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import Gateway, MakeGateway, Upstream
+from tests.gates.conftest import bearer, jwt_extra, make_jwt
 
 
 async def _token(gw: Gateway, **body: object) -> tuple[str, str]:
@@ -67,3 +68,22 @@ async def test_websocket_without_credential_is_refused_before_any_upgrade(
     assert (await resp.json())["error"] == "invalid_token"
     assert resp.headers.get("Connection", "").lower() == "close"
     assert upstream.seen == []
+
+
+async def test_websocket_is_closed_with_1008_when_its_jwt_expires(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    """The JWT case is checked by expiry alone (no store to ask), so it needs its own test."""
+    gw = await make_gateway(extra=jwt_extra().replace("}\n", ", leeway: 0}\n"))
+    exp = int(time.time()) + 3
+    credential = make_jwt(exp_in=None, exp=exp, workspace_id="w1", scope="read")
+    async with gw.client.ws_connect("/v1/playlists/live", headers=bearer(credential)) as ws:
+        await ws.send_str("before")
+        assert (await ws.receive(timeout=5)).data == "echo:before"
+        msg = await ws.receive(timeout=exp - time.time() + 10)
+        closed_at = time.time()
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == 1008
+        # Closed once the JWT expired (the watch looks every second), never before.
+        assert exp <= closed_at < exp + 5
+    assert upstream.seen[0].header("X-Auth-Type") == "jwt"

@@ -18,8 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.ops.conftest import wait_port
-from tests.support import cli_create, free_port, spawn_serve, stop
+from tests.support import cli_create, spawn_serve, stop, wait_announced_sync
 
 HERE = Path(__file__).resolve().parent
 
@@ -129,11 +128,10 @@ def express() -> Iterator[Express]:
 @pytest.fixture(scope="session")
 def front(express: Express, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     folder = tmp_path_factory.mktemp("express-front")
-    port = free_port()
     (folder / "routes.yaml").write_text(ROUTES)
     config = folder / "config.yaml"
     config.write_text(
-        f"""listen: {{host: 127.0.0.1, port: {port}}}
+        f"""listen: {{host: 127.0.0.1, port: 0}}
 admin: false
 surface: routes.yaml
 upstreams: {{default: "{express.url}"}}
@@ -148,7 +146,7 @@ log: {{level: error}}
     log = folder / "scopegate.log"
     proc = spawn_serve(config, log)
     try:
-        wait_port(port, proc, log)
+        port, _ = wait_announced_sync(proc, log)
         yield Front(port, tokens)
     finally:
         stop(proc)

@@ -14,7 +14,7 @@ import aiohttp
 import jwt
 
 from tests.conftest import EXAMPLE_ROUTES
-from tests.support import Running, free_port, gateway_cli, spawn_serve, stop_async, wait_accepting
+from tests.support import Running, gateway_cli, start_serve, stop_async
 
 SECRET = "lifecycle-hmac-secret-comfortably-over-32-bytes"
 JWT_EXTRA = (
@@ -87,15 +87,12 @@ drain_timeout: 5
 async def serving(
     config: Path, count: int = 1, extra_args: Sequence[str] = ()
 ) -> AsyncIterator[list[Running]]:
-    """`count` `python -m gateway serve` processes on one config (and store), each on its own port."""
+    """`count` `python -m gateway serve` processes on one config (and store), each on the port it
+    bound (port 0) and announced."""
     started: list[Running] = []
     try:
         for _ in range(count):
-            port = free_port()
-            log = config.parent / f"serve-{port}.log"
-            started.append(Running(spawn_serve(config, log, "--port", str(port), *extra_args), port, log))
-        for served in started:
-            await wait_accepting(served.port, served.proc, served.log)
+            started.append(await start_serve(config, *extra_args))
         yield started
     finally:
         for served in started:

@@ -6,6 +6,7 @@ in the middle of minting. Every process is a real `python -m gateway` on real so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,7 +23,16 @@ from tests.conftest import Upstream
 from tests.lifecycle.conftest import bearer, make_jwt, serve_config, serving, status_of
 from tests.pg import PgServer, private_cluster
 from tests.pgcluster import USER
-from tests.support import ROOT, cli_create, free_port, gateway_cli, spawn_serve, stop_async, wait_accepting
+from tests.support import (
+    ROOT,
+    cli_create,
+    gateway_cli,
+    reserved_port,
+    spawn_serve,
+    stop_async,
+    wait_accepting,
+    wait_announced,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +111,8 @@ async def test_four_workers_on_postgresql_all_refuse_a_revoked_token(
 ) -> None:
     config = serve_config(tmp_path, upstream.url, extra=PUSH_ONLY, store=pg_server.url(pg_database))
     created = cli_create(config, "--name", "w4", "--workspace", "w1")
-    port = free_port()
+    held = contextlib.ExitStack()
+    port = held.enter_context(reserved_port())  # --workers needs a fixed port: held, joined via SO_REUSEPORT
     log = tmp_path / "workers.log"
     proc = spawn_serve(config, log, "--port", str(port), "--workers", "4")
     try:
@@ -119,6 +130,7 @@ async def test_four_workers_on_postgresql_all_refuse_a_revoked_token(
             assert statuses == [401] * 40
     finally:
         await stop_async(proc, 15)
+        held.close()
 
 
 async def test_database_stopped_mid_traffic_fails_closed_then_recovers_without_restart(
@@ -126,20 +138,19 @@ async def test_database_stopped_mid_traffic_fails_closed_then_recovers_without_r
 ) -> None:
     cluster = await asyncio.to_thread(private_cluster)
     try:
-        admin_port = free_port()
         # The private cluster has the same role and password as the session's ($SCOPEGATE_STORE_PASSWORD).
         store = f"postgresql://{USER}@127.0.0.1:{cluster.port}/postgres"
         config = serve_config(tmp_path, upstream.url, extra="tokens: {revocation_poll: 0.5}\n", store=store)
-        text = config.read_text().replace("admin: false", f"admin: {{host: 127.0.0.1, port: {admin_port}}}")
+        text = config.read_text().replace("admin: false", "admin: {host: 127.0.0.1, port: 0}")
         config.write_text(text)
         cached = cli_create(config, "--name", "cached", "--workspace", "w1")
         uncached = cli_create(config, "--name", "uncached", "--workspace", "w1")
         async with serving(config) as (gw,), aiohttp.ClientSession() as session:
-            ready = f"http://127.0.0.1:{admin_port}/readyz"
+            ready = f"http://127.0.0.1:{gw.admin}/readyz"
             assert await status_of(session, gw.url + "/v1/playlists", cached["token"]) == 200
             async with session.get(ready) as resp:
                 assert resp.status == 200
-            metrics = f"http://127.0.0.1:{admin_port}/metrics"
+            metrics = f"http://127.0.0.1:{gw.admin}/metrics"
             await until(lambda: _gauge(session, metrics, 1.0), 10, "the push never connected")
             await asyncio.to_thread(cluster.halt, "fast")
             # A cached token keeps working; one the gateway cannot check is 503, never a guess.
@@ -178,17 +189,16 @@ async def test_started_while_the_database_is_down_it_serves_once_the_database_is
 ) -> None:
     cluster = await asyncio.to_thread(private_cluster)
     try:
-        admin_port = free_port()
         store = f"postgresql://{USER}@127.0.0.1:{cluster.port}/postgres"
         config = serve_config(tmp_path, upstream.url, extra="tokens: {revocation_poll: 0.5}\n", store=store)
-        text = config.read_text().replace("admin: false", f"admin: {{host: 127.0.0.1, port: {admin_port}}}")
+        text = config.read_text().replace("admin: false", "admin: {host: 127.0.0.1, port: 0}")
         config.write_text(text)
         created = cli_create(config, "--name", "early", "--workspace", "w1")
         await asyncio.to_thread(cluster.halt, "fast")
         async with serving(config) as (gw,), aiohttp.ClientSession() as session:
             async with session.get(gw.url + "/v1/playlists", headers=bearer(created["token"])) as resp:
                 assert (resp.status, (await resp.json())["error"]) == (503, "store_unavailable")
-            async with session.get(f"http://127.0.0.1:{admin_port}/readyz") as resp:
+            async with session.get(f"http://127.0.0.1:{gw.admin}/readyz") as resp:
                 assert resp.status == 503
             await asyncio.to_thread(cluster.boot)
 
@@ -196,7 +206,7 @@ async def test_started_while_the_database_is_down_it_serves_once_the_database_is
                 return await status_of(session, gw.url + "/v1/playlists", created["token"]) == 200
 
             await until(serving_tokens, 20, "the gateway never opened the store")
-            metrics = f"http://127.0.0.1:{admin_port}/metrics"
+            metrics = f"http://127.0.0.1:{gw.admin}/metrics"
             await until(lambda: _gauge(session, metrics, 1.0), 15, "the push never connected")
             assert gw.proc.poll() is None
     finally:
@@ -233,7 +243,7 @@ async def test_a_newer_schema_refuses_to_start_with_one_line(
     config = serve_config(tmp_path, upstream.url, store=pg_server.url(pg_database))
     assert gateway_cli(config, "store", "migrate").returncode == 0
     await pg_server.execute(pg_database, "UPDATE scopegate_schema SET version = 99")
-    proc = spawn_serve(config, tmp_path / "serve.log", "--port", str(free_port()))
+    proc = spawn_serve(config, tmp_path / "serve.log", "--port", "0")
     try:
         code = await asyncio.to_thread(proc.wait, 30)
     finally:
@@ -292,10 +302,9 @@ async def test_kill_9_mid_minting_loses_no_acknowledged_token_and_leaves_no_half
     config = serve_config(tmp_path, upstream.url, store=pg_server.url(pg_database))
     targets = [{"kind": "playlist", "id": f"p{i}"} for i in range(3)]
     acked: list[dict[str, Any]] = []
-    port = free_port()
     log = tmp_path / "first.log"
-    proc = spawn_serve(config, log, "--port", str(port))
-    await wait_accepting(port, proc, log)
+    proc = spawn_serve(config, log, "--port", "0")
+    port, _ = await wait_announced(proc, log)
     base = f"http://127.0.0.1:{port}"
     names = iter(range(100_000))
 

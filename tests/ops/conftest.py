@@ -15,7 +15,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from tests.support import cli_create, free_port, spawn_serve, stop
+from tests.support import cli_create, spawn_serve, stop, wait_announced_sync
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,12 +66,11 @@ class Scopegate:
 def scopegate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scopegate]:
     """One `python -m gateway serve` for the module, with a read token and an HS256 JWT minted."""
     folder = tmp_path_factory.mktemp("scopegate")
-    port = free_port()
     secret = secrets.token_urlsafe(48)
     (folder / "routes.yaml").write_text(ROUTES)
     config = folder / "config.yaml"
     config.write_text(
-        f"""listen: {{host: 127.0.0.1, port: {port}}}
+        f"""listen: {{host: 127.0.0.1, port: 0}}
 admin: false
 surface: routes.yaml
 upstreams: {{default: "http://127.0.0.1:9"}}
@@ -88,7 +87,7 @@ jwt: {{algorithms: [HS256], secret: {json.dumps(secret)}}}
     log = folder / "scopegate.log"
     proc = spawn_serve(config, log)
     try:
-        wait_port(port, proc, log)
+        port, _ = wait_announced_sync(proc, log)
         yield Scopegate(port, folder, config, record["token"], record["id"], token_jwt)
     finally:
         stop(proc)

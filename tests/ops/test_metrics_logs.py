@@ -25,7 +25,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.tokens.secret import generate
 from tests.conftest import MakeGateway, Upstream
-from tests.support import DECISION_LOG_FIELDS, free_port, spawn_serve, stop, stop_async
+from tests.support import (
+    DECISION_LOG_FIELDS,
+    refusing_port,
+    spawn_serve,
+    stop,
+    stop_async,
+    wait_announced_sync,
+)
 
 ROUTES = """routes:
   - id: health
@@ -84,13 +91,12 @@ def serve_config(
     store: str = "sqlite:///tokens.db",
     drain_timeout: str = "10",
     extra: str = "",
-) -> tuple[Path, int, int]:
-    port, admin = free_port(), free_port()
+) -> Path:
     (folder / "routes.yaml").write_text(textwrap.dedent(routes))
     config = folder / "config.yaml"
     config.write_text(
-        f"""listen: {{host: 127.0.0.1, port: {port}}}
-admin: {{host: 127.0.0.1, port: {admin}}}
+        f"""listen: {{host: 127.0.0.1, port: 0}}
+admin: {{host: 127.0.0.1, port: 0}}
 surface: routes.yaml
 upstreams:
   default: {{url: "{upstream_url}", connect_timeout: 2, timeout: 5}}
@@ -100,13 +106,20 @@ drain_timeout: {drain_timeout}
 """
         + textwrap.dedent(extra)
     )
-    return config, port, admin
+    return config
 
 
 def start_serve(folder: Path, upstream_url: str, **kwargs: str) -> Served:
-    config, port, admin = serve_config(folder, upstream_url, **kwargs)
+    """`serve` on port 0 for both listeners, once it has announced the ports it bound."""
+    config = serve_config(folder, upstream_url, **kwargs)
     log = folder / "stderr.log"
     proc = spawn_serve(config, log, stdout=False)
+    try:
+        port, admin = wait_announced_sync(proc, log)
+    except BaseException:
+        stop(proc)
+        raise
+    assert admin is not None
     return Served(proc, port, admin, folder, config, folder / "routes.yaml", log)
 
 
@@ -355,12 +368,14 @@ async def test_upstream_errors_total_when_upstream_down(
     make_gateway: MakeGateway, upstream: Upstream, when: str
 ) -> None:
     if when == "never-listening":
-        gw = await make_gateway(routes=ROUTES, upstream_url=f"http://127.0.0.1:{free_port()}")
+        with refusing_port() as port:
+            gw = await make_gateway(routes=ROUTES, upstream_url=f"http://127.0.0.1:{port}")
+            status, body = await http_raw(gw.client.port, "/v1/health")
     else:
         gw = await make_gateway(routes=ROUTES)
         assert (await http_raw(gw.client.port, "/v1/health"))[0] == 200
         await upstream.server.close()
-    status, body = await http_raw(gw.client.port, "/v1/health")
+        status, body = await http_raw(gw.client.port, "/v1/health")
     assert status == 502
     assert json.loads(body)["error"] == "upstream_unavailable"
     text = gw.runtime.metrics.exposition()

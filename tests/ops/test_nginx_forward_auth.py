@@ -6,6 +6,7 @@ rewritten, wrapped in a minimal main context whose pid, logs and temp paths live
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import pytest
 from yarl import URL
 
 from tests.conftest import Upstream
-from tests.support import WWW_AUTHENTICATE_INVALID_TOKEN, free_port, stop
+from tests.support import WWW_AUTHENTICATE_INVALID_TOKEN, reserved_port, stop
 
 from .conftest import REPO, Scopegate, nginx_binary, wait_port
 
@@ -27,7 +28,8 @@ def render(snippet: str, *, listen: int, gateway: int, app: int, folder: Path) -
     for old, new in (
         ("server 127.0.0.1:8080;", f"server 127.0.0.1:{gateway};"),
         ("server 127.0.0.1:8081;", f"server 127.0.0.1:{app};"),
-        ("listen 80;", f"listen 127.0.0.1:{listen};"),
+        # reuseport: nginx joins the port the test holds (tests.support.reserved_port).
+        ("listen 80;", f"listen 127.0.0.1:{listen} reuseport;"),
     ):
         assert snippet.count(old) == 1, f"deploy/nginx/forward-auth.conf: expected one {old!r}"
         snippet = snippet.replace(old, new)
@@ -62,11 +64,12 @@ StartNginx = Callable[..., Nginx]
 def start_nginx(tmp_path: Path, scopegate: Scopegate, upstream: Upstream) -> Iterator[StartNginx]:
     binary = nginx_binary()
     procs: list[subprocess.Popen[bytes]] = []
+    held = contextlib.ExitStack()
 
     def start(edit: Callable[[str], str] = lambda s: s) -> Nginx:
         folder = tmp_path / f"nginx{len(procs)}"
         folder.mkdir()
-        port = free_port()
+        port = held.enter_context(reserved_port())
         conf = folder / "nginx.conf"
         conf.write_text(
             render(
@@ -96,6 +99,7 @@ def start_nginx(tmp_path: Path, scopegate: Scopegate, upstream: Upstream) -> Ite
     finally:
         for proc in procs:
             stop(proc)
+        held.close()
 
 
 @pytest.fixture

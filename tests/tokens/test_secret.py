@@ -97,3 +97,12 @@ def test_new_id_is_url_safe_and_unique() -> None:
     ids = {new_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(re.fullmatch(r"tok_[0-9A-Za-z]{16}", i) for i in ids)
+
+
+def test_display_prefix_of_a_token_without_prefix_and_of_a_short_value() -> None:
+    """An empty prefix is still a token (38 characters: four shown); anything shorter is not."""
+    bare = generate("")
+    assert len(bare) == 38
+    assert display_prefix(bare) == bare[:4]
+    with pytest.raises(ValueError, match=r"^not a token$"):
+        display_prefix(bare[:-1])

@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Mutation testing of the security-deciding modules with mutmut, one module at a time.
+
+Each module is mutated in a fresh copy of the checkout (its tracked files) and judged by its
+own fast test subset (MODULES below), so a run fits on 2 cores. mutmut maps every test to the
+functions it runs and, for each mutant, runs only the tests that reach the mutated function.
+
+    tools/mutation.py                      # the high-value modules (HIGH)
+    tools/mutation.py gateway/authz.py     # named modules
+    tools/mutation.py --all                # every module in MODULES
+    tools/mutation.py --jobs 2 --out mutation-report.md
+
+Prints, per module, killed / timeout / survived / other and the score (killed or timed out, over
+all judged mutants),
+then every survivor as a diff; writes the same as Markdown to --out. Exit 1 when a module could
+not be run. Needs the `mutation` extra: pip install -e '.[test,mutation]'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# module -> its fast test subset: in-process tests only (mutmut cannot see into `serve`
+# subprocesses), the ones that exercise the module's decisions.
+MODULES: dict[str, list[str]] = {
+    "gateway/authz.py": [
+        "tests/gates/test_authz_unit.py",
+        "tests/gates/test_scope_matrix.py",
+        "tests/gates/test_agency.py",
+        "tests/gates/test_identity.py",
+    ],
+    "gateway/pipeline.py": [
+        "tests/gates/test_refusals.py",
+        "tests/core/test_hostile.py",
+        "tests/gates/test_identity.py",
+        "tests/ops/test_shadow_openapi.py",
+        "tests/ops/test_metrics_logs.py",
+    ],
+    "gateway/surface/paths.py": ["tests/core/test_paths.py", "tests/core/test_route_properties.py"],
+    "gateway/surface/matcher.py": ["tests/core/test_matcher.py", "tests/core/test_route_properties.py"],
+    "gateway/surface/loader.py": ["tests/core/test_surface_loader.py"],
+    "gateway/surface/model.py": ["tests/core/test_matcher.py", "tests/gates/test_scope_matrix.py"],
+    "gateway/auth/bearer.py": ["tests/auth/test_bearer.py", "tests/gates/test_refusals.py"],
+    "gateway/auth/jwt.py": ["tests/auth/test_jwt.py"],
+    "gateway/auth/jwks.py": ["tests/auth/test_jwks.py"],
+    "gateway/auth/ratelimit.py": ["tests/gates/test_refusals.py"],
+    "gateway/auth/principal.py": ["tests/gates/test_identity.py", "tests/gates/test_scope_matrix.py"],
+    "gateway/tokens/secret.py": ["tests/tokens/test_secret.py", "tests/tokens/test_validator.py"],
+    "gateway/tokens/validator.py": ["tests/tokens/test_validator.py", "tests/tokens/test_validator_races.py"],
+    "gateway/tokens/service.py": ["tests/tokens/test_service.py"],
+    "gateway/tokens/sqlite.py": ["tests/tokens/test_sqlite_store.py"],
+    "gateway/proxy/headers.py": ["tests/core/test_hostile.py", "tests/gates/test_identity.py"],
+    "gateway/proxy/forward.py": ["tests/core/test_proxy.py"],
+    "gateway/proxy/websocket.py": ["tests/core/test_websocket_credentials.py"],
+}
+HIGH = [
+    "gateway/authz.py",
+    "gateway/pipeline.py",
+    "gateway/surface/paths.py",
+    "gateway/surface/matcher.py",
+    "gateway/auth/bearer.py",
+    "gateway/tokens/secret.py",
+]
+JUDGED = ("killed", "survived", "timeout", "suspicious", "segfault")
+
+
+@dataclass
+class Outcome:
+    module: str
+    counts: dict[str, int] = field(default_factory=dict)
+    survivors: list[tuple[str, str]] = field(default_factory=list)  # name, diff
+    seconds: float = 0.0
+    error: str = ""
+
+    @property
+    def judged(self) -> int:
+        return sum(self.counts.get(k, 0) for k in JUDGED)
+
+    @property
+    def detected(self) -> int:
+        """Killed by a failing test, or by a test that no longer finishes (an endless loop)."""
+        return self.counts.get("killed", 0) + self.counts.get("timeout", 0)
+
+    @property
+    def score(self) -> float:
+        return 100.0 * self.detected / self.judged if self.judged else 0.0
+
+
+def _checkout_copy(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(
+        b"\0"
+    )
+    for name in filter(None, files):
+        src = ROOT / name.decode()
+        if src.is_file():
+            target = dest / name.decode()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+
+
+def _mutmut(work: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": "", "PY_COLORS": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "mutmut", *args],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _setup_cfg(module: str, tests: list[str]) -> str:
+    """mutmut's settings; a list is one item per line."""
+
+    def items(values: list[str]) -> str:
+        return "".join(f"\n    {v}" for v in values)
+
+    return (
+        "[mutmut]\n"
+        f"source_paths={items([module])}\n"
+        f"also_copy={items(['tests', 'gateway'])}\n"
+        f"pytest_add_cli_args_test_selection={items(tests)}\n"
+        # -x: a mutant is killed at its first failing test.
+        f"pytest_add_cli_args={items(['-x', '-q', '-p', 'no:cacheprovider'])}\n"
+    )
+
+
+def run_module(module: str, tests: list[str], jobs: int, keep: bool) -> Outcome:
+    out = Outcome(module)
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="scopegate-mutation-"))
+    try:
+        _checkout_copy(work)
+        (work / "setup.cfg").write_text(_setup_cfg(module, tests))
+        done = _mutmut(work, "run", "--max-children", str(jobs))
+        results = _mutmut(work, "results", "--all", "true")
+        for line in results.stdout.splitlines():
+            m = re.match(r"\s*(\S+): (.+)$", line)
+            if not m:
+                continue
+            name, status = m.group(1), m.group(2).strip().split()[0]
+            out.counts[status] = out.counts.get(status, 0) + 1
+            if status in ("survived", "timeout", "suspicious"):
+                diff = _mutmut(work, "show", name).stdout
+                changed = "\n".join(
+                    ln for ln in diff.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")
+                )
+                out.survivors.append((f"{name} ({status})", changed))
+        if not out.counts:
+            out.error = (done.stdout[-2000:] + done.stderr[-2000:]).strip() or "mutmut produced no results"
+    finally:
+        out.seconds = time.monotonic() - started
+        if keep:
+            print(f"  work dir kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def report(outcomes: list[Outcome]) -> str:
+    lines = [
+        "| module | killed | timeout | survived | other | score | time |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    detected = judged = 0
+    for o in outcomes:
+        c = o.counts
+        other = sum(v for k, v in c.items() if k not in ("killed", "timeout", "survived"))
+        lines.append(
+            f"| {o.module} | {c.get('killed', 0)} | {c.get('timeout', 0)} | {c.get('survived', 0)} "
+            f"| {other} | {o.score:.1f} % | {o.seconds:.0f} s |"
+        )
+        detected += o.detected
+        judged += o.judged
+    if judged:
+        lines.append(f"| **all** | | | | | **{100.0 * detected / judged:.1f} %** | |")
+    for o in outcomes:
+        if o.error:
+            lines += ["", f"## {o.module}: not run", "", "```", o.error, "```"]
+        if o.survivors:
+            lines += ["", f"## Survivors in {o.module}", ""]
+            for name, diff in o.survivors:
+                lines += [f"- `{name}`", "", "```diff", diff, "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", help="modules to mutate (default: the high-value ones)")
+    parser.add_argument("--all", action="store_true", help="every module in the map")
+    parser.add_argument("--jobs", type=int, default=2, help="mutants run in parallel (default 2)")
+    parser.add_argument("--out", default="", help="also write the report (Markdown) here")
+    parser.add_argument("--keep", action="store_true", help="keep each module's work dir")
+    args = parser.parse_args(argv)
+    modules = list(MODULES) if args.all else (args.modules or HIGH)
+    unknown = [m for m in modules if m not in MODULES]
+    if unknown:
+        parser.error(f"no test subset mapped for {unknown[0]} (see MODULES)")
+    outcomes = []
+    for module in modules:
+        print(f"mutating {module} against {' '.join(MODULES[module])}", file=sys.stderr, flush=True)
+        outcome = run_module(module, MODULES[module], args.jobs, args.keep)
+        print(f"  {outcome.counts} score {outcome.score:.1f} % in {outcome.seconds:.0f} s", file=sys.stderr)
+        outcomes.append(outcome)
+    text = report(outcomes)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 1 if any(o.error for o in outcomes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
