@@ -342,7 +342,10 @@ async def test_upstream_answering_before_the_body_is_complete(
             ALL, extra="limits: {max_body: 64MiB}\n", upstream_url=f"http://127.0.0.1:{up.port}"
         )
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.client.port)
-        writer.write(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n" + b"a" * 65536)
+        writer.write(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Length: 10000000\r\n\r\n" + b"a" * 65536
+        )
         answer = await asyncio.wait_for(reader.readuntil(b"too big!"), 5)
         writer.close()
         assert answer.startswith(b"HTTP/1.1 413")
@@ -589,7 +592,10 @@ async def test_a_trickled_request_body_is_bounded_by_the_upstream_timeout(
     async with raw_upstream(respond) as up:
         gw = await make_gateway(ALL, upstream_url=f"http://127.0.0.1:{up.port}")  # timeout: 2
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.client.port)
-        writer.write(b"POST /slow-body HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
+        writer.write(
+            b"POST /slow-body HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Length: 1000\r\n\r\nabc"
+        )
         await writer.drain()
         started = asyncio.get_running_loop().time()
         answer = await asyncio.wait_for(reader.read(4096), 15)
