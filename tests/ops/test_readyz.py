@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import Upstream
 from tests.support import ROOT as REPO
-from tests.support import cli_create, stop_async
+from tests.support import cli_create, stop_async, wait_announced
 
 from .test_metrics_logs import Served, fetch, poll_until, serve_config, serving, wait_ready
 
@@ -120,7 +120,7 @@ def _without_root_file_powers() -> list[str]:
 
 
 async def test_unreadable_file_is_not_ready(tmp_path: Path, upstream: Upstream) -> None:
-    config, port, admin = serve_config(tmp_path, upstream.url)
+    config = serve_config(tmp_path, upstream.url)
     log = tmp_path / "stderr.log"
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     env.pop("SCOPEGATE_CONFIG", None)
@@ -128,10 +128,12 @@ async def test_unreadable_file_is_not_ready(tmp_path: Path, upstream: Upstream) 
         proc = subprocess.Popen(
             [*_without_root_file_powers(), sys.executable, "-m", "gateway", "serve", "-c", str(config)],
             cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
             env=env,
         )
+    port, admin = await wait_announced(proc, log)
+    assert admin is not None
     gw = Served(proc, port, admin, tmp_path, config, tmp_path / "routes.yaml", log)
     db = tmp_path / "tokens.db"
     try:

@@ -41,8 +41,9 @@ class PausedLookups(SqliteTokenStore):
 
 
 async def test_a_revocation_polled_during_the_lookup_is_not_let_through(
-    db_path: str, store: SqliteTokenStore, tokens_cfg: TokensConfig, clock: Clock
+    db_path: str, sqlite_store: SqliteTokenStore, tokens_cfg: TokensConfig, clock: Clock
 ) -> None:
+    store = sqlite_store
     record, secret = await mint(store, clock)
     paused = PausedLookups(db_path)
     await paused.open()
@@ -53,7 +54,7 @@ async def test_a_revocation_polled_during_the_lookup_is_not_let_through(
         await asyncio.wait_for(paused.read_done.wait(), 10)
         # The lookup has read the row as live. Now the token is revoked elsewhere and the poll
         # delivers it, while that lookup is still in flight.
-        await revoke_elsewhere(db_path, record.id, clock())
+        await revoke_elsewhere(lambda: SqliteTokenStore(db_path), record.id, clock())
         await validator.poll_once()
         paused.gate.set()
         # SECURITY: the answer of a lookup that began before the revocation must not admit.
@@ -69,8 +70,9 @@ async def test_a_revocation_polled_during_the_lookup_is_not_let_through(
 
 
 async def test_a_restored_store_clears_the_token_cache(
-    tmp_path: Path, db_path: str, store: SqliteTokenStore, tokens_cfg: TokensConfig, clock: Clock
+    tmp_path: Path, db_path: str, sqlite_store: SqliteTokenStore, tokens_cfg: TokensConfig, clock: Clock
 ) -> None:
+    store = sqlite_store
     kept, secret = await mint(store, clock, name="kept")
     others = [await mint(store, clock, name=f"other{i}") for i in range(3)]
     # A backup taken now, before any revocation; in it, `kept` is later revoked (feed head 1).
@@ -79,7 +81,7 @@ async def test_a_restored_store_clears_the_token_cache(
         live.backup(copy)
     live.close()
     copy.close()
-    await revoke_elsewhere(backup, kept.id, clock())
+    await revoke_elsewhere(lambda: SqliteTokenStore(backup), kept.id, clock())
     # The live store moves on: three revocations (feed head 3); `kept` is validated and cached.
     for other, _ in others:
         await store.revoke(other.id, clock())
