@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     tr = tsub.add_parser("revoke", help="revoke a token everywhere")
     tr.add_argument("-c", "--config")
     tr.add_argument("id")
+    tt = tsub.add_parser("rotate", help="mint a successor; the old token ends after --overlap")
+    tt.add_argument("-c", "--config")
+    tt.add_argument("id")
+    tt.add_argument("--overlap", help="how long the old secret keeps working (default 0)")
+    tt.add_argument("--json", action="store_true")
     d = cmd("demo", "run the gateway on embedded defaults with an echo upstream")
     d.add_argument("--port", type=int, default=8080)
     d.add_argument(
@@ -278,12 +283,13 @@ async def _token(cfg: Config, args: argparse.Namespace) -> int:
 
     async def listing(rt: Any) -> int:
         records = await rt.service.list(None, args.status, workspace=args.workspace)
+        now, idle = rt.service.clock(), cfg.tokens.idle_ttl
         if args.json:
-            print(json.dumps([record_json(r) for r in records], indent=2))
+            print(json.dumps([record_json(r, now=now, idle_ttl=idle) for r in records], indent=2))
             return 0
-        rows = [("ID", "NAME", "PREFIX", "WORKSPACE", "PROJECT", "SCOPES", "EXPIRES", "LAST USED", "REVOKED")]
+        rows = [("ID", "NAME", "PREFIX", "WORKSPACE", "PROJECT", "SCOPES", "EXPIRES", "LAST USED", "STATUS")]
         for r in records:
-            j = record_json(r)
+            j = record_json(r, now=now, idle_ttl=idle)
             rows.append(
                 (
                     r.id,
@@ -294,7 +300,7 @@ async def _token(cfg: Config, args: argparse.Namespace) -> int:
                     " ".join(r.scopes),
                     j["expires_at"] or "-",
                     j["last_used_at"] or "-",
-                    j["revoked_at"] or "-",
+                    j["status"],
                 )
             )
         widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
@@ -307,5 +313,17 @@ async def _token(cfg: Config, args: argparse.Namespace) -> int:
         print(f"revoked {args.id}")
         return 0
 
-    action = {"create": create, "list": listing, "revoke": revoke}[args.token_command]
-    return await _with_runtime(cfg, action)
+    async def rotate(rt: Any) -> int:
+        body = {} if args.overlap is None else {"overlap": args.overlap}
+        record, secret = await rt.service.rotate(None, args.id, body)
+        if args.json:
+            print(json.dumps(record_json(record, secret), indent=2))
+        else:
+            expires = record_json(record)["expires_at"]
+            print(f"rotated {args.id} -> {record.id} ({record.name}) expires={expires}")
+            print("token (shown once, store it now):")
+            print(secret)
+        return 0
+
+    action = {"create": create, "list": listing, "revoke": revoke, "rotate": rotate}
+    return await _with_runtime(cfg, action[args.token_command])

@@ -18,7 +18,7 @@ from multidict import CIMultiDictProxy
 from .auth.bearer import Authenticate, authenticate, credential_of
 from .auth.principal import ANONYMOUS, Principal
 from .auth.ratelimit import FailedAuthLimiter
-from .authz import authorize
+from .authz import authorize, network_gate
 from .config import Config
 from .errors import (
     BadRequest,
@@ -62,9 +62,9 @@ class Decision:
 class RouteRefused(GatewayError):
     """A refusal raised after a route matched: carries the route for logs and metrics."""
 
-    def __init__(self, cause: GatewayError, route: Route) -> None:
+    def __init__(self, cause: GatewayError, route: Route, principal: Principal = ANONYMOUS) -> None:
         super().__init__(cause.detail)
-        self.cause, self.route = cause, route
+        self.cause, self.route, self.principal = cause, route, principal
         self.status, self.code = cause.status, cause.code
 
     def headers(self) -> dict[str, str]:
@@ -106,10 +106,11 @@ class Pipeline:
         principal = ANONYMOUS
         try:
             principal = await self.authenticate(route.cls, headers, peer)
+            network_gate(principal, peer)
             authorize(route, method, found.params, principal)
         except SHADOWABLE as exc:
             if not route.shadow:
-                raise RouteRefused(exc, route) from None
+                raise RouteRefused(exc, route, principal) from None
             # Forwarded as far as it got: authenticated identity if any, never more.
             return Decision(method, path, route, found.params, principal, shadow_denied=exc)
         except GatewayError as exc:

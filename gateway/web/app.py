@@ -73,6 +73,8 @@ async def _handle(rt: Runtime, request: web.Request) -> web.StreamResponse:
                 rt.validator.note_used(d.principal.token_id)
     except RouteRefused as exc:
         fields["route"], fields["class"] = exc.route.id, exc.route.cls.value
+        if exc.principal.token_id:  # an identified token is named in the refusal's line
+            fields["credential"], fields["token_id"] = exc.principal.kind, exc.principal.token_id
         reason = exc.code
         response = error_response(exc, rid, close="Upgrade" in request.headers)
     except GatewayError as exc:

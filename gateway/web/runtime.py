@@ -15,7 +15,7 @@ from ..auth.jwt import authenticator_for
 from ..auth.principal import Principal
 from ..auth.ratelimit import FailedAuthLimiter
 from ..config import Config
-from ..errors import ConfigError, StoreUnavailable
+from ..errors import ConfigError, StartupError, StoreUnavailable
 from ..observe import Metrics, counter, gauge, log_request
 from ..pipeline import Pipeline
 from ..proxy.forward import Upstreams
@@ -27,6 +27,8 @@ from ..surface.model import Surface
 from ..tokens.service import TokenService
 from ..tokens.sqlite import SqliteTokenStore
 from ..tokens.validator import TokenValidator
+from ..tokens.webhook import MIN_SECRET_BYTES, SECRET_ENV, ExpiryNotifier
+from .tokens_api import ByValueLimiter
 
 LOG = logging.getLogger("scopegate")
 
@@ -55,6 +57,8 @@ class Runtime:
             self._authenticators(),
             FailedAuthLimiter(cfg.limits.failed_auth_per_minute),
         )
+        self.by_value_limiter = ByValueLimiter()
+        self.notifier: ExpiryNotifier | None = None
         self.store_ok = False
         self.in_flight = 0  # requests being handled, for the drain on SIGTERM
         self.draining = False
@@ -86,7 +90,20 @@ class Runtime:
             max(0.0, time.time() - last_poll) if last_poll else 0.0,
         )
 
+    def _expiry_notifier(self) -> ExpiryNotifier | None:
+        hook = self.cfg.tokens.expiry_webhook
+        if hook is None:
+            return None
+        secret = os.environ.get(SECRET_ENV, "").encode()
+        if len(secret) < MIN_SECRET_BYTES:
+            raise StartupError(
+                f"tokens.expiry_webhook: set ${SECRET_ENV} to a secret of at least {MIN_SECRET_BYTES} bytes"
+            )
+        # Warnings need no second precision: a round every five revocation polls.
+        return ExpiryNotifier(self.store, hook, secret, 5 * self.cfg.tokens.revocation_poll)
+
     async def start(self) -> None:
+        self.notifier = self._expiry_notifier()
         await self.upstreams.start()
         try:
             await self.store.open()
@@ -96,6 +113,8 @@ class Runtime:
             # Keep trying: a volume mounted late or a directory created later needs no restart.
             self._reopen = asyncio.create_task(self._open_store_when_reachable())
         await self.validator.start()
+        if self.notifier is not None:
+            await self.notifier.start()
         if self.jwt is not None:
             await self.jwt.start()
 
@@ -118,6 +137,8 @@ class Runtime:
             self._reopen = None
         if self.jwt is not None:
             await self.jwt.close()
+        if self.notifier is not None:
+            await self.notifier.stop()
         await self.validator.stop()
         await self.store.close()
         await self.upstreams.close()
