@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     tc.add_argument("--target", action="append", default=[], metavar="KIND:ID")
     tc.add_argument("--expires-in")
     tc.add_argument("--owner", default="cli")
+    tc.add_argument("--allow-cidr", action="append", dest="allowed_cidrs", metavar="CIDR")
+    tc.add_argument("--not-before", metavar="TIME", help="RFC 3339 time or Unix seconds")
     tc.add_argument("--json", action="store_true")
     tl = tsub.add_parser("list", help="list tokens (never a secret)")
     tl.add_argument("-c", "--config")
@@ -264,6 +266,11 @@ async def _token(cfg: Config, args: argparse.Namespace) -> int:
             body["scopes"] = args.scopes
         if args.expires_in is not None:
             body["expires_in"] = args.expires_in
+        if args.allowed_cidrs:
+            body["allowed_cidrs"] = args.allowed_cidrs
+        if args.not_before is not None:
+            nbf = args.not_before
+            body["not_before"] = int(nbf) if nbf.isdigit() and len(nbf) < 16 else nbf
         if args.target:
             targets = []
             for t in args.target:
