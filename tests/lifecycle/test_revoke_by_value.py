@@ -132,3 +132,12 @@ async def test_only_post(gw: Gateway) -> None:
     for method in ("GET", "DELETE", "PUT"):
         status, out = await call(gw, method, "/auth/tokens/revoke", ADMIN)
         assert (status, out["error"]) == (405, "method_not_allowed"), method
+
+
+def test_the_readme_documents_the_format_scanners_need() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert TOKEN_RE.pattern in readme
+    for _ in range(200):
+        assert TOKEN_RE.fullmatch(generate("st_"))
+    token = generate("st_")
+    assert not TOKEN_RE.search(token[:-1]) and not TOKEN_RE.search(token + "x")
