@@ -20,6 +20,7 @@ from typing import Any
 import aiosqlite
 
 from ..errors import Conflict, StoreUnavailable
+from . import sqlite_notices as notices
 from .migrations import SchemaTooNew, migrate
 from .store import ExpiryNotice, Status, TokenRecord
 
@@ -148,57 +149,17 @@ class SqliteTokenStore:
     async def claim_expiry_notices(
         self, now: float, thresholds: Sequence[int], lease: float, limit: int = 100
     ) -> builtins.list[ExpiryNotice]:
-        if not thresholds:
-            return []
-        out: builtins.list[ExpiryNotice] = []
+        async with self._reading() as conn:
+            if not await notices.any_due(conn, now, thresholds):
+                return []
         async with self._writing() as conn:
-            for threshold in thresholds:
-                # Live tokens inside the window whose lifetime exceeds the threshold, with no
-                # notice yet or an unsent one that is neither claimed nor waiting for a retry.
-                rows = await _fetchall(
-                    conn,
-                    f"SELECT {_PREFIXED}, n.attempts FROM tokens t "  # noqa: S608
-                    "LEFT JOIN expiry_notices n ON n.token_id = t.id AND n.threshold = ? "
-                    "WHERE t.revoked_at IS NULL AND t.revoke_at IS NULL AND t.expires_at > ? "
-                    "AND t.expires_at - ? <= ? AND t.expires_at - t.created_at > ? "
-                    "AND (n.token_id IS NULL OR (n.sent_at IS NULL AND n.claimed_until <= ? "
-                    "AND n.retry_at <= ?)) ORDER BY t.expires_at LIMIT ?",
-                    (threshold, now, threshold, now, threshold, now, now, limit - len(out)),
-                )
-                for row in rows:
-                    attempt = int(row[-1] or 0) + 1
-                    await conn.execute(
-                        "INSERT INTO expiry_notices (token_id, threshold, attempts, claimed_until) "
-                        "VALUES (?, ?, ?, ?) ON CONFLICT (token_id, threshold) DO UPDATE SET "
-                        "attempts = excluded.attempts, claimed_until = excluded.claimed_until",
-                        (row[0], threshold, attempt, now + lease),
-                    )
-                    targets = await _fetchall(
-                        conn,
-                        "SELECT kind, target_id FROM targets WHERE token_id = ? ORDER BY rowid",
-                        (row[0],),
-                    )
-                    out.append(ExpiryNotice(_record(row[:-1], targets), threshold, attempt))
-                if len(out) >= limit:
-                    break
-        return out
+            return await notices.claim(conn, _PREFIXED, _record, now, thresholds, lease, limit)
 
     async def finish_expiry_notice(
         self, token_id: str, threshold: int, *, sent: bool, retry_at: float
     ) -> None:
         async with self._writing() as conn:
-            if sent:
-                await conn.execute(
-                    "UPDATE expiry_notices SET sent_at = ?, claimed_until = 0 "
-                    "WHERE token_id = ? AND threshold = ?",
-                    (retry_at, token_id, threshold),
-                )
-            else:
-                await conn.execute(
-                    "UPDATE expiry_notices SET retry_at = ?, claimed_until = 0 "
-                    "WHERE token_id = ? AND threshold = ?",
-                    (retry_at, token_id, threshold),
-                )
+            await notices.finish(conn, token_id, threshold, sent=sent, at=retry_at)
 
     async def by_hash(self, token_hash: bytes) -> TokenRecord | None:
         return await self._one("token_hash = ?", (token_hash,))

@@ -83,6 +83,14 @@ class Runtime:
             {("hit",): v.cache_hits, ("miss",): v.cache_misses},
         )
         yield counter("scopegate_store_writes", "last_used_at batch writes", [], {(): v.store_writes})
+        if self.notifier is not None:
+            n = self.notifier
+            yield counter(
+                "scopegate_expiry_webhooks",
+                "Expiry warning deliveries",
+                ["result"],
+                {("sent",): n.sent, ("failed",): n.failed},
+            )
         last_poll = v.last_poll
         yield gauge(
             "scopegate_revocation_feed_lag_seconds",

@@ -203,3 +203,17 @@ def test_network_gate(client: str | None, allowed: bool) -> None:
         with pytest.raises(TargetDenied):
             network_gate(principal, client)
     network_gate(bound(), client)  # an unbound token is allowed from anywhere
+
+
+async def test_forward_auth_applies_the_binding(make_gateway: MakeGateway) -> None:
+    gw = await make_gateway(routes=ROUTES, extra=JWT_EXTRA + 'trusted_proxies: ["127.0.0.1/32"]\n')
+    office = await mint(gw, ADMIN, name="office", allowed_cidrs=["10.0.0.0/8"])
+    asked = {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/v1/playlists"}
+    for client, expected in (("10.2.3.4", 200), ("192.0.2.7", 403)):
+        headers = {**asked, **bearer(office["token"]), "X-Forwarded-For": client}
+        async with gw.client.get("/auth/verify", headers=headers) as resp:
+            assert resp.status == expected, client
+            if expected == 200:
+                assert resp.headers["X-Auth-Token-Id"] == office["id"]
+            else:
+                assert (await resp.json())["error"] == "target_denied"
