@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from yarl import URL
 
 from .errors import ConfigError, Problem
+from .web.tls import TlsFiles, read_tls
 from .yamlsrc import LList, LMap, line_of, load_yaml
 
 DEFAULT_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
@@ -54,6 +55,7 @@ def parse_size(value: object) -> int | None:
 class Listen:
     host: str
     port: int
+    tls: TlsFiles | None = None
 
 
 @dataclass(frozen=True)
@@ -223,11 +225,17 @@ def _pos_size(v: Any) -> int | None:
     return s if s is not None and s > 0 else None
 
 
-def _listen(r: Reader, node: Any, where: str, default: Listen, line: int = 0) -> Listen:
-    m = r.mapping(node, where, {"host", "port"}, line)
+def _listen(
+    r: Reader, node: Any, where: str, default: Listen, line: int = 0, tls_base: str | None = None
+) -> Listen:
+    m = r.mapping(node, where, {"host", "port"} | ({"tls"} if tls_base is not None else set()), line)
+    tls = None
+    if tls_base is not None and m.get("tls") is not None:
+        tls = read_tls(m["tls"], tls_base, line_of(m, "tls", line), r.error)
     return Listen(
         r.get(m, "host", where, _str, default.host, "a host name or address"),
         r.get(m, "port", where, _port, default.port, "a port number 0-65535"),
+        tls,
     )
 
 
@@ -578,7 +586,7 @@ def load_config(path: str) -> Config:
     cfg = Config(
         path=path,
         listen=_listen(
-            r, top.get("listen", LMap()), "listen", Listen("0.0.0.0", 8080), line_of(top, "listen")
+            r, top.get("listen", LMap()), "listen", Listen("0.0.0.0", 8080), line_of(top, "listen"), base_dir
         ),
         admin=admin,
         methods=_methods(r, top),

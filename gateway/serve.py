@@ -21,6 +21,7 @@ from .web.admin import build_admin_app
 from .web.app import build_app
 from .web.listener import GuardedSite
 from .web.runtime import Runtime
+from .web.tls import ServerTls, TlsError
 
 LOG = logging.getLogger("scopegate")
 WATCH_INTERVAL = 2.0
@@ -52,9 +53,10 @@ async def serve(
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, rt.reload)
     admin_runner = None
     try:
+        tls = _server_tls(cfg)
+        loop.add_signal_handler(signal.SIGHUP, _reload, rt, tls)
         site = GuardedSite(
             runner,
             host,
@@ -62,6 +64,7 @@ async def serve(
             header_timeout=cfg.limits.header_timeout,
             reuse_port=reuse_port,
             refused=rt.parse_refused,
+            ssl_context=tls.context if tls is not None else None,
         )
         await _bind(site.start(), host, port)
         if admin and cfg.admin is not None:
@@ -107,6 +110,22 @@ async def serve(
         await admin_runner.cleanup()
     await runner.cleanup()
     LOG.info("scopegate worker %s stopped", worker)
+
+
+def _server_tls(cfg: Config) -> ServerTls | None:
+    if cfg.listen.tls is None:
+        return None
+    try:
+        return ServerTls(cfg.listen.tls)
+    except TlsError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def _reload(rt: Runtime, tls: ServerTls | None) -> None:
+    """SIGHUP: the surface, then the listener's certificate; each keeps the old one on error."""
+    rt.reload()
+    if tls is not None:
+        rt.metrics.reloads.labels("ok" if tls.reload() else "error").inc()
 
 
 async def _bind(starting: Awaitable[None], host: str, port: int) -> None:

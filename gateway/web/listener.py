@@ -9,6 +9,7 @@ bounded by aiohttp's own keepalive timeout.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -132,8 +133,11 @@ class GuardedSite(web.TCPSite):
         reuse_port: bool = False,
         backlog: int = 1024,
         refused: ParseRefusal | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(runner, host, port, reuse_port=reuse_port or None, backlog=backlog)
+        super().__init__(
+            runner, host, port, reuse_port=reuse_port or None, backlog=backlog, ssl_context=ssl_context
+        )
         self._header_timeout = header_timeout
         self._refused = refused
 
@@ -154,6 +158,9 @@ class GuardedSite(web.TCPSite):
             backlog=self._backlog,
             reuse_address=self._reuse_address,
             reuse_port=self._reuse_port,
+            ssl=self._ssl_context,
+            # SECURITY: a TLS handshake gets no longer than a request head (slowloris).
+            ssl_handshake_timeout=timeout if self._ssl_context is not None else None,
         )
         sockets = self._server.sockets
         if sockets:

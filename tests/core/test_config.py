@@ -80,9 +80,14 @@ ERRORS = [
     ("limits:\n  max_bdy: 10\n", [(3, "limits: unknown key 'max_bdy'")], "unknown-limits-key"),
     ("tokens: {prefix: st_, ttl: 5}\n", [(2, "tokens: unknown key 'ttl'")], "unknown-tokens-key"),
     (
-        "listen: {host: 0.0.0.0, port: 80, tls: true}\n",
-        [(2, "listen: unknown key 'tls'")],
+        "listen: {host: 0.0.0.0, port: 80, tsl: true}\n",
+        [(2, "listen: unknown key 'tsl'")],
         "unknown-listen-key",
+    ),
+    (
+        "listen: {host: 0.0.0.0, port: 80, tls: true}\n",
+        [(2, "listen.tls: expected a mapping {cert_file, key_file, client_ca_file?}")],
+        "listen-tls-not-a-mapping",
     ),
     ("log: {level: info, colour: true}\n", [(2, "log: unknown key 'colour'")], "unknown-log-key"),
     (
