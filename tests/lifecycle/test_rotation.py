@@ -63,14 +63,16 @@ async def test_rotation_with_overlap_on_two_gateways(tmp_path: Path, upstream: U
         for served in (a, b):  # both have the old token cached
             assert await status(session, served, old["token"]) == 200
             assert await status(session, served, old["token"]) == 200
-        got, new = await rotate(session, a, old["id"], ADMIN, {"overlap": "3s"})
+        asked = time.time()
+        got, new = await rotate(session, a, old["id"], ADMIN, {"overlap": "4s"})
         assert got == 201, new
         assert {k: new[k] for k in SAME} == {k: old[k] for k in SAME}
         assert (new["rotated_from"], new["expires_at"]) == (old["id"], old["expires_at"])
         assert new["id"] != old["id"] and new["token"] != old["token"]
-        listed = {t["id"]: t for t in cli_list(config)}
-        overlap_end = ts(listed[old["id"]]["expires_at"])
-        assert time.time() < overlap_end <= time.time() + 3
+        async with session.get(b.url + "/auth/tokens", headers=bearer(ADMIN)) as resp:
+            listed = {t["id"]: t for t in (await resp.json())["tokens"]}
+        overlap_end = ts(listed[old["id"]]["expires_at"])  # as any gateway shows it
+        assert asked + 3 - 0.01 <= overlap_end <= time.time() + 4
         # During the overlap both secrets work on both gateways.
         while time.time() < overlap_end - 0.5:
             for served in (a, b):
@@ -80,7 +82,11 @@ async def test_rotation_with_overlap_on_two_gateways(tmp_path: Path, upstream: U
         # Then only the new one: at once where it was rotated, within two polls elsewhere.
         for served in (a, b):
             refused = await refused_by(session, served, old["token"], overlap_end + 5)
-            assert overlap_end <= refused <= overlap_end + 2 * POLL + 1, (served.port, refused - overlap_end)
+            # Two polls (the sweep, then the feed), plus slack for a loaded machine.
+            assert overlap_end <= refused <= overlap_end + 2 * POLL + 1.5, (
+                served.port,
+                refused - overlap_end,
+            )
             assert await status(session, served, new["token"]) == 200
         # Any gateway carries out the scheduled revocation: the old token lists as revoked.
         deadline = time.time() + 5
