@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
@@ -12,7 +13,7 @@ from typing import Any, NoReturn, TypeVar
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from .config import Config, default_config_path, load_config
+from .config import MINT_SECTIONS, STORE_SECTIONS, Config, default_config_path, load_config
 from .errors import ConfigError, GatewayError, StartupError
 from .observe import setup_logging
 from .surface.loader import load_surface
@@ -20,18 +21,43 @@ from .surface.loader import load_surface
 T = TypeVar("T")
 
 
-class CliError(Exception):
-    """A one-line message for the user and an exit code."""
+USAGE = 2  # exit code of every usage error: a missing or unknown argument, a bad value
 
-    def __init__(self, message: str, code: int = 1) -> None:
+
+class CliError(Exception):
+    """A one-line message for the user and an exit code; `prog` names the (sub)command."""
+
+    def __init__(self, message: str, code: int = 1, prog: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.prog = prog
+
+    def line(self, prog: str) -> str:
+        hint = " (see --help)" if self.code == USAGE else ""
+        return f"{self.prog or prog}: {self}{hint}"
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        raise CliError(f"{self.prog}: {message}", 2)
+        # One line, never argparse's usage block: `scopegate token create: --name is required`.
+        raise CliError(_plain(message), USAGE, self.prog)
+
+
+_COMMAND_DESTS = {"command": "a command", "token_command": "a token command (create, list, revoke or rotate)"}
+
+
+def _plain(message: str) -> str:
+    """argparse's message, said plainly on one line."""
+    if m := re.fullmatch(r"the following arguments are required: (.+)", message):
+        names = [_COMMAND_DESTS.get(n, n.split("/")[-1]) for n in m.group(1).split(", ")]
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        return f"{listed} {'is' if len(names) == 1 else 'are'} required"
+    choice = r"argument (command|token_command): invalid choice: (.*?) \(choose from .*\)"
+    if m := re.fullmatch(choice, message):
+        return f"unknown command {m.group(2)}"
+    if m := re.fullmatch(r"argument ([^:]+): (.*)", message, re.S):
+        return f"{m.group(1).split('/')[-1]}: {m.group(2)}"
+    return message.replace("\n", " ")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,19 +119,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    prog = "scopegate"
     try:
-        args = _parser().parse_args(argv)
+        args = _parse(argv)
+        prog = _prog_of(args)
         return _dispatch(args)
     except CliError as exc:
-        print(f"scopegate: {exc}" if not str(exc).startswith("scopegate") else str(exc), file=sys.stderr)
+        print(exc.line(prog), file=sys.stderr)
         return exc.code
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
     except GatewayError as exc:
-        print(f"scopegate: {exc.code}: {exc.detail}", file=sys.stderr)
-        return 1
+        # A value the service refused (400) is the caller's usage error; the rest are not.
+        code = USAGE if exc.status == 400 else 1
+        print(CliError(f"{exc.code}: {exc.detail}", code).line(prog), file=sys.stderr)
+        return code
     except StartupError as exc:
         print(f"scopegate: {exc}", file=sys.stderr)
         return 1
@@ -113,8 +143,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _config(args: argparse.Namespace) -> Config:
-    return load_config(default_config_path(getattr(args, "config", None)))
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0].startswith("-") and words[0] not in ("-h", "--help"):
+        # Options belong to a command; argparse would read the next word as the command.
+        raise CliError(f"unknown option {words[0]} before the command", USAGE)
+    args, extras = _parser().parse_known_args(words)
+    if extras:
+        first = extras[0]
+        what = f"unknown option {first}" if first.startswith("-") else f"unexpected argument {first!r}"
+        raise CliError(what, USAGE, _prog_of(args))
+    return args
+
+
+def _prog_of(args: argparse.Namespace) -> str:
+    words = ["scopegate", getattr(args, "command", None), getattr(args, "token_command", None)]
+    return " ".join(w for w in words if w)
+
+
+def _config(args: argparse.Namespace, sections: set[str] | frozenset[str] | None = None) -> Config:
+    return load_config(default_config_path(getattr(args, "config", None)), sections)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -125,16 +173,18 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_check(default_config_path(args.config), args.format, args.openapi)
     if args.command == "routes":
-        return _routes(_config(args))
+        return _routes(_config(args, {"surface", "upstreams", "management"}))
     if args.command == "explain":
         return _run(_explain(_config(args), args))
     if args.command == "token":
-        return _run(_token(_config(args), args))
+        # Store commands read the settings they use and no others (no JWT secret needed).
+        sections = {"create": MINT_SECTIONS}.get(args.token_command, STORE_SECTIONS)
+        return _run(_token(_config(args, sections), args))
     if args.command == "demo":
         from .demo import run_demo
 
         return run_demo(args.port, args.check)
-    raise CliError(f"unknown command {args.command}", 2)
+    raise CliError(f"unknown command {args.command!r}", USAGE)
 
 
 def _run(coro: Awaitable[T]) -> T:
@@ -153,7 +203,7 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or cfg.listen.host
     port = args.port if args.port is not None else cfg.listen.port
     if args.workers < 1:
-        raise CliError("--workers must be at least 1", 2)
+        raise CliError("--workers must be at least 1", USAGE)
     if args.workers > 1 and args.worker_id is None:
         return run_workers(path, host, port, args.workers)
     worker = args.worker_id or "0"
@@ -203,7 +253,7 @@ async def _explain(cfg: Config, args: argparse.Namespace) -> int:
     try:
         url = URL(args.url)
     except ValueError as exc:
-        raise CliError(f"explain: bad URL {args.url!r}: {exc}", 2) from None
+        raise CliError(f"bad URL {args.url!r}: {exc}", USAGE) from None
     target = url.raw_path_qs if url.is_absolute() else args.url
     headers: CIMultiDict[str] = CIMultiDict()
     if args.token:
@@ -211,7 +261,7 @@ async def _explain(cfg: Config, args: argparse.Namespace) -> int:
     for h in args.header:
         name, sep, value = h.partition(":")
         if not sep:
-            raise CliError(f"--header {h!r}: expected NAME:VALUE", 2)
+            raise CliError(f"--header {h!r}: expected NAME:VALUE", USAGE)
         headers.add(name.strip(), value.strip())
     rt = Runtime(cfg)
     try:
@@ -276,7 +326,7 @@ async def _token(cfg: Config, args: argparse.Namespace) -> int:
             for t in args.target:
                 kind, sep, tid = t.partition(":")
                 if not sep or not kind or not tid:
-                    raise CliError(f"--target {t!r}: expected KIND:ID", 2)
+                    raise CliError(f"--target {t!r}: expected KIND:ID", USAGE)
                 targets.append({"kind": kind, "id": tid})
             body["targets"] = targets
         record, secret = await rt.service.create(None, body)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -115,6 +115,8 @@ class JwtConfig:
     roles: Mapping[str, frozenset[str]] | None = None
     jwks_cache: float = 300.0
     jwks_refetch_interval: float = 10.0
+    max_lifetime: float | None = None
+    jwks_max_stale: float = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -412,6 +414,8 @@ def _jwt(r: Reader, node: Any, base_dir: str) -> JwtConfig:
         "roles",
         "jwks_cache",
         "jwks_refetch_interval",
+        "max_lifetime",
+        "jwks_max_stale",
     }
     m = r.mapping(node, w, keys)
     algs_node = m.get("algorithms", LList(["RS256"]))
@@ -488,7 +492,17 @@ def _jwt(r: Reader, node: Any, base_dir: str) -> JwtConfig:
         roles,
         r.get(m, "jwks_cache", w, _pos_duration, 300.0, "a positive duration"),
         r.get(m, "jwks_refetch_interval", w, _pos_duration, 10.0, "a positive duration"),
+        _max_lifetime(r, m),
+        r.get(m, "jwks_max_stale", w, _pos_duration, 24 * 3600.0, "a positive duration such as 24h"),
     )
+
+
+def _max_lifetime(r: Reader, m: LMap) -> float | None:
+    """`jwt.max_lifetime`: a positive duration, or null/`off` (the default) for no bound."""
+    value = m.get("max_lifetime")
+    if value is None or value is False or value == "off":
+        return None
+    return r.get(m, "max_lifetime", "jwt", _pos_duration, None, "a positive duration such as 30d, or null")
 
 
 def _store(r: Reader, node: LMap) -> str:
@@ -520,19 +534,35 @@ TOP_KEYS = {
 }
 
 
-def load_config(path: str) -> Config:
-    """Read and validate config.yaml. Raises ConfigError listing every problem found."""
+# What the token commands read: `token list` and `token revoke` touch only the store; `token
+# create` also checks scopes against the catalogue, which the surface files name.
+STORE_SECTIONS = frozenset({"store", "tokens"})
+MINT_SECTIONS = STORE_SECTIONS | {"surface", "upstreams", "management"}
+
+
+def load_config(path: str, sections: Collection[str] | None = None) -> Config:
+    """Read and validate config.yaml. Raises ConfigError listing every problem found.
+
+    With `sections`, only those top-level sections are read and validated (the others keep
+    their defaults, `jwt` none): a command that needs the store never fails on a JWT secret it
+    does not use. Unknown top-level keys are errors either way. `serve` and `check` read all.
+    """
     raw = load_yaml(path)
     r = Reader(path)
     if raw is None:
         raw = LMap()
     top = r.mapping(raw, "config", TOP_KEYS, 1)
+    if sections is not None:
+        kept = LMap((k, v) for k, v in top.items() if k in sections)
+        kept.line, kept.lines = top.line, top.lines
+        top = kept
     base_dir = os.path.dirname(os.path.abspath(path))
 
     surface = top.get("surface")
     files: list[str] = []
     if surface is None:
-        r.error(top.line or 1, "surface: missing; name a surface file or a list of them")
+        if sections is None or "surface" in sections:
+            r.error(top.line or 1, "surface: missing; name a surface file or a list of them")
     elif isinstance(surface, str):
         files = [surface]
     elif isinstance(surface, list) and surface and all(isinstance(s, str) for s in surface):

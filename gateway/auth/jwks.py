@@ -3,21 +3,28 @@
 key_for(kid, alg)
   cached and fresh, key known      -> the key
   otherwise, under one lock        -> fetch, at most once per `refetch_interval`
-  fetch failed, a cached key fits  -> the cached key (last known good)
+  fetch failed, a cached key fits  -> the cached key (last known good), until `max_stale` past
+                                      the last successful fetch; then JwksUnavailable (503)
   fetch failed, nothing fits       -> JwksUnavailable (503)
   fetch fine, nothing fits         -> InvalidToken (401)
+
+Every successful fetch is reported to `on_refresh`, so verifications cached against keys the new
+set no longer holds can be dropped at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import aiohttp
 import jwt
+from cryptography.hazmat.primitives import serialization
 from yarl import URL
 
 from ..errors import InvalidToken, JwksUnavailable
@@ -31,8 +38,18 @@ RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 OKP_CURVES = frozenset({"Ed25519", "Ed448"})
 
+DEFAULT_MAX_STALE = 24 * 3600.0
+
 # kid (None for a key published without one) -> algorithm -> key
 KeyTable = dict[str | None, dict[str, jwt.PyJWK]]
+
+
+def fingerprint(key: jwt.PyJWK) -> bytes:
+    """A digest of a published key's public material: a kid may come back holding another key."""
+    raw: bytes = key.key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(raw).digest()
 
 
 class _FetchFailed(Exception):
@@ -93,7 +110,8 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 class JwksKeySource:
     """Verification keys from `url`, cached `cache_seconds`, refetched at most once per
-    `refetch_interval` seconds whatever the traffic (an unknown-`kid` flood costs one fetch)."""
+    `refetch_interval` seconds whatever the traffic (an unknown-`kid` flood costs one fetch).
+    While the endpoint is down the last good set serves until `max_stale` seconds past its fetch."""
 
     def __init__(
         self,
@@ -102,11 +120,16 @@ class JwksKeySource:
         cache_seconds: float,
         refetch_interval: float,
         clock: Callable[[], float],
+        *,
+        max_stale: float = DEFAULT_MAX_STALE,
+        on_refresh: Callable[[JwksKeySource], None] | None = None,
     ) -> None:
         self._url = url
         self._allowed = frozenset(algorithms)
         self._cache_seconds = cache_seconds
         self._refetch_interval = refetch_interval
+        self._max_stale = max_stale
+        self._on_refresh = on_refresh
         self._clock = clock
         self._keys: KeyTable = {}
         self._fetched_at: float | None = None
@@ -140,11 +163,34 @@ class JwksKeySource:
                 await self._fetch()
                 key = self._find(kid, alg)
             if key is not None:
-                # Either freshly fetched, or the last known good set while the IdP is down.
-                return key
+                if self._usable():
+                    # Either freshly fetched, or the last known good set while the IdP is down.
+                    return key
+                # SECURITY: an outage is not a licence to trust a key set for ever: past
+                # jwks_max_stale a key withdrawn meanwhile could still be signing.
+                raise JwksUnavailable("the key set cannot be refetched and is older than jwt.jwks_max_stale")
             if self._last_ok:
                 raise InvalidToken("no key matches the token's kid and algorithm")
             raise JwksUnavailable("the key set cannot be fetched")
+
+    def find(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
+        """The key of the current set for `kid` and `alg`, fresh or not; no fetch."""
+        return self._find(kid, alg)
+
+    def age(self) -> float:
+        """Seconds since the last successful fetch; infinite before the first one."""
+        if self._fetched_at is None:
+            return math.inf
+        return max(0.0, self._clock() - self._fetched_at)
+
+    def trusted_until(self) -> float:
+        """The instant until which the current set may be used: the end of its cache lifetime
+        while fresh, else `max_stale` past the last successful fetch."""
+        if self._fetched_at is None:
+            return -math.inf
+        if self._fresh():
+            return self._fetched_at + self._cache_seconds
+        return self._fetched_at + self._max_stale
 
     def _find(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
         if kid is not None:
@@ -158,6 +204,11 @@ class JwksKeySource:
         if self._fetched_at is None:
             return False
         return 0 <= self._clock() - self._fetched_at < self._cache_seconds
+
+    def _usable(self) -> bool:
+        if self._fetched_at is None:
+            return False
+        return self._fresh() or 0 <= self._clock() - self._fetched_at < self._max_stale
 
     def _may_fetch(self) -> bool:
         if self._last_attempt is None:
@@ -185,6 +236,8 @@ class JwksKeySource:
         self._keys = keys
         self._fetched_at = self._last_attempt
         self._last_ok = True
+        if self._on_refresh is not None:
+            self._on_refresh(self)
 
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:

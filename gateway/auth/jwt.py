@@ -6,42 +6,40 @@ authenticate(credential, requested_workspace)
   header: duplicate keys, alg outside the allowlist (`none` never), crit/jku/x5u/jwk/x5c/zip
                                           -> InvalidToken, before any key lookup
   key: secret (HS*), public_key_file (PEM) or the JWKS (gateway.auth.jwks)
-  signature, iss, aud (exact), exp (required), nbf, iat with leeway
-                                          -> InvalidToken
+  signature, iss, aud (exact), exp (required, within `max_lifetime` when set), nbf, iat with
+  leeway                                  -> InvalidToken
   claims -> Principal(kind="jwt"); a workspace outside `workspaces` -> TargetDenied
+
+A verified signature is cached by the credential's digest for at most min(60 s, jwks_cache)
+from the verification (a hit never extends it), never past the time the key set it was checked
+against may be trusted, and is dropped as soon as a refetched key set no longer holds its key.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
-import math
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import jwt
-from cachetools import TTLCache
+from cachetools import LRUCache
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from .. import scopes as scope_rules
 from ..config import Config, JwtConfig
-from ..errors import ConfigError, InvalidToken, Problem, TargetDenied
-from .jwks import EC_CURVES, RSA_ALGS, JwksKeySource
+from ..errors import ConfigError, InvalidToken, Problem
+from .claims import claim_list, claim_str, json_segment, numeric_date, scope_claim, workspace_of
+from .jwks import EC_CURVES, RSA_ALGS, JwksKeySource, fingerprint
 from .principal import Principal
 
 MAX_JWT_BYTES = 16 * 1024
 MAX_KID_CHARS = 256
-MAX_CLAIM_CHARS = 1024
-# SECURITY: an `exp` beyond this is refused: such a token never really expires, and far-future
-# instants overflow date arithmetic downstream.
-MAX_EXP_AHEAD = 366 * 86400.0
 HMAC_ALGS = frozenset({"HS256", "HS384", "HS512"})
 
 _B64URL = r"[A-Za-z0-9_-]"
@@ -52,11 +50,20 @@ _JWE_RE = re.compile(rf"{_B64URL}+\.{_B64URL}*\.{_B64URL}*\.{_B64URL}+\.{_B64URL
 # SECURITY: header parameters that fetch or embed keys (jku, x5u, jwk, x5c), that we would have
 # to understand (crit, b64), or that mean something other than a plain signed JWT (zip, enc).
 _REFUSED_HEADER_PARAMS = ("crit", "jku", "x5u", "jwk", "x5c", "zip", "enc", "b64")
-# RFC 6749 scope-token: printable ASCII except space, `"` and `\`.
-_SCOPE_RE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,200}")
 VERIFIED_CACHE_SIZE = 10_000
 VERIFIED_CACHE_SECONDS = 60.0
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """A signature checked at `verified_at`, trusted until `deadline` (never extended)."""
+
+    verified_at: float
+    deadline: float
+    kid: str | None
+    alg: str
+    key_print: bytes | None  # the JWKS key it was checked against; None for a fixed key
+    payload: dict[str, Any]
 
 
 class JwtAuthenticator:
@@ -84,10 +91,10 @@ class JwtAuthenticator:
         self._algorithms = algorithms
         self._decoder = jwt.PyJWT()
         # Signatures already verified, by SHA-256 of the credential: the same bytes verify the
-        # same way. Bounded in time so a key withdrawn from the JWKS stops working within it.
-        self._verified: TTLCache[bytes, dict[str, Any]] = TTLCache(
-            maxsize=VERIFIED_CACHE_SIZE, ttl=min(VERIFIED_CACHE_SECONDS, cfg.jwks_cache), timer=clock
-        )
+        # same way. SECURITY: each entry has an absolute deadline set when it was verified, so a
+        # key withdrawn from the JWKS stops working within it however often the token is used.
+        self._verified: LRUCache[bytes, _Verified] = LRUCache(maxsize=VERIFIED_CACHE_SIZE)
+        self._verified_for = min(VERIFIED_CACHE_SECONDS, cfg.jwks_cache)
         self._jwks: JwksKeySource | None = None
         self._static_key: Any = None
         self._static_algs: frozenset[str] = frozenset()
@@ -106,8 +113,18 @@ class JwtAuthenticator:
                 raise ValueError("jwt.public_key_file: the key fits none of jwt.algorithms")
         elif cfg.jwks_url is not None:
             self._jwks = JwksKeySource(
-                cfg.jwks_url, algorithms, cfg.jwks_cache, cfg.jwks_refetch_interval, clock
+                cfg.jwks_url,
+                algorithms,
+                cfg.jwks_cache,
+                cfg.jwks_refetch_interval,
+                clock,
+                max_stale=cfg.jwks_max_stale,
+                on_refresh=self._keys_refreshed,
             )
+
+    @property
+    def jwks(self) -> JwksKeySource | None:
+        return self._jwks
 
     async def start(self) -> None:
         if self._jwks is not None:
@@ -143,19 +160,50 @@ class JwtAuthenticator:
         if not _JWS_RE.fullmatch(credential):
             return None
         digest = hashlib.sha256(credential.encode()).digest()
-        payload = self._verified.get(digest)
-        if payload is None:
-            header_segment, payload_segment, _ = credential.split(".")
-            header = _json_segment(header_segment, "header")
-            alg, kid = self._check_header(header)
-            payload = _json_segment(payload_segment, "payload")
-            key = await self._key_for(kid, alg)
-            self._verify(credential, key)
-        # Times and claims are checked on every request, cached signature or not.
+        cached = self._cached(digest)
+        if cached is not None:
+            # Times and claims are checked on every request, cached signature or not.
+            return self._principal(cached.payload, self._check_times(cached.payload), requested_workspace)
+        header_segment, payload_segment, _ = credential.split(".")
+        header = json_segment(header_segment, "header")
+        alg, kid = self._check_header(header)
+        payload = json_segment(payload_segment, "payload")
+        verified_at = self._clock()
+        key = await self._key_for(kid, alg)
+        self._verify(credential, key)
         exp = self._check_times(payload)
         principal = self._principal(payload, exp, requested_workspace)
-        self._verified[digest] = payload
+        deadline = verified_at + self._verified_for
+        key_print = None
+        if self._jwks is not None:
+            # SECURITY: never trusted past the key set it was checked against.
+            deadline = min(deadline, self._jwks.trusted_until())
+            key_print = fingerprint(key)
+        self._verified[digest] = _Verified(verified_at, deadline, kid, alg, key_print, payload)
         return principal
+
+    def _cached(self, digest: bytes) -> _Verified | None:
+        entry = self._verified.get(digest)
+        if entry is None:
+            return None
+        now = self._clock()
+        if not entry.verified_at <= now < entry.deadline:
+            # SECURITY: an absolute age, from the verification; a clock stepping back counts too.
+            self._verified.pop(digest, None)
+            return None
+        return entry
+
+    def _keys_refreshed(self, source: JwksKeySource) -> None:
+        """SECURITY: drop verifications whose key the refetched set no longer holds (or holds
+        with other material), so a withdrawn key stops working at the next fetch."""
+        prints: dict[tuple[str | None, str], bytes | None] = {}
+        for digest, entry in list(self._verified.items()):
+            slot = (entry.kid, entry.alg)
+            if slot not in prints:
+                key = source.find(entry.kid, entry.alg)
+                prints[slot] = fingerprint(key) if key is not None else None
+            if prints[slot] is None or prints[slot] != entry.key_print:
+                self._verified.pop(digest, None)
 
     def _check_header(self, header: dict[str, Any]) -> tuple[str, str | None]:
         alg = header.get("alg")
@@ -224,13 +272,15 @@ class JwtAuthenticator:
         if "exp" not in payload:
             # SECURITY: a token without exp would be valid forever.
             raise InvalidToken("token lacks the 'exp' claim")
-        exp = _numeric_date(payload, "exp")
+        exp = numeric_date(payload, "exp")
         if exp <= now - leeway:
             raise InvalidToken("token expired")
-        if exp > now + MAX_EXP_AHEAD:
-            raise InvalidToken("token 'exp' is too far in the future")
+        max_lifetime = self._cfg.max_lifetime
+        if max_lifetime is not None and exp > now + max_lifetime + leeway:
+            # SECURITY: an operator may bound how long-lived a JWT the gateway honours.
+            raise InvalidToken("token 'exp' lies further ahead than jwt.max_lifetime")
         for claim in ("nbf", "iat"):
-            if claim in payload and _numeric_date(payload, claim) > now + leeway:
+            if claim in payload and numeric_date(payload, claim) > now + leeway:
                 # SECURITY: not yet valid (nbf), or minted in the future (iat).
                 raise InvalidToken(f"token {claim!r} is in the future")
         return exp
@@ -239,13 +289,13 @@ class JwtAuthenticator:
         self, payload: Mapping[str, Any], exp: float, requested_workspace: str | None
     ) -> Principal:
         names = self._cfg.claims
-        subject = _claim_str(payload, names.subject)
+        subject = claim_str(payload, names.subject)
         if subject is None:
             raise InvalidToken(f"token lacks the {names.subject!r} claim")
-        role = _claim_str(payload, names.role) if names.role else None
-        single = _claim_str(payload, names.workspace) if names.workspace else None
-        members = _claim_list(payload, names.workspaces) if names.workspaces else None
-        workspace = _workspace(single, members, requested_workspace)
+        role = claim_str(payload, names.role) if names.role else None
+        single = claim_str(payload, names.workspace) if names.workspace else None
+        members = claim_list(payload, names.workspaces) if names.workspaces else None
+        workspace = workspace_of(single, members, requested_workspace)
         held = self._scopes(payload, role)
         return Principal(
             kind="jwt",
@@ -259,128 +309,36 @@ class JwtAuthenticator:
         )
 
     def _scopes(self, payload: Mapping[str, Any], role: str | None) -> frozenset[str]:
+        """The role bounds; the scope claim narrows where it is present (contract, section 6).
+
+        roles      scope claim configured   claim in the JWT   holds
+        no         no                       -                  full (the upstream decides)
+        no         yes                      present            the claim's scopes
+        no         yes                      absent             nothing
+        yes        no                       -                  the role's cap
+        yes        yes                      present            the claim's scopes within the cap
+        yes        yes                      absent             the role's cap
+        """
         claimed: frozenset[str] | None = None
         if self._cfg.claims.scopes:
-            # SECURITY: `*` is role-cap syntax in our config, not a scope an issuer can grant:
-            # a claimed `*` is ignored rather than read as "everything".
-            claimed = _scope_claim(payload, self._cfg.claims.scopes) - {"*"}
+            claimed = scope_claim(payload, self._cfg.claims.scopes)
+            if claimed is not None:
+                # SECURITY: `*` is role-cap syntax in our config, not a scope an issuer can
+                # grant: a claimed `*` is ignored rather than read as "everything".
+                claimed -= {"*"}
         if self._cfg.roles is None:
-            # No role caps: the claim decides; with neither, the upstream applies its own rules.
-            return claimed if claimed is not None else frozenset({"full"})
+            if claimed is not None:
+                return claimed
+            # SECURITY: `full` only when no scope claim is configured at all; a JWT that lacks
+            # the configured claim holds nothing.
+            return frozenset() if self._cfg.claims.scopes else frozenset({"full"})
         # SECURITY: a role the config does not name holds nothing.
         cap = self._cfg.roles.get(role, frozenset()) if role is not None else frozenset()
         if claimed is None:
+            # A user session carries a role and no scope claim: the role's cap.
             return frozenset(cap)
         # SECURITY: the role bounds what the token's scope claim may grant.
         return frozenset(s for s in claimed if "*" in cap or scope_rules.covers(cap, s))
-
-
-def _workspace(single: str | None, members: list[str] | None, requested: str | None) -> str | None:
-    if requested is not None:
-        if members is not None:
-            if requested not in members:
-                raise TargetDenied("workspace not among the token's workspaces")
-            return requested
-        if single is not None:
-            if requested != single:
-                raise TargetDenied("workspace differs from the token's workspace")
-            return requested
-        # SECURITY: a token bound to no workspace is not vouched for in the one the client names.
-        return None
-    if single is not None:
-        return single
-    if members is not None and len(members) == 1:
-        return members[0]
-    return None
-
-
-def _json_segment(segment: str, name: str) -> dict[str, Any]:
-    """Strict base64url, strict UTF-8, JSON without duplicate keys or non-finite numbers."""
-    try:
-        if len(segment) % 4 == 1:
-            raise ValueError("bad base64url length")
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != segment:
-            raise ValueError("non-canonical base64url")
-        # SECURITY: duplicate keys are refused: parsers disagree on which one wins.
-        value = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_reject_duplicates,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-        )
-    except (ValueError, RecursionError, binascii.Error):
-        raise InvalidToken(f"malformed token {name}") from None
-    if not isinstance(value, dict):
-        raise InvalidToken(f"malformed token {name}")
-    return value
-
-
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in out:
-            raise ValueError("duplicate key")
-        out[name] = value
-    return out
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("non-finite number")
-    return value
-
-
-def _numeric_date(payload: Mapping[str, Any], claim: str) -> float:
-    value = payload[claim]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidToken(f"token {claim!r} must be a number")
-    try:
-        return float(value)
-    except OverflowError:
-        raise InvalidToken(f"token {claim!r} is out of range") from None
-
-
-def _claim_str(payload: Mapping[str, Any], claim: str) -> str | None:
-    if claim not in payload or payload[claim] is None:
-        return None
-    value = payload[claim]
-    # SECURITY: claims become identity headers: no control characters, bounded length.
-    if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_CHARS or _CONTROL_RE.search(value):
-        raise InvalidToken(f"token claim {claim!r} must be a non-empty string")
-    return value
-
-
-def _claim_list(payload: Mapping[str, Any], claim: str) -> list[str] | None:
-    if claim not in payload or payload[claim] is None:
-        return None
-    value = payload[claim]
-    if not isinstance(value, list) or not all(
-        isinstance(v, str) and v and len(v) <= MAX_CLAIM_CHARS and not _CONTROL_RE.search(v) for v in value
-    ):
-        raise InvalidToken(f"token claim {claim!r} must be a list of strings")
-    return value
-
-
-def _scope_claim(payload: Mapping[str, Any], claim: str) -> frozenset[str]:
-    value = payload.get(claim)
-    if value is None:
-        return frozenset()
-    if isinstance(value, str):
-        items = value.split(" ")
-        items = [s for s in items if s]
-    elif isinstance(value, list) and all(isinstance(s, str) for s in value):
-        items = value
-    else:
-        raise InvalidToken(f"token claim {claim!r} must be a space-separated string or a list")
-    if not all(_SCOPE_RE.fullmatch(s) for s in items):
-        raise InvalidToken(f"token claim {claim!r} holds a malformed scope")
-    return frozenset(items)
 
 
 def authenticator_for(cfg: Config, clock: Callable[[], float] = time.time) -> JwtAuthenticator | None:

@@ -15,6 +15,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -27,6 +28,7 @@ from .store import ExpiryNotice, Status, TokenRecord
 log = logging.getLogger("scopegate.store")
 
 BUSY_TIMEOUT_MS = 2000
+SQLITE_HEADER = b"SQLite format 3\x00"
 FEED_PAGE = 10_000
 _COLUMNS = (
     "id, name, display_prefix, owner, workspace, project, scopes, created_at, expires_at, "
@@ -42,6 +44,8 @@ class SqliteTokenStore:
         self.busy_timeout_ms = int(busy_timeout_ms)
         self._directory = os.path.dirname(os.path.abspath(path))
         self._conn: aiosqlite.Connection | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
+        self._replaced = False  # closed by ping() because the file was replaced; reopen there
         # One connection is shared by every coroutine; the lock keeps one coroutine's statements
         # out of another's transaction.
         self._lock = asyncio.Lock()
@@ -70,6 +74,12 @@ class SqliteTokenStore:
         except (sqlite3.Error, OSError, ValueError) as e:
             await _close_quietly(conn)
             raise StoreUnavailable(f"cannot open token store {self.path}: {e}") from e
+        try:
+            st = await asyncio.to_thread(os.stat, self.path)
+        except OSError as e:
+            await _close_quietly(conn)
+            raise StoreUnavailable(f"cannot open token store {self.path}: {e}") from e
+        self._identity = (st.st_dev, st.st_ino)
         self._conn = conn
 
     async def _enable_wal(self, conn: aiosqlite.Connection) -> None:
@@ -88,14 +98,50 @@ class SqliteTokenStore:
             log.warning("token store %s runs in journal mode %s, not WAL", self.path, rows[0][0])
 
     async def close(self) -> None:
+        self._replaced = False
         conn, self._conn = self._conn, None
         if conn is not None:
             async with self._lock:
                 await _close_quietly(conn)
 
     async def ping(self) -> None:
+        """A real read, twice: the live connection reads the tokens table, and the file at `path`
+        opens afresh (read-only) and reads it too. A file made unreadable, corrupt, replaced by
+        something else or removed under a running gateway fails here, though the live connection
+        may still answer from its open descriptor and page cache; a file put back passes again."""
+        if self._replaced:
+            # Reopen only onto a file that is there and reads: never create an empty store.
+            await asyncio.to_thread(self._read_afresh)
+            await self.open()
+            self._replaced = False
         async with self._reading() as conn:
-            await _fetchall(conn, "SELECT 1", ())
+            await _fetchall(conn, "SELECT 1 FROM tokens LIMIT 1", ())
+        identity = await asyncio.to_thread(self._read_afresh)
+        if identity != self._identity:
+            # A restored file: the live connection still holds the one that was replaced.
+            log.warning("token store %s was replaced; reopening it", self.path)
+            await self.close()
+            self._replaced = True
+            await self.open()
+            self._replaced = False
+
+    def _read_afresh(self) -> tuple[int, int]:
+        try:
+            st = os.stat(self.path)
+            # A plain open() first: SQLite reuses a descriptor it still holds for the same file,
+            # which would skip the permission check of a file made unreadable meanwhile.
+            with open(self.path, "rb") as f:
+                if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                    raise sqlite3.DatabaseError("file is not a database")
+            uri = Path(os.path.abspath(self.path)).as_uri() + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_ms / 1000)
+            try:
+                conn.execute("SELECT 1 FROM tokens LIMIT 1").fetchall()
+            finally:
+                conn.close()
+        except (sqlite3.Error, OSError) as e:
+            raise StoreUnavailable(f"token store {self.path} cannot be read: {e}") from e
+        return st.st_dev, st.st_ino
 
     async def insert(self, record: TokenRecord, token_hash: bytes) -> None:
         async with self._writing() as conn:

@@ -52,7 +52,8 @@ class TokenStore(Protocol):
     async def close(self) -> None: ...
 
     async def ping(self) -> None:
-        """Raise StoreUnavailable unless the store answers."""
+        """Raise StoreUnavailable unless the store answers a real read of the tokens table
+        (what /readyz means); never answered from a cache or a connection's memory."""
 
     async def insert(self, record: TokenRecord, token_hash: bytes) -> None:
         """Persist durably before returning. Raises errors.Conflict when an active token of the

@@ -64,6 +64,8 @@ class Runtime:
         self.draining = False
         self._reopen: asyncio.Task[None] | None = None
         self.metrics.add_source(self._collect)
+        if self.jwt is not None and self.jwt.jwks is not None:
+            self.metrics.add_source(self._collect_jwks)
 
     def _authenticators(self) -> list[Any]:
         async def token(credential: str, workspace: str | None) -> Principal | None:
@@ -109,6 +111,14 @@ class Runtime:
             )
         # Warnings need no second precision: a round every five revocation polls.
         return ExpiryNotifier(self.store, hook, secret, 5 * self.cfg.tokens.revocation_poll)
+
+    def _collect_jwks(self) -> Iterator[Any]:
+        assert self.jwt is not None and self.jwt.jwks is not None
+        yield gauge(
+            "scopegate_jwks_age_seconds",
+            "Seconds since the JWKS was last fetched successfully (+Inf before the first fetch)",
+            self.jwt.jwks.age(),
+        )
 
     async def start(self) -> None:
         self.notifier = self._expiry_notifier()

@@ -282,3 +282,144 @@ async def test_authenticate_before_start_is_a_programming_error(jwks: JwksServer
         await auth.authenticate(token, None)
     await auth.close()
     assert jwks.requests == 0
+
+
+# --- the verified-signature cache and a withdrawn key (issue 8, item 2) ----------------------
+
+
+async def first_refusal(env: Any, token: str, clock: Clock, *, step: float, limit: float) -> float:
+    """Use `token` every `step` seconds of the controlled clock; the time of its first refusal."""
+    start = clock.now
+    while clock.now - start <= limit:
+        try:
+            await env.auth.authenticate(token, None)
+        except InvalidToken:
+            return clock.now - start
+        clock.advance(step)
+    raise AssertionError(f"still accepted {limit} s after the key was withdrawn")
+
+
+@pytest.mark.parametrize("cache", [5.0, 30.0, 120.0])
+async def test_withdrawn_key_is_refused_within_the_bound_however_often_used(
+    make_env: MakeEnv, keys: Keys, clock: Clock, cache: float
+) -> None:
+    env = await make_env("jwks-rs256", jwks_cache=cache, jwks_refetch_interval=1.0)
+    token = env.signer.token(exp=int(clock.now) + 3600)
+    assert await env.auth.authenticate(token, None) is not None
+    # Rotate: the set now holds only key B.
+    env.jwks.keys.clear()
+    env.jwks.publish(keys.rsa_other, "k2", "RS256")
+    # A use every second must not keep the cached verification alive.
+    took = await first_refusal(env, token, clock, step=1.0, limit=10 * cache)
+    assert took <= cache
+
+
+async def test_refetched_set_drops_cached_verifications_at_once(
+    make_env: MakeEnv, keys: Keys, clock: Clock
+) -> None:
+    env = await make_env("jwks-rs256", jwks_cache=300.0)
+    token = env.signer.token(exp=int(clock.now) + 3600)
+    assert await env.auth.authenticate(token, None) is not None
+    env.jwks.keys.clear()
+    env.jwks.publish(keys.rsa_other, "k2", "RS256")
+    clock.advance(REFETCH)
+    # A token signed with the new key makes the gateway refetch; the set no longer holds k1.
+    rotated = sign("RS256", keys.rsa_other, env.signer.header(kid="k2"), env.signer.claims())
+    assert await env.auth.authenticate(rotated, None) is not None
+    assert env.jwks.requests == 2
+    with pytest.raises(InvalidToken) as info:
+        await env.auth.authenticate(token, None)
+    assert info.value.detail == NO_KEY
+
+
+async def test_kid_reused_for_another_key_drops_cached_verifications(
+    make_env: MakeEnv, keys: Keys, clock: Clock
+) -> None:
+    env = await make_env("jwks-rs256", jwks_cache=300.0)
+    token = env.signer.token(exp=int(clock.now) + 3600)
+    assert await env.auth.authenticate(token, None) is not None
+    # The same kid now names another key; the old signature no longer verifies.
+    env.jwks.keys.clear()
+    env.jwks.publish(keys.rsa_other, "k1", "RS256")
+    clock.advance(REFETCH)
+    unknown = sign("RS256", keys.rsa_other, env.signer.header(kid="nope"), env.signer.claims())
+    with pytest.raises(InvalidToken):
+        await env.auth.authenticate(unknown, None)  # triggers the refetch
+    assert env.jwks.requests == 2
+    with pytest.raises(InvalidToken) as info:
+        await env.auth.authenticate(token, None)
+    assert info.value.detail == "signature verification failed"
+
+
+@pytest.mark.parametrize(("cache", "age"), [(300.0, 60.0), (20.0, 20.0)])
+async def test_cached_verification_has_an_absolute_age(
+    make_env: MakeEnv, clock: Clock, cache: float, age: float
+) -> None:
+    # Observed through PyJWT's decode (a third-party call): a hit never restarts the age.
+    env = await make_env("jwks-rs256", jwks_cache=cache)
+    decodes = 0
+    real = env.auth._decoder.decode
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal decodes
+        decodes += 1
+        return real(*args, **kwargs)
+
+    env.auth._decoder.decode = counting  # type: ignore[method-assign]
+    token = env.signer.token(exp=int(clock.now) + 3600)
+    start = clock.now
+    assert await env.auth.authenticate(token, None) is not None
+    while clock.now - start < age - 1:
+        clock.advance(1.0)
+        assert await env.auth.authenticate(token, None) is not None
+    assert decodes == 1
+    clock.advance(1.0)
+    assert await env.auth.authenticate(token, None) is not None
+    assert decodes == 2
+
+
+async def test_clock_stepping_back_does_not_extend_a_cached_verification(
+    make_env: MakeEnv, keys: Keys, clock: Clock
+) -> None:
+    env = await make_env("jwks-rs256", jwks_cache=5.0, jwks_refetch_interval=1.0)
+    token = env.signer.token(exp=int(clock.now) + 3600)
+    assert await env.auth.authenticate(token, None) is not None
+    env.jwks.keys.clear()
+    env.jwks.publish(keys.rsa_other, "k2", "RS256")
+    clock.advance(-100)
+    clock.advance(5.0)  # the set's fetch time now lies ahead: not fresh, refetched
+    with pytest.raises(InvalidToken):
+        await env.auth.authenticate(token, None)
+
+
+# --- jwt.jwks_max_stale (issue 9, item 3) ------------------------------------------------------
+
+
+async def test_outage_is_bounded_by_jwks_max_stale(make_env: MakeEnv, clock: Clock) -> None:
+    env = await make_env("jwks-rs256", jwks_cache=CACHE, jwks_max_stale=600.0)
+    token = env.signer.token(exp=int(clock.now) + 7200)
+    start = clock.now
+    assert await env.auth.authenticate(token, None) is not None
+    env.jwks.status = 503
+    # Used every 30 s: the last good set serves while younger than jwks_max_stale...
+    while clock.now - start < 600 - 30:
+        clock.advance(30)
+        assert await env.auth.authenticate(token, None) is not None
+        assert env.auth.jwks is not None and env.auth.jwks.age() == clock.now - start
+    # ...and not a moment longer, cached verification or not.
+    clock.advance(30)
+    with pytest.raises(JwksUnavailable) as info:
+        await env.auth.authenticate(token, None)
+    assert info.value.status == 503 and "jwks_max_stale" in info.value.detail
+    # Back by itself once the endpoint answers again.
+    env.jwks.status = 200
+    clock.advance(REFETCH)
+    assert await env.auth.authenticate(token, None) is not None
+    assert env.auth.jwks is not None and env.auth.jwks.age() == 0
+
+
+async def test_age_is_infinite_before_the_first_fetch(make_env: MakeEnv) -> None:
+    env = await make_env("jwks-rs256")
+    assert env.auth.jwks is not None and env.auth.jwks.age() == float("inf")
+    assert await env.auth.authenticate(env.signer.token(), None) is not None
+    assert env.auth.jwks.age() == 0

@@ -24,7 +24,7 @@ JWT_EXTRA = (
     "  roles: {viewer: [read], member: [read, write], admin: ['*']}\n"
     "  claims: {workspace: workspace_id, role: role}\n"
 )
-# The same, with a `scope` claim that intersects with the role's cap (a JWT without it holds nothing).
+# The same, with a `scope` claim that narrows the role's cap (a JWT without it holds the cap).
 JWT_SCOPED_EXTRA = JWT_EXTRA.replace("role: role}", "role: role, scopes: scope}")
 # The example surface: `nodes:create` on a route puts `nodes:create` and `nodes:*` in the catalogue.
 ROUTES = EXAMPLE_ROUTES

@@ -411,8 +411,9 @@ async def test_jwt_scope_claim_bounds_minting(make_gateway: MakeGateway) -> None
         403,
         "insufficient_scope",
     )
-    # With the claim configured but absent from the JWT, it holds nothing.
-    await refused(gw, make_jwt("w1", "admin"), {"name": "x"}, 403, "insufficient_scope")
+    # With the claim configured but absent from the JWT (a user session), the role bounds alone.
+    assert (await mint(gw, make_jwt("w1", "member"), name="s", scopes=["write"]))["scopes"] == ["write"]
+    await refused(gw, make_jwt("w1", "member"), {"name": "x", "scopes": ["full"]}, 403, "insufficient_scope")
 
 
 async def test_token_child_expiry_bounded_by_minter(gw: Gateway) -> None:

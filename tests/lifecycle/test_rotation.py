@@ -216,6 +216,8 @@ def test_cli_rotate(tmp_path: Path) -> None:
     assert abs(ts(listed[old["id"]]["expires_at"]) - (time.time() + 3600)) < 5
     again = gateway_cli(config, "token", "rotate", old["id"])
     assert (again.returncode, again.stdout) == (1, "")
-    assert again.stderr.strip() == "scopegate: conflict: this token was already rotated; rotate its successor"
+    assert again.stderr.strip() == (
+        "scopegate token rotate: conflict: this token was already rotated; rotate its successor"
+    )
     bad = gateway_cli(config, "token", "rotate", "tok_nope", "--overlap", "1h")
     assert bad.returncode == 1 and "not_found" in bad.stderr

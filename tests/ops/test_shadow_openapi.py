@@ -246,7 +246,7 @@ def test_check_openapi_json_shape(
     done = run_check(tmp_path, "--format", "json")
     assert done.returncode == (0 if ok else 1), done
     out = json.loads(done.stdout)
-    assert set(out) == {"ok", "routes", "problems"}
+    assert set(out) == {"ok", "routes", "problems", "warnings"}
     assert out["ok"] is ok
     assert out["routes"] == routes.count("- id:")
     assert all(set(p) == {"file", "line", "message"} for p in out["problems"])
