@@ -8,6 +8,7 @@ import sys
 from .auth.jwt import authenticator_for
 from .config import Config, load_config
 from .errors import ConfigError, Problem
+from .surface.lint import weaker_prefix_warnings
 from .surface.loader import load_surface
 
 
@@ -21,6 +22,7 @@ def run_check(config_path: str, fmt: str = "text", openapi: str | None = None) -
         warnings += jwt_warnings(cfg)
         surface = load_surface(cfg.surface_files, cfg.upstreams.keys(), cfg.management_mount)
         routes = len(surface.routes)
+        warnings += weaker_prefix_warnings(surface)
         if openapi is not None:
             from .openapi import coverage
 
@@ -39,13 +41,14 @@ def run_check(config_path: str, fmt: str = "text", openapi: str | None = None) -
                 indent=2,
             )
         )
-    elif problems:
+        return 1 if problems else 0
+    # Warnings never fail the check: they name settings that are legal but risky.
+    for w in warnings:
+        print(f"{w.file}:{w.line}: warning: {w.message}", file=sys.stderr)
+    if problems:
         for p in problems:
             print(p, file=sys.stderr)
     else:
-        # Warnings do not fail the check: they name settings that are legal but risky.
-        for w in warnings:
-            print(f"{w.file}:{w.line}: warning: {w.message}", file=sys.stderr)
         print(f"ok: {config_path} and {len(cfg.surface_files)} surface file(s), {routes} routes")
     return 1 if problems else 0
 

@@ -250,11 +250,7 @@ async def _explain(cfg: Config, args: argparse.Namespace) -> int:
     from .web.runtime import Runtime
 
     method = args.method.upper()
-    try:
-        url = URL(args.url)
-    except ValueError as exc:
-        raise CliError(f"bad URL {args.url!r}: {exc}", USAGE) from None
-    target = url.raw_path_qs if url.is_absolute() else args.url
+    target = _raw_target(args.url)
     headers: CIMultiDict[str] = CIMultiDict()
     if args.token:
         headers["Authorization"] = f"Bearer {args.token}"
@@ -279,6 +275,10 @@ async def _explain(cfg: Config, args: argparse.Namespace) -> int:
             return 1
         except GatewayError as exc:
             print("route:       none")
+            if exc.code == "no_route":  # vet passed: say which stronger rule a variant shadows
+                shadowed = rt.matcher.match(method, path.segments, path.trailing_slash).shadowed
+                if shadowed is not None:
+                    print(f"shadows:     {shadowed.id} ({shadowed.where}), class {shadowed.cls.value}")
             print(f"decision:    deny {exc.status} {exc.code} ({exc.detail})")
             return 1
     finally:
@@ -299,6 +299,23 @@ async def _explain(cfg: Config, args: argparse.Namespace) -> int:
         return 1
     print(f"decision:    allow ok -> upstream {r.upstream}")
     return 0
+
+
+_ABSOLUTE_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)$", re.DOTALL)
+
+
+def _raw_target(arg: str) -> str:
+    """The request target exactly as serve would receive it: an absolute URL loses only its
+    scheme and authority; nothing is decoded or normalised (dot segments reach path hygiene)."""
+    m = _ABSOLUTE_RE.match(arg)
+    if m is None:
+        return arg
+    try:
+        URL(f"{m.group(1)}://{m.group(2)}")
+    except ValueError as exc:
+        raise CliError(f"bad URL {arg!r}: {exc}", USAGE) from None
+    rest = m.group(3)
+    return rest if rest.startswith("/") else "/" + rest
 
 
 def _cred(headers: CIMultiDict[str]) -> str:

@@ -24,6 +24,8 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_]{1,16}$")
+# RFC 6265 cookie-name characters (a token), e.g. `session` or `__Host-jwt`.
+_COOKIE_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
 
 
 def parse_duration(value: object) -> float | None:
@@ -72,6 +74,7 @@ class Limits:
     max_credential: int = 4096
     header_timeout: float = 10.0
     failed_auth_per_minute: int = 0
+    form_inspect: int = 64 * 2**10  # urlencoded bodies are read whole up to this to find `_method`
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,14 @@ class JwtConfig:
 
 
 @dataclass(frozen=True)
+class UiConfig:
+    """`management.ui`: the self-service token page at `<mount>/ui/` (false turns it off)."""
+
+    enabled: bool = True
+    cookie: str | None = None  # the cookie holding the signed-in user's JWT, if any
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     format: str = "json"
@@ -140,6 +151,7 @@ class Config:
     jwt: JwtConfig | None = None
     workspace_header: str = "X-Workspace-Id"
     management_mount: str = "/auth"
+    ui: UiConfig = UiConfig()
     log: LogConfig = LogConfig()
     drain_timeout: float = 30.0
     jwt_line: int = 0  # where `jwt:` stands, for problems found when its keys are loaded
@@ -315,13 +327,15 @@ def _trusted(r: Reader, node: LMap) -> tuple[Any, ...]:
 
 def _limits(r: Reader, node: Any, line: int = 0) -> Limits:
     w = "limits"
-    m = r.mapping(node, w, {"max_body", "max_credential", "header_timeout", "failed_auth_per_minute"}, line)
+    keys = {"max_body", "max_credential", "header_timeout", "failed_auth_per_minute", "form_inspect"}
+    m = r.mapping(node, w, keys, line)
     d = Limits()
     return Limits(
         r.get(m, "max_body", w, _pos_size, d.max_body, "a size such as 10MiB"),
         r.get(m, "max_credential", w, _pos_size, d.max_credential, "a positive number of bytes"),
         r.get(m, "header_timeout", w, _pos_duration, d.header_timeout, "a positive number of seconds"),
         r.get(m, "failed_auth_per_minute", w, _nonneg_int, d.failed_auth_per_minute, "an integer >= 0"),
+        r.get(m, "form_inspect", w, _pos_size, d.form_inspect, "a size such as 64KiB"),
     )
 
 
@@ -505,6 +519,31 @@ def _max_lifetime(r: Reader, m: LMap) -> float | None:
     return r.get(m, "max_lifetime", "jwt", _pos_duration, None, "a positive duration such as 30d, or null")
 
 
+def _ui(r: Reader, management: LMap) -> UiConfig:
+    value = management.get("ui")
+    if value is None or value is True:
+        return UiConfig()
+    if value is False:
+        return UiConfig(enabled=False)
+    line = line_of(management, "ui", management.line)
+    if not isinstance(value, LMap):
+        r.error(
+            line,
+            f"management.ui: expected true, false or a mapping such as {{cookie: session}}, got {value!r}",
+        )
+        return UiConfig()
+    m = r.mapping(value, "management.ui", {"cookie"}, line)
+    cookie = r.get(
+        m,
+        "cookie",
+        "management.ui",
+        lambda v: v if isinstance(v, str) and _COOKIE_RE.match(v) else None,
+        None,
+        "a cookie name (letters, digits and !#$%&'*+.^_`|~-)",
+    )
+    return UiConfig(cookie=cookie)
+
+
 def _store(r: Reader, node: LMap) -> str:
     value = node.get("store", "sqlite:///scopegate.db")
     if not isinstance(value, str) or not (value.startswith("sqlite:///") and len(value) > len("sqlite:///")):
@@ -581,7 +620,9 @@ def load_config(path: str, sections: Collection[str] | None = None) -> Config:
         "X-Workspace-Id",
         "a header name",
     )
-    management = r.mapping(top.get("management", LMap()), "management", {"mount"}, line_of(top, "management"))
+    management = r.mapping(
+        top.get("management", LMap()), "management", {"mount", "ui"}, line_of(top, "management")
+    )
     mount = r.get(
         management,
         "mount",
@@ -629,6 +670,7 @@ def load_config(path: str, sections: Collection[str] | None = None) -> Config:
         jwt=_jwt(r, top["jwt"], base_dir) if top.get("jwt") is not None else None,
         workspace_header=ws_header,
         management_mount=mount,
+        ui=_ui(r, management),
         log=log_cfg,
         drain_timeout=r.get(top, "drain_timeout", "config", _pos_duration, 30.0, "a positive duration"),
         jwt_line=line_of(top, "jwt") if "jwt" in top else 0,

@@ -8,10 +8,8 @@ Header mutation and forwarding happen in the proxy door, which is handed the Dec
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import unquote_plus
 
 from multidict import CIMultiDictProxy
 
@@ -30,6 +28,7 @@ from .errors import (
     RateLimited,
     TargetDenied,
 )
+from .proxy.formscan import query_names_method
 from .surface.matcher import Matcher, Verdict
 from .surface.model import Route, RouteClass
 from .surface.paths import CleanPath, clean
@@ -98,7 +97,7 @@ class Pipeline:
     ) -> Decision:
         found = self._matcher().match(method, path.segments, path.trailing_slash)
         if found.verdict is Verdict.NONE:
-            raise NoRoute("no route matches this path")
+            raise NoRoute(found.why or "no route matches this path")
         if found.verdict is Verdict.METHOD:
             raise MethodNotAllowed(f"method {method} is not allowed on this path", allow=found.allow)
         route = found.route
@@ -140,10 +139,9 @@ class Pipeline:
 
 def check_request_shape(path: CleanPath, headers: CIMultiDictProxy[str]) -> None:
     """Refusals that do not depend on the route: method overrides in the query, odd upgrades."""
-    if path.query and any(
-        unquote_plus(part.split("=", 1)[0]).strip() == "_method" for part in re.split("[&;]", path.query)
-    ):
-        # SECURITY: frameworks that honour `_method` would run a POST as a DELETE behind our back.
+    if path.query and query_names_method(path.query):
+        # SECURITY: frameworks that honour `_method` would run a POST as a DELETE behind our back;
+        # names are read as PHP reads them (`.method`, ` _method`, `_method%00x`, `_method[]`).
         raise BadRequest("the _method parameter is not accepted")
     upgrade = headers.get("Upgrade")
     if upgrade is not None:

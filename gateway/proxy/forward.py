@@ -13,7 +13,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ..config import Upstream
-from ..errors import BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
+from ..errors import BodyTooLarge, GatewayError, UpstreamTimeout, UpstreamUnavailable
+from .formscan import FormScan
 from .headers import downstream_response
 
 CHUNK = 64 * 1024
@@ -57,22 +58,31 @@ class Upstreams:
 class LimitedBody:
     """The request body as a stream, cut off past max_body whatever the framing.
 
-    The client library wraps errors raised inside a body generator, so the overrun is also
-    remembered here and turned into 413 by the caller.
+    The client library wraps errors raised inside a body generator, so a refusal (an overrun, a
+    form naming `_method`) is also remembered here and re-raised by the caller.
     """
 
-    def __init__(self, request: web.Request, max_body: int) -> None:
-        self._request, self._max = request, max_body
-        self.exceeded = False
+    def __init__(self, request: web.Request, max_body: int, scan: FormScan | None = None) -> None:
+        self._request, self._max, self._scan = request, max_body, scan
+        self.refused: GatewayError | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        seen = 0
-        async for chunk in self._request.content.iter_any():
-            seen += len(chunk)
-            if seen > self._max:
-                self.exceeded = True
-                raise BodyTooLarge(f"request body over {self._max} bytes")
-            yield chunk
+        seen, scan = 0, self._scan
+        try:
+            async for chunk in self._request.content.iter_any():
+                seen += len(chunk)
+                if seen > self._max:
+                    raise BodyTooLarge(f"request body over {self._max} bytes")
+                # SECURITY: a form scanner holds back what it has not judged; its refusal cuts
+                # the upstream request before the upstream has a complete body.
+                out = scan.feed(chunk) if scan is not None else chunk
+                if out:
+                    yield out
+            if scan is not None and (out := scan.end()):
+                yield out
+        except GatewayError as exc:
+            self.refused = exc
+            raise
 
 
 @contextlib.asynccontextmanager
@@ -94,11 +104,12 @@ async def forward(
     headers: CIMultiDict[str],
     max_body: int,
     timings: dict[str, float],
+    scan: FormScan | None = None,
 ) -> web.StreamResponse:
     declared = request.content_length
     if declared is not None and declared > max_body:
         raise BodyTooLarge(f"request body over {max_body} bytes")
-    body = LimitedBody(request, max_body) if request.body_exists else None
+    body = LimitedBody(request, max_body, scan) if request.body_exists else None
     session = upstreams.session(name)
     started = time.perf_counter()
     try:
@@ -113,8 +124,8 @@ async def forward(
                 expect100=False,
             )
     except Exception:
-        if body is not None and body.exceeded:
-            raise BodyTooLarge(f"request body over {max_body} bytes") from None
+        if body is not None and body.refused is not None:
+            raise body.refused from None
         raise
     timings["upstream_ms"] = (time.perf_counter() - started) * 1000
     try:

@@ -36,6 +36,18 @@ IDENTITY = (
 # SECURITY: clients must never steer the method the gate sees, or the path an upstream routes on.
 METHOD_OVERRIDE = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
 REWRITE = frozenset({"x-original-url", "x-rewrite-url"})
+# SECURITY: forward-auth's question (the original method, URI and prefix) and its answer
+# (X-Auth-Authorization): an upstream that also sits behind a forward-auth proxy may trust them.
+FORWARD_AUTH = frozenset(
+    {
+        "x-auth-authorization",
+        "x-forwarded-uri",
+        "x-forwarded-method",
+        "x-original-uri",
+        "x-original-method",
+        "x-forwarded-prefix",
+    }
+)
 FORWARDED = frozenset(
     {"forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip"}
 )
@@ -93,6 +105,7 @@ class HeaderPolicy:
             HOP_BY_HOP
             | METHOD_OVERRIDE
             | REWRITE
+            | FORWARD_AUTH
             | protected
             | {
                 "host",

@@ -11,6 +11,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from ..errors import BadRequest
 from .forward import upstream_errors
 
 _HANDSHAKE = (
@@ -38,11 +39,19 @@ async def proxy_websocket(
     for h in _HANDSHAKE:
         headers.popall(h, None)
     ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
+    client = web.WebSocketResponse(protocols=protocols, autoping=True)
+    if not client.can_prepare(request).ok:
+        # SECURITY: the client's handshake is judged before anything reaches the upstream
+        # (no `Connection: upgrade`, a bad key or version): a JSON 400, no upstream socket.
+        raise BadRequest("broken WebSocket handshake (Connection, Sec-WebSocket-Key or -Version)")
     # Connect upstream before answering 101, so a dead upstream is still a clean 502.
     async with upstream_errors(name):
         upstream = await session.ws_connect(ws_url, headers=headers, protocols=protocols, autoping=True)
-    client = web.WebSocketResponse(protocols=protocols, autoping=True)
-    await client.prepare(request)
+    try:
+        await client.prepare(request)
+    except BaseException:
+        await upstream.close()  # the upstream socket never outlives a failed client handshake
+        raise
 
     async def pump(
         src: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,

@@ -7,6 +7,13 @@ rules. Precedence (contract section 4): a path rule beats a prefix rule; literal
 parameters, left to right; a longer prefix beats a shorter; then a rule naming the method beats
 a rule without `methods`. The most specific pattern decides: if none of its rules admits the
 method, the answer is 405, never a fall-through to a less specific rule.
+
+Many upstream frameworks route `/x/` as `/x` and `/X` as `/x` (Express, Spring MVC, Rails,
+Laravel, ASP.NET). So a request that would match a more specific pattern with its trailing slash
+dropped or its letter case ignored is not judged by the less specific rule it matches as sent:
+it is a miss (404), and the Match names the rule it shadows. The case-blind check walks twin
+tries whose literals are case-folded, and only when it can change the answer: when the request
+or some literal of the surface holds a character that case folding changes.
 """
 
 from __future__ import annotations
@@ -29,6 +36,10 @@ class Match:
     route: Route | None = None
     params: dict[str, str] = field(default_factory=dict)
     allow: tuple[str, ...] = ()
+    # A miss because the request is a trailing-slash or letter-case variant of a more specific
+    # pattern: the rule it would reach at an upstream that folds such variants, and why.
+    shadowed: Route | None = None
+    why: str = ""
 
 
 _NO_MATCH = Match(Verdict.NONE)
@@ -56,6 +67,11 @@ class _Group:
     def allow(self) -> tuple[str, ...]:
         return tuple(sorted(self.by_method))
 
+    def first(self) -> Route:
+        route = self.any_method or next(iter(self.by_method.values()), None)
+        assert route is not None  # a group exists only once a rule was added
+        return route
+
 
 @dataclass
 class _Node:
@@ -64,11 +80,27 @@ class _Node:
     group: _Group | None = None
 
 
+@dataclass
+class _FoldNode:
+    """A node of a case-folded twin trie: literals folded, the original groups ending here."""
+
+    literal: dict[str, _FoldNode] = field(default_factory=dict)
+    param: _FoldNode | None = None
+    groups: list[_Group] = field(default_factory=list)
+
+
+def _folds(seg: str) -> bool:
+    return seg.casefold() != seg
+
+
 class Matcher:
     def __init__(self, surface: Surface) -> None:
         self.surface = surface
         self._paths = _Node()
         self._prefixes = _Node()
+        self._fold_paths = _FoldNode()
+        self._fold_prefixes = _FoldNode()
+        self._mixed_case = False  # some literal changes under case folding
         for route in surface.routes:
             if route.path is not None:
                 self._insert_path(route)
@@ -76,7 +108,7 @@ class Matcher:
                 self._insert_prefix(route)
 
     def _insert_path(self, route: Route) -> None:
-        node = self._paths
+        node, fold = self._paths, self._fold_paths
         names = []
         for seg in (route.path or "").strip("/").split("/"):
             if not seg:
@@ -86,35 +118,78 @@ class Matcher:
                 names.append(m.group(1))
                 node.param = node.param or _Node()
                 node = node.param
+                fold.param = fold.param or _FoldNode()
+                fold = fold.param
             else:
                 node = node.literal.setdefault(seg, _Node())
-        node.group = node.group or _Group()
+                fold = fold.literal.setdefault(seg.casefold(), _FoldNode())
+                self._mixed_case |= _folds(seg)
+        if node.group is None:
+            node.group = _Group()
+            fold.groups.append(node.group)
         node.group.add(route, tuple(names))
 
     def _insert_prefix(self, route: Route) -> None:
-        node = self._prefixes
+        node, fold = self._prefixes, self._fold_prefixes
         for seg in (route.prefix or "/").strip("/").split("/"):
             if seg:
                 node = node.literal.setdefault(seg, _Node())
-        node.group = node.group or _Group()
+                fold = fold.literal.setdefault(seg.casefold(), _FoldNode())
+                self._mixed_case |= _folds(seg)
+        if node.group is None:
+            node.group = _Group()
+            fold.groups.append(node.group)
         node.group.add(route)
 
     def match(self, method: str, segments: tuple[str, ...], trailing_slash: bool = False) -> Match:
-        if not trailing_slash:
-            found = _walk(self._paths, segments, 0, [])
-            if found is not None:
-                group, values = found
-                return _decide(group, method, values)
-        node, best = self._prefixes, self._prefixes.group
-        for seg in segments:
+        case_blind = self._mixed_case or any(_folds(s) for s in segments)
+        folded = tuple(s.casefold() for s in segments) if case_blind else segments
+        found = _walk(self._paths, segments, 0, [])
+        if found is not None:
+            group, values = found
+            if trailing_slash:
+                # SECURITY: `/x/` is `/x` to most frameworks; it must never reach a weaker rule.
+                return _shadow(group, "without its trailing slash")
+            if case_blind:
+                twin = _walk_folded(self._fold_paths, folded, 0)
+                if twin is not None and not any(g is group for g in twin):
+                    return _shadow(twin[0], "with letter case ignored")
+            return _decide(group, method, values)
+        if case_blind:
+            twin = _walk_folded(self._fold_paths, folded, 0)
+            if twin is not None:
+                # SECURITY: `/V1/Devices/7/Reboot` is the reboot route to a case-blind upstream.
+                why = "with letter case ignored" + (
+                    " and its trailing slash dropped" if trailing_slash else ""
+                )
+                return _shadow(twin[0], why)
+        node, best, depth = self._prefixes, self._prefixes.group, 0
+        for i, seg in enumerate(segments):
             nxt = node.literal.get(seg)
             if nxt is None:
                 break
             node = nxt
-            best = node.group or best
+            if node.group is not None:
+                best, depth = node.group, i + 1
+        if case_blind:
+            fold, deeper = self._fold_prefixes, None
+            for i, seg in enumerate(folded):
+                nxt_fold = fold.literal.get(seg)
+                if nxt_fold is None:
+                    break
+                fold = nxt_fold
+                if fold.groups and i + 1 > depth:
+                    deeper = fold.groups[0]
+            if deeper is not None:
+                return _shadow(deeper, "with letter case ignored")
         if best is None:
             return _NO_MATCH
         return _decide(best, method, [])
+
+
+def _shadow(group: _Group, how: str) -> Match:
+    # The client hears why, not which rule: `explain` names the rule for the operator.
+    return Match(Verdict.NONE, shadowed=group.first(), why=f"this path matches a more specific rule {how}")
 
 
 def _walk(node: _Node, segs: tuple[str, ...], i: int, values: list[str]) -> tuple[_Group, list[str]] | None:
@@ -127,6 +202,20 @@ def _walk(node: _Node, segs: tuple[str, ...], i: int, values: list[str]) -> tupl
             return found
     if node.param is not None:
         return _walk(node.param, segs, i + 1, [*values, segs[i]])
+    return None
+
+
+def _walk_folded(node: _FoldNode, segs: tuple[str, ...], i: int) -> list[_Group] | None:
+    """The groups of the most specific folded pattern that fits, in the exact trie's order."""
+    if i == len(segs):
+        return node.groups or None
+    child = node.literal.get(segs[i])
+    if child is not None:
+        found = _walk_folded(child, segs, i + 1)
+        if found is not None:
+            return found
+    if node.param is not None:
+        return _walk_folded(node.param, segs, i + 1)
     return None
 
 

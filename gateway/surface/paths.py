@@ -16,6 +16,9 @@ _SAFE_RE = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,=:@/%]*$")
 # SECURITY: encoded separators and NUL would let `/a%2Fb` match `{id}` but reach the upstream
 # as two segments (Istio's %2F AuthorizationPolicy bypass, Traefik's encoded traversal).
 _FORBIDDEN_ENCODED = re.compile(r"%(?:2[fF]|5[cC]|00)")
+# SECURITY: an upstream (or a proxy in front of it) that decodes twice sees `%252e` as `.`,
+# `%252f` as `/`, `%255c` as `\` and `%2500` as NUL: the same confusions, one layer down.
+_DOUBLE_ENCODED = re.compile(r"%25(?:2[eEfF]|5[cC]|00)")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ def clean(target: str) -> CleanPath:
         raise BadPath("invalid percent-encoding")
     if _FORBIDDEN_ENCODED.search(raw):
         raise BadPath("encoded '/', '\\' or NUL in path")
+    if _DOUBLE_ENCODED.search(raw):
+        raise BadPath("double-encoded '.', '/', '\\' or NUL in path")
     if raw == "/":
         return CleanPath(raw, query, (), False)
     parts = raw[1:].split("/")

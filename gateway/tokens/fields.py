@@ -51,7 +51,7 @@ def record_json(
     record: TokenRecord, secret: str | None = None, *, now: float | None = None, idle_ttl: float | None = None
 ) -> dict[str, Any]:
     """The contract's token object; `token` (the secret) only at creation; `status` when `now` is given."""
-    out: dict[str, Any] = {"id": record.id, "name": record.name}
+    out: dict[str, Any] = {"id": record.id, "name": record.name, "display_prefix": record.display_prefix}
     if secret is not None:
         out["token"] = secret
     out.update(

@@ -36,7 +36,7 @@ from .secret import display_prefix, generate, hash_token, new_id, well_formed
 from .store import TokenRecord, TokenStore
 from .validator import TokenValidator
 
-__all__ = ["TokenService", "record_json", "require_manager"]
+__all__ = ["TokenService", "iso", "record_json", "require_manager"]
 
 audit = logging.getLogger("scopegate.audit")
 

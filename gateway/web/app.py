@@ -13,6 +13,7 @@ from ..auth.principal import Principal
 from ..errors import GatewayError, InvalidToken, StoreUnavailable
 from ..observe import escape, log_request
 from ..pipeline import Decision, RouteRefused
+from ..proxy.formscan import scanner_for
 from ..proxy.forward import forward
 from ..proxy.headers import request_id
 from ..proxy.websocket import proxy_websocket
@@ -79,6 +80,8 @@ async def _handle(rt: Runtime, request: web.Request) -> web.StreamResponse:
         response = error_response(exc, rid, close="Upgrade" in request.headers)
     except GatewayError as exc:
         reason = exc.code
+        if exc.status < 500:
+            decision = "deny"  # refused while forwarding (a bad handshake or body), not allowed
         if exc.code in ("upstream_unavailable", "upstream_timeout"):
             rt.metrics.upstream_errors.labels(fields.get("upstream", ""), exc.code).inc()
         response = error_response(exc, rid, close="Upgrade" in request.headers)
@@ -124,8 +127,10 @@ async def _proxy(
             headers,
             lambda: _still_valid(rt, principal, credential),
         )
+    # SECURITY: a form body naming `_method` is refused before the upstream has all of it.
+    scan = scanner_for(request.headers, rt.cfg.limits.form_inspect) if request.body_exists else None
     return await forward(
-        request, rt.upstreams, d.route.upstream, url, headers, rt.cfg.limits.max_body, timings
+        request, rt.upstreams, d.route.upstream, url, headers, rt.cfg.limits.max_body, timings, scan
     )
 
 

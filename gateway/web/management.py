@@ -16,6 +16,7 @@ from ..proxy.headers import identity_headers
 from ..surface.paths import CleanPath
 from .peer import client_of
 from .tokens_api import only, tokens
+from .ui import serve_ui
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -32,6 +33,8 @@ async def management(
     if rest == ("scopes",):
         only(method, ("GET", "HEAD"))
         return web.json_response({"scopes": rt.catalogue.as_json()})
+    if rest and rest[0] == "ui":
+        return await serve_ui(rt, request, path, rest)
     if rest and rest[0] == "tokens":
         return await tokens(rt, request, rest, fields)
     raise NotFound("no such management endpoint")
@@ -50,9 +53,13 @@ def original_request(headers: CIMultiDictProxy[str]) -> tuple[str, str]:
     methods = {m.upper() for m in given("X-Forwarded-Method", "X-Original-Method")}
     if not uris:
         raise BadRequest("forward-auth needs X-Forwarded-Uri or X-Original-URI")
+    if not methods:
+        # SECURITY: guessing GET would let every write through on a read credential when the
+        # proxy sends only the URI (nginx's own auth_request example does).
+        raise BadRequest("forward-auth needs X-Forwarded-Method or X-Original-Method")
     if len(uris) > 1 or len(methods) > 1:
         raise BadRequest("forward-auth: the X-Forwarded-* and X-Original-* names disagree")
-    return (methods.pop() if methods else "GET"), uris.pop()
+    return methods.pop(), uris.pop()
 
 
 async def verify(rt: Runtime, request: web.Request, rid: str, fields: dict[str, Any]) -> web.StreamResponse:

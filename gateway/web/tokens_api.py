@@ -18,11 +18,11 @@ from ..auth.principal import Principal
 from ..auth.ratelimit import FailedAuthLimiter
 from ..authz import network_gate
 from ..errors import MethodNotAllowed, NotFound, RateLimited
-from ..surface.model import RouteClass
 from ..tokens.fields import record_json
 from ..tokens.policy import require_manager
 from .jsonbody import json_body
 from .peer import client_of
+from .ui import authenticate_manager
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -50,7 +50,8 @@ async def tokens(
         return await _revoke_by_value(rt, request, client)
     if len(rest) > 3 or (len(rest) == 3 and rest[2] != "rotate"):
         raise NotFound("no such management endpoint")
-    principal = await rt.pipeline.authenticate(RouteClass.PUBLIC, request.headers, client)
+    # The Authorization header, or the token page's sign-in cookie (with its CSRF header).
+    principal = await authenticate_manager(rt, request)
     fields["credential"], fields["token_id"] = principal.kind, principal.token_id
     # SECURITY: a token bound to networks manages nothing from outside them either.
     network_gate(principal, client)

@@ -284,6 +284,28 @@ EXPLAIN = [
         ["route:       none", "decision:    deny 400 bad_path (dot segment in path)"],
         "bad-path",
     ),
+    (
+        # Issue 9 item 12: the raw target reaches path hygiene, never a URL library's resolution.
+        ["GET", "http://host/v1/playlists/../admin"],
+        1,
+        ["route:       none", "decision:    deny 400 bad_path (dot segment in path)"],
+        "absolute-url-dot-segments-not-resolved",
+    ),
+    (
+        ["GET", "http://host/v1/playlists/./7?x=1"],
+        1,
+        ["route:       none", "decision:    deny 400 bad_path (dot segment in path)"],
+        "absolute-url-single-dot-not-resolved",
+    ),
+    (
+        ["GET", "http://host/v1/playlists/%252e%252e/admin"],
+        1,
+        [
+            "route:       none",
+            "decision:    deny 400 bad_path (double-encoded '.', '/', '\\' or NUL in path)",
+        ],
+        "absolute-url-double-encoded-dot",
+    ),
 ]
 
 
@@ -357,3 +379,69 @@ def test_explain_unparsable_url_is_one_line(folder: Path) -> None:
     r = run(folder, "explain", "GET", "http://[::1")
     assert r.code == 2
     assert len(r.err.splitlines()) == 1
+
+
+SHADOWED = [
+    (["POST", "/v1/devices/7/reboot/"], "without its trailing slash", "trailing-slash"),
+    (["POST", "http://h/V1/Devices/7/Reboot"], "with letter case ignored", "letter-case"),
+    (["GET", "/V1/PLAYLISTS/7/"], "with letter case ignored", "case-and-slash-on-a-prefix"),
+]
+
+
+@pytest.mark.parametrize(("args", "why"), [s[:2] for s in SHADOWED], ids=[s[2] for s in SHADOWED])
+def test_explain_says_which_stronger_rule_a_variant_shadows(folder: Path, args: list[str], why: str) -> None:
+    (folder / "routes.yaml").write_text(
+        ROUTES + "  - id: rest\n    match: {prefix: /}\n    class: anonymous\n"
+    )
+    r = run(folder, "explain", *args)
+    rid = "playlists" if "PLAYLISTS" in args[1] else "device-reboot"
+    cls = "public"
+    assert (r.code, r.err) == (1, "")
+    assert r.out.splitlines() == [
+        "route:       none",
+        f"shadows:     {rid} ({folder / 'routes.yaml'}:{LINES[rid]}), class {cls}",
+        f"decision:    deny 404 no_route (this path matches a more specific rule {why})",
+    ]
+
+
+def test_check_warns_about_rules_under_a_weaker_prefix(folder: Path) -> None:
+    (folder / "routes.yaml").write_text(
+        ROUTES
+        + """  - id: devices
+    match: {prefix: /v1/devices}
+    class: anonymous
+  - id: rest
+    match: {prefix: /}
+    class: anonymous
+  - id: reports
+    match: {prefix: /Reports}
+    class: public
+"""
+    )
+    r = run(folder, "check")
+    routes = folder / "routes.yaml"
+    tail = "by a trailing slash or letter case is refused 404 no_route"
+    assert r.code == 0
+    assert r.out.startswith("ok: config.yaml")
+    lines = r.err.splitlines()
+    # Every rule stronger than the prefix around it is named once, with its nearest weaker prefix.
+    named = {line.split("routes[")[1].split("]")[0]: line for line in lines}
+    assert set(named) == {
+        "playlists",
+        "device-reboot",
+        "register-agent",
+        "admin",
+        "agency-playlist",
+        "reports",
+    }
+    assert named["device-reboot"] == (
+        f"{routes}:8: warning: routes[device-reboot] sits under prefix /v1/devices of routes[devices] "
+        f"(anonymous, weaker) at {routes}:24: a request differing from "
+        f"/v1/devices/{{device_id}}/reboot {tail}"
+    )
+    assert "prefix / of routes[rest]" in named["reports"]
+    assert all(line.endswith(tail) for line in lines)
+    assert "routes[health]" not in r.err  # an anonymous rule is stronger than no prefix around it
+    js = run(folder, "check", "--format", "json")
+    assert js.code == 0
+    assert len(json.loads(js.out)["warnings"]) == 6

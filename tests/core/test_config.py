@@ -58,6 +58,7 @@ def test_example_config_loads(tmp_path: Path) -> None:
     assert cfg.sqlite_path() == str(tmp_path / "scopegate.db")
     assert cfg.trusted_proxies == ()
     assert cfg.limits == Limits(max_body=10 * 2**20, max_credential=4096, header_timeout=10.0)
+    assert cfg.limits.form_inspect == 64 * 1024
     assert cfg.tokens == TokensConfig("st_", 60.0, 90 * 86400.0, 365 * 86400.0, 1.0, 5.0)
     assert cfg.jwt is None
     assert cfg.workspace_header == "X-Workspace-Id"
@@ -187,6 +188,11 @@ ERRORS = [
         "size-unit",
     ),
     ("limits:\n  max_body: 0\n", [(3, "limits.max_body: expected a size such as 10MiB, got 0")], "size-zero"),
+    (
+        "limits:\n  form_inspect: lots\n",
+        [(3, "limits.form_inspect: expected a size such as 64KiB, got 'lots'")],
+        "form-inspect-word",
+    ),
     (
         "limits:\n  max_body: -5\n",
         [(3, "limits.max_body: expected a size such as 10MiB, got -5")],
@@ -572,7 +578,7 @@ def test_full_config_values(tmp_path: Path) -> None:
         + "  slow: {url: 'https://api.example/base', timeout: 2m}\n"
         + "trusted_proxies: [10.0.0.0/8, '::1']\n"
         + "limits: {max_body: 1.5KB, max_credential: 2KiB, header_timeout: 500ms,"
-        + " failed_auth_per_minute: 7}\n"
+        + " failed_auth_per_minute: 7, form_inspect: 16KiB}\n"
         + "tokens: {prefix: sg_, cache_ttl: 30s, default_ttl: 1w, max_ttl: 30d}\n"
         + "headers: {workspace: X-Tenant}\n"
         + "management: {mount: /_gw/}\n"
@@ -587,7 +593,7 @@ def test_full_config_values(tmp_path: Path) -> None:
         "slow": Upstream("slow", URL("https://api.example/base"), 5.0, 120.0),
     }
     assert [str(n) for n in cfg.trusted_proxies] == ["10.0.0.0/8", "::1/128"]
-    assert cfg.limits == Limits(1500, 2048, 0.5, 7)
+    assert cfg.limits == Limits(1500, 2048, 0.5, 7, 16 * 1024)
     assert cfg.tokens == TokensConfig("sg_", 30.0, 7 * 86400.0, 30 * 86400.0, 1.0, 5.0)
     assert cfg.workspace_header == "X-Tenant"
     assert cfg.management_mount == "/_gw"

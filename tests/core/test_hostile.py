@@ -260,6 +260,12 @@ async def test_method_override_not_trusted_by_the_gate(
         "X_Forwarded_For",
         "X_Forwarded_Host",
         "X_Real_IP",
+        "X_Auth_Authorization",
+        "X_Forwarded_Uri",
+        "X_Forwarded_Method",
+        "X_Original_URI",
+        "X_Original_Method",
+        "X_Forwarded_Prefix",
     ],
 )
 async def test_underscore_twins_of_stripped_headers_removed(
@@ -367,6 +373,13 @@ SPOOFS = (
     "x_auth_subject",
     "X-Original-URL",
     "X-Rewrite-URL",
+    # Issue 8 item 8: forward-auth's question and answer, which an upstream may trust.
+    "X-Auth-Authorization",
+    "X-Forwarded-Uri",
+    "X-Forwarded-Method",
+    "X-Original-URI",
+    "X-Original-Method",
+    "X-Forwarded-Prefix",
     "Authorization",
 )
 

@@ -62,7 +62,6 @@ CASES = [
     ("GET", "/v1/health", FULL, "health", {}, (), "exact-path"),
     ("HEAD", "/v1/health", FULL, "health", {}, (), "get-admits-head"),
     ("POST", "/v1/health", METHOD, None, {}, ("GET", "HEAD"), "405-never-falls-through-to-prefix"),
-    ("GET", "/v1/health/", FULL, "v1", {}, (), "trailing-slash-skips-exact-path"),
     ("GET", "/v1/health/x", FULL, "v1", {}, (), "longer-than-exact-path"),
     ("GET", "/v1/playlists", FULL, "playlists", {}, (), "prefix-itself"),
     ("GET", "/v1/playlists/", FULL, "playlists", {}, (), "prefix-with-trailing-slash"),
@@ -73,7 +72,6 @@ CASES = [
     ("GET", "/v1/playlists/7", FULL, "playlist-one", {"pid": "7"}, (), "path-beats-prefix"),
     ("HEAD", "/v1/playlists/7", FULL, "playlist-one", {"pid": "7"}, (), "path-head"),
     ("DELETE", "/v1/playlists/7", METHOD, None, {}, ("GET", "HEAD"), "405-path-does-not-fall-to-prefix"),
-    ("GET", "/v1/playlists/7/", FULL, "playlists", {}, (), "trailing-slash-falls-to-prefix"),
     ("GET", "/v1/playlists/new", FULL, "playlist-new", {}, (), "literal-beats-param"),
     ("POST", "/v1/playlists/new", METHOD, None, {}, ("GET", "HEAD"), "405-literal-does-not-fall-to-param"),
     ("GET", "/v1/playlistsX", FULL, "v1", {}, (), "prefix-whole-segments-only"),
@@ -155,7 +153,8 @@ MISSES = [
 
 @pytest.mark.parametrize(("method", "target"), [m[:2] for m in MISSES], ids=[m[2] for m in MISSES])
 def test_no_match(method: str, target: str) -> None:
-    assert match(NO_CATCH_ALL, method, target) == Match(Verdict.NONE)
+    found = match(NO_CATCH_ALL, method, target)
+    assert (found.verdict, found.route, found.params) == (Verdict.NONE, None, {})
 
 
 def test_empty_surface_matches_nothing() -> None:
@@ -257,3 +256,65 @@ def test_ten_thousand_rules_match_right_with_constant_walk(monkeypatch: pytest.M
         calls[0] = 0
         match(large, "GET", target)
         assert calls[0] == in_small <= len(clean(target).segments) + 1, target
+
+
+# Contract section 4: a request that would match a more specific rule with its trailing slash
+# dropped or its letter case ignored is a miss, never judged by the less specific rule.
+SHADOWS = [
+    ("GET", "/v1/health/", "health", "trailing slash", "exact-path-trailing-slash"),
+    ("GET", "/v1/playlists/7/", "playlist-one", "trailing slash", "param-path-trailing-slash"),
+    ("POST", "/v1/devices/5/reboot/", "reboot", "trailing slash", "reboot-trailing-slash"),
+    ("GET", "/v1/devices/5/reboot/", "reboot", "trailing slash", "wrong-method-still-a-miss"),
+    ("POST", "/V1/Devices/5/Reboot", "reboot", "letter case", "reboot-case"),
+    ("POST", "/V1/DEVICES/5/REBOOT/", "reboot", "letter case", "reboot-case-and-slash"),
+    ("GET", "/V1/health", "health", "letter case", "case-in-prefix-part"),
+    ("GET", "/v1/Playlists/7/tracks", "playlists", "letter case", "case-reaches-a-longer-prefix"),
+    ("GET", "/X/Y/Z/1", "deep", "letter case", "case-deeper-prefix"),
+    ("GET", "/D/e/f", "d-e-f", "letter case", "case-literal-beats-exact-param-match"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "shadowed", "how"), [s[:4] for s in SHADOWS], ids=[s[4] for s in SHADOWS]
+)
+def test_variant_of_a_more_specific_rule_is_a_miss(method: str, target: str, shadowed: str, how: str) -> None:
+    found = match(PRECEDENCE, method, target)
+    assert found.verdict is Verdict.NONE
+    assert found.route is None
+    assert found.shadowed is not None and found.shadowed.id == shadowed
+    assert how in found.why
+
+
+UNSHADOWED = [
+    ("GET", "/v1/playlists/", "playlists", "prefix-itself-with-slash"),
+    ("GET", "/v1/playlists/7/tracks/", "playlists", "below-prefix-with-slash"),
+    ("GET", "/v1/Other/7", "v1", "no-deeper-rule-differs-by-case"),
+    ("GET", "/x/Y", "shallow", "case-below-the-deepest-prefix"),
+    ("GET", "/Anything", "root", "catch-all-nothing-more-specific"),
+    ("GET", "/a/Z/c", "a-x-c", "param-takes-any-case"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "route_id"), [u[:3] for u in UNSHADOWED], ids=[u[3] for u in UNSHADOWED]
+)
+def test_variant_with_nothing_more_specific_still_matches(method: str, target: str, route_id: str) -> None:
+    found = match(PRECEDENCE, method, target)
+    assert found.verdict is Verdict.FULL
+    assert found.route is not None and found.route.id == route_id
+    assert found.shadowed is None
+
+
+def test_mixed_case_literals_are_folded_on_both_sides() -> None:
+    m = build(rule("reports", prefix="/Reports"), rule("root", prefix="/"))
+    assert match(m, "GET", "/Reports/1").route == m.surface.routes[0]
+    for target in ("/reports/1", "/REPORTS", "/rEpOrTs/x/"):
+        found = match(m, "GET", target)
+        assert found.shadowed == m.surface.routes[0], target
+    assert match(m, "GET", "/report").route == m.surface.routes[1]
+
+
+def test_case_variants_of_one_pattern_do_not_shadow_their_own_rule() -> None:
+    m = build(rule("exact", path="/api/Items/{id}", methods="GET"), rule("root", prefix="/"))
+    assert match(m, "GET", "/api/Items/AbC").route == m.surface.routes[0]
+    assert match(m, "GET", "/api/items/AbC").shadowed == m.surface.routes[0]

@@ -15,6 +15,7 @@ NOT_UTF8 = "path is not valid UTF-8"
 NOT_ABSOLUTE = "the request target must be an absolute path"
 BAD_CHAR = "character not allowed in path"
 EMPTY = "empty path segment"
+DOUBLE = "double-encoded '.', '/', '\\' or NUL in path"
 
 BAD = [
     ("/v1/../admin", DOT, "raw-dotdot"),
@@ -30,6 +31,16 @@ BAD = [
     ("/v1/a%5cb", ENCODED_SEP, "pct-backslash-lower"),
     ("/v1/a%5Cb", ENCODED_SEP, "pct-backslash-upper"),
     ("/v1/a%00b", ENCODED_SEP, "pct-nul"),
+    # Issue 8 item 10: an upstream that decodes twice sees `.`, `/`, `\` or NUL.
+    ("/v1/%252e%252e/admin", DOUBLE, "double-dotdot-lower"),
+    ("/v1/%252E%252E/admin", DOUBLE, "double-dotdot-upper"),
+    ("/v1/.%252e/admin", DOUBLE, "double-dotdot-mixed"),
+    ("/v1/%252e", DOUBLE, "double-dot-last"),
+    ("/v1/a%252fb", DOUBLE, "double-slash-lower"),
+    ("/v1/a%252Fb", DOUBLE, "double-slash-upper"),
+    ("/v1/a%255cb", DOUBLE, "double-backslash-lower"),
+    ("/v1/a%255Cb", DOUBLE, "double-backslash-upper"),
+    ("/v1/a%2500b", DOUBLE, "double-nul"),
     ("/v1/a%0ab", CONTROL, "pct-lf-lower"),
     ("/v1/a%0Ab", CONTROL, "pct-lf-upper"),
     ("/v1/a%0db", CONTROL, "pct-cr"),
@@ -88,6 +99,8 @@ GOOD = [
     ("/v1/%E2%82%AC", "/v1/%E2%82%AC", "", ("v1", "\u20ac"), False, "pct-utf8"),
     ("/v1/a%20b", "/v1/a%20b", "", ("v1", "a b"), False, "pct-space"),
     ("/v1/100%25", "/v1/100%25", "", ("v1", "100%"), False, "pct-percent"),
+    ("/v1/100%2541", "/v1/100%2541", "", ("v1", "100%41"), False, "pct-percent-then-harmless-hex"),
+    ("/v1/%252", "/v1/%252", "", ("v1", "%2"), False, "pct-percent-then-digit"),
     ("/v1/a%3Fb", "/v1/a%3Fb", "", ("v1", "a?b"), False, "pct-question-stays-in-segment"),
     ("/v1/...", "/v1/...", "", ("v1", "..."), False, "three-dots-is-a-name"),
     ("/v1/.well-known", "/v1/.well-known", "", ("v1", ".well-known"), False, "leading-dot-name"),

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.proxy.headers import IDENTITY
+from gateway.proxy.headers import IDENTITY, METHOD_OVERRIDE, REWRITE
 
 from .conftest import REPO
 
@@ -147,8 +147,24 @@ def test_ingress_nginx_asks_verify_and_takes_every_identity_header() -> None:
     notes = ingress["metadata"]["annotations"]
     assert notes["nginx.ingress.kubernetes.io/auth-url"].endswith("/auth/verify")
     assert notes["nginx.ingress.kubernetes.io/auth-method"] == "GET"  # or X-Original-URI is not sent
-    names = {h.strip().lower() for h in notes["nginx.ingress.kubernetes.io/auth-response-headers"].split(",")}
+    listed = notes["nginx.ingress.kubernetes.io/auth-response-headers"].split(",")
+    # ingress-nginx refuses the whole annotation if one name is not a bare token (no spaces).
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", h) for h in listed), listed
+    names = {h.lower() for h in listed}
     assert names >= FORWARDED | {"authorization"}
+
+
+def test_ingress_nginx_blanks_what_the_app_must_not_trust() -> None:
+    # Issue 8 item 9: a listed header is set from scopegate's answer or removed. scopegate never
+    # answers these (X-Auth-Authorization: only its own, for a JWT), so a client's copy never
+    # reaches the app, as the nginx, Traefik and Envoy files already ensure.
+    ingress = next(
+        d for d in docs(DEPLOY / "kubernetes" / "ingress-nginx-auth.yaml") if d["kind"] == "Ingress"
+    )
+    listed = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-response-headers"]
+    names = {h.lower() for h in listed.split(",")}
+    must_blank = {"x-auth-authorization"} | set(METHOD_OVERRIDE) | set(REWRITE)
+    assert must_blank <= names, must_blank - names
 
 
 def test_traefik_forward_auth_takes_every_identity_header() -> None:

@@ -75,7 +75,11 @@ async def test_a_token_is_never_named_as_the_authorization_to_forward(make_gatew
     _, token = await gw.runtime.service.create(None, {"name": "t", "workspace": "w", "scopes": ["read"]})
     r = await gw.client.get(
         "/auth/verify",
-        headers={"X-Forwarded-Uri": "/v1/playlists/1", "Authorization": f"Bearer {token}"},
+        headers={
+            "X-Forwarded-Uri": "/v1/playlists/1",
+            "X-Forwarded-Method": "GET",
+            "Authorization": f"Bearer {token}",
+        },
     )
     assert r.status == 200
     assert "X-Auth-Authorization" not in r.headers
@@ -87,7 +91,12 @@ async def test_a_jwt_is_named_in_x_auth_authorization(make_gateway: MakeGateway)
     gw = await make_gateway(extra=JWT_CONFIG)
     token = a_jwt()
     r = await gw.client.get(
-        "/auth/verify", headers={"X-Forwarded-Uri": "/v1/playlists/1", "Authorization": f"Bearer {token}"}
+        "/auth/verify",
+        headers={
+            "X-Forwarded-Uri": "/v1/playlists/1",
+            "X-Forwarded-Method": "GET",
+            "Authorization": f"Bearer {token}",
+        },
     )
     assert r.status == 200
     assert r.headers["X-Auth-Authorization"] == f"Bearer {token}"
@@ -97,7 +106,12 @@ async def test_a_jwt_is_also_named_in_authorization_for_traefik(make_gateway: Ma
     gw = await make_gateway(extra=JWT_CONFIG)
     token = a_jwt()
     r = await gw.client.get(
-        "/auth/verify", headers={"X-Forwarded-Uri": "/v1/playlists/1", "Authorization": f"Bearer {token}"}
+        "/auth/verify",
+        headers={
+            "X-Forwarded-Uri": "/v1/playlists/1",
+            "X-Forwarded-Method": "GET",
+            "Authorization": f"Bearer {token}",
+        },
     )
     assert r.headers.get("Authorization") == f"Bearer {token}"
 
@@ -119,3 +133,28 @@ async def test_envoys_path_prefix_lands_the_original_path_in_an_ignored_query(
     )
     assert r.status == 200
     assert r.headers["X-Auth-Token-Id"]
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [
+        pytest.param({"X-Original-URI": "/v1/playlists/1"}, id="nginx-uri-only"),
+        pytest.param({"X-Forwarded-Uri": "/v1/playlists/1"}, id="traefik-uri-only"),
+        pytest.param({"X-Forwarded-Uri": "/v1/playlists/1", "X-Original-Method": ""}, id="empty-method"),
+    ],
+)
+async def test_no_method_header_is_bad_request_never_a_guessed_get(
+    make_gateway: MakeGateway, asked: dict[str, str]
+) -> None:
+    # Issue 8 item 4: judged as a GET, a read token would pass every write behind such a proxy.
+    gw = await make_gateway()
+    _, token = await gw.runtime.service.create(None, {"name": "t", "workspace": "w", "scopes": ["read"]})
+    for verb in ("GET", "POST"):
+        r = await gw.client.request(
+            verb, "/auth/verify", headers={**asked, "Authorization": f"Bearer {token}"}
+        )
+        assert r.status == 400
+        body = await r.json()
+        assert body["error"] == "bad_request"
+        assert "X-Forwarded-Method or X-Original-Method" in body["detail"]
+        assert "X-Auth-Token-Id" not in r.headers

@@ -88,6 +88,7 @@ async def test_record_json_is_the_contract_object(service: TokenService) -> None
     assert record_json(record, secret) == {
         "id": record.id,
         "name": "agent",
+        "display_prefix": secret[:7],
         "token": secret,
         "scopes": ["agency"],
         "workspace": "ws1",

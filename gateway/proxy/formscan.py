@@ -1,0 +1,219 @@
+"""`_method` in form bodies: found while the body streams, before the upstream has all of it.
+
+Rails, Laravel, Symfony and Express's method-override run a POST whose form carries
+`_method=DELETE` as a DELETE; the gate judged a POST. So a form body that names `_method` is
+refused (400 `bad_request`), the upstream never receiving it complete:
+
+- `application/x-www-form-urlencoded`: small by nature. Held whole (up to `limits.form_inspect`,
+  larger is 413 `body_too_large`) and released only once no field is `_method`.
+- `multipart/form-data`: may be a large upload, so it is never held. Every part's headers are
+  read as they stream past; bytes go upstream only up to the last delimiter whose part headers
+  were read. A part named `_method` cuts the upstream request before its delimiter: the upstream
+  has a body with no closing delimiter (and a chunked body with no last chunk) and never acts.
+  The epilogue is scanned too: PHP reads on past a close delimiter to the next boundary line.
+- A form with a `Content-Encoding` cannot be read as it passes (body-parser inflates gzip): 400.
+
+Names are compared as PHP reads them (Laravel and Symfony sit on PHP's parser): percent-decoded
+with `+` as space, cut at NUL and at `[`, leading spaces dropped, `.` and space read as `_`,
+and letter case ignored (fail closed). PHP also splits multipart lines at a bare LF, so the
+multipart scan does too.
+
+Interface: `scanner_for(headers, form_inspect)` gives a per-request scanner (or None when the
+body is no form); `feed(chunk)` returns the bytes that may go upstream now, `end()` the rest
+once the body is complete. Both raise BadRequest or BodyTooLarge.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote_to_bytes
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from ..errors import BadRequest, BodyTooLarge
+
+METHOD_FIELD = b"_method"
+URLENCODED = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
+MAX_PART_HEADERS = 16 * 1024  # bytes of one part's header block; longer is refused
+_BOUNDARY_RE = re.compile(r';\s*boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;,"]{1,200}))', re.IGNORECASE)
+_HEADERS_END_RE = re.compile(rb"\n\r?\n")
+_NAME_RE = re.compile(rb'(?:^|;)\s*name(\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))', re.IGNORECASE)
+
+
+def php_name(raw: bytes) -> bytes:
+    """A query or form field name as PHP registers it."""
+    name = unquote_to_bytes(raw.replace(b"+", b" "))
+    name = name.split(b"\0", 1)[0].lstrip(b" ").split(b"[", 1)[0]
+    return name.replace(b" ", b"_").replace(b".", b"_")
+
+
+def is_method_field(raw: bytes) -> bool:
+    return php_name(raw).lower() == METHOD_FIELD
+
+
+def query_names_method(query: str) -> bool:
+    """Whether a raw query string (or urlencoded body) has a field that PHP would read as `_method`."""
+    return _names_method(query.encode("utf-8", "surrogateescape"))
+
+
+def _names_method(data: bytes) -> bool:
+    return any(is_method_field(field.split(b"=", 1)[0]) for field in re.split(rb"[&;]", data))
+
+
+class FormScan:
+    """One request body's scanner: feed every chunk, then end."""
+
+    _buf: bytearray
+
+    @property
+    def held(self) -> int:
+        """Bytes received and not yet released upstream."""
+        return len(self._buf)
+
+    def feed(self, chunk: bytes) -> bytes:
+        raise NotImplementedError
+
+    def end(self) -> bytes:
+        raise NotImplementedError
+
+
+def scanner_for(headers: CIMultiDictProxy[str] | CIMultiDict[str], form_inspect: int) -> FormScan | None:
+    """The scanner for a request whose body is a form, else None; refusals that the headers
+    alone decide are raised here, before the upstream is contacted."""
+    types = headers.getall("Content-Type", [])
+    medias = [t.split(";", 1)[0].strip().lower() for t in types]
+    if not any(m.startswith((URLENCODED, MULTIPART)) for m in medias):
+        return None  # not a form (multipart/mixed is a form to no framework we know)
+    if len(types) > 1:
+        raise BadRequest("more than one Content-Type header on a form body")
+    if any(v.strip().lower() not in ("", "identity") for v in headers.getall("Content-Encoding", [])):
+        # SECURITY: an upstream that inflates the body would read fields we cannot see.
+        raise BadRequest("a form body with a Content-Encoding cannot be inspected")
+    if medias[0].startswith(URLENCODED):
+        declared = headers.get("Content-Length", "").strip()
+        if declared.isdigit() and int(declared) > form_inspect:
+            raise BodyTooLarge(f"form body over limits.form_inspect ({form_inspect} bytes)")
+        return UrlEncodedScan(form_inspect)
+    m = _BOUNDARY_RE.search(types[0])
+    if m is None:
+        raise BadRequest("multipart/form-data without a usable boundary")
+    boundary = m.group(1) or m.group(2)
+    if _php_boundary(types[0]) != boundary:
+        # SECURITY: PHP takes the first "boundary" substring anywhere (`xboundary=A; boundary=B`
+        # is A to PHP, B to a parameter parser): the two readings must agree.
+        raise BadRequest("multipart/form-data with an ambiguous boundary")
+    return MultipartScan(boundary.encode("latin-1"))
+
+
+def _php_boundary(content_type: str) -> str | None:
+    """The boundary as PHP's rfc1867 handler reads it from the Content-Type value."""
+    i = content_type.find("boundary")
+    if i < 0:
+        i = content_type.lower().find("boundary")
+    j = content_type.find("=", i) if i >= 0 else -1
+    if j < 0:
+        return None
+    value = content_type[j + 1 :]
+    if value.startswith('"'):
+        end = value.find('"', 1)
+        return value[1:end] if end > 0 else None
+    return re.split(r"[,;]", value, maxsplit=1)[0]
+
+
+class UrlEncodedScan(FormScan):
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._buf = bytearray()
+
+    def feed(self, chunk: bytes) -> bytes:
+        self._buf += chunk
+        if len(self._buf) > self._limit:
+            raise BodyTooLarge(f"form body over limits.form_inspect ({self._limit} bytes)")
+        return b""  # nothing goes upstream before the whole form is read
+
+    def end(self) -> bytes:
+        body = bytes(self._buf)
+        if _names_method(body):
+            # SECURITY: the upstream would run this POST as the method `_method` names.
+            raise BadRequest("a _method field in a form body is not accepted")
+        return body
+
+
+class MultipartScan(FormScan):
+    def __init__(self, boundary: bytes) -> None:
+        # PHP finds a boundary at the start of any line; a virtual LF makes the first one alike.
+        self._delim = b"\n--" + boundary
+        self._buf = bytearray(b"\n")
+        self._virtual = 1  # leading bytes of _buf that the client never sent
+        self._pos = 0  # everything before _pos is settled: scanned and free to go upstream
+
+    def feed(self, chunk: bytes) -> bytes:
+        self._buf += chunk
+        self._scan(eof=False)
+        return self._release()
+
+    def end(self) -> bytes:
+        self._scan(eof=True)
+        self._pos = len(self._buf)
+        return self._release()
+
+    def _scan(self, eof: bool) -> None:
+        buf, delim = self._buf, self._delim
+        while True:
+            i = buf.find(delim, self._pos)
+            if i < 0:
+                # A delimiter may straddle this chunk and the next: hold its possible start.
+                self._pos = max(self._pos, len(buf) - len(delim) + 1)
+                return
+            after = i + len(delim)
+            if len(buf) - after < 2 and not eof:
+                self._pos = i
+                return
+            if buf[after : after + 2] == b"--":
+                # SECURITY: the close delimiter ends nothing for PHP, which reads on to the next
+                # boundary line; the epilogue is scanned like the rest.
+                self._pos = after + 2
+                continue
+            end = _HEADERS_END_RE.search(buf, after)
+            if end is None:
+                if eof:
+                    raise BadRequest("multipart body ends inside a part's headers")
+                if len(buf) - after > MAX_PART_HEADERS:
+                    raise BadRequest("a multipart part's headers are too long")
+                self._pos = i  # hold the delimiter until its part's headers are read
+                return
+            _check_part(bytes(buf[after : end.start()]))
+            self._pos = end.end()
+
+    def _release(self) -> bytes:
+        cut = self._pos
+        out = bytes(self._buf[self._virtual : cut]) if cut > self._virtual else b""
+        del self._buf[:cut]
+        self._pos -= cut
+        self._virtual = max(0, self._virtual - cut)
+        return out
+
+
+def _check_part(block: bytes) -> None:
+    """Refuse a part whose Content-Disposition names `_method` (the boundary line's rest first)."""
+    lines: list[bytes] = []
+    for line in block.split(b"\n")[1:]:
+        line = line.rstrip(b"\r")
+        if line[:1] in (b" ", b"\t") and lines:
+            lines[-1] += b" " + line.strip()  # a folded header line continues the previous one
+        else:
+            lines.append(line)
+    for line in lines:
+        name, sep, value = line.partition(b":")
+        if not sep or name.strip().lower() != b"content-disposition":
+            continue
+        for m in _NAME_RE.finditer(value):
+            raw = m.group(2) if m.group(2) is not None else m.group(3) or b""
+            if m.group(2) is not None:
+                raw = re.sub(rb"\\(.)", rb"\1", raw)
+            if m.group(1):  # RFC 5987 `name*=charset'lang'value`
+                raw = raw.strip().rsplit(b"'", 1)[-1]
+            if is_method_field(raw.strip()):
+                # SECURITY: the upstream would run this POST as the method the part names.
+                raise BadRequest("a _method part in a multipart form body is not accepted")
