@@ -1,6 +1,11 @@
-"""Revocation latency across processes on one SQLite store, and last_used_at write batching.
+"""Revocation latency across processes on one token store, and last_used_at write batching.
 
-    python bench/revocation_latency.py [--rounds 20] [--requests 10000] [--concurrency 32]
+    python bench/revocation_latency.py [--store sqlite|postgresql|postgresql-poll] [--pg-dsn DSN]
+                                       [--rounds 20] [--requests 10000] [--concurrency 32]
+
+`--store postgresql` runs both on one PostgreSQL database (revocations pushed by LISTEN/NOTIFY);
+`postgresql-poll` the same with `?notify=off`, so B learns only from the polled feed. The database
+is a fresh one on --pg-dsn / $SCOPEGATE_BENCH_PG_DSN, else on a throwaway local cluster.
 
 Starts two `scopegate serve` processes, A and B, on one token store (tokens.revocation_poll 1,
 tokens.last_used_flush 5; A has an admin listener) in front of bench/upstream.py, and mints a
@@ -55,7 +60,7 @@ def write_config(folder: str, name: str, store: str, admin_port: int | None) -> 
 admin: {admin}
 surface: routes.yaml
 upstreams: {{default: "http://127.0.0.1:{UPSTREAM_PORT}"}}
-store: sqlite:///{store}
+store: {store}
 log: {{level: warning}}
 tokens: {{revocation_poll: {POLL}, last_used_flush: {FLUSH}}}
 jwt:
@@ -148,7 +153,8 @@ async def run(args: argparse.Namespace, a: str, b: str, admin_url: str) -> None:
 
     ms = await latency_rounds(a, b, auth, args.rounds, args.jitter)
     print(
-        f"revocation DELETE on A -> first 401 on B over {len(ms)} rounds (revocation_poll {POLL:g} s, "
+        f"{args.store}: revocation DELETE on A -> first 401 on B over {len(ms)} rounds "
+        f"(revocation_poll {POLL:g} s, "
         f"{'random phase' if args.jitter else 'in phase with the poll'}): "
         f"median {statistics.median(ms):.0f} ms, min {min(ms):.0f} ms, max {max(ms):.0f} ms"
     )
@@ -160,17 +166,29 @@ async def run(args: argparse.Namespace, a: str, b: str, admin_url: str) -> None:
 
 
 def main() -> None:
-    global UPSTREAM_PORT
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--requests", type=int, default=10_000)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--no-jitter", dest="jitter", action="store_false")
+    ap.add_argument("--store", choices=("sqlite", "postgresql", "postgresql-poll"), default="sqlite")
+    ap.add_argument("--pg-dsn", help="a PostgreSQL server to create the bench database on")
     args = ap.parse_args()
+    if args.store == "sqlite":
+        bench(args, None)
+        return
+    from pgstore import database
+
+    with database(args.pg_dsn) as (url, _):
+        bench(args, url + ("?notify=off" if args.store == "postgresql-poll" else ""))
+
+
+def bench(args: argparse.Namespace, pg_url: str | None) -> None:
+    global UPSTREAM_PORT
     folder = tempfile.mkdtemp(prefix="scopegate-bench-revoke-")
     with open(os.path.join(folder, "routes.yaml"), "w") as fh:
         fh.write(ROUTES)
-    store = os.path.join(folder, "tokens.db")
+    store = pg_url or "sqlite:///" + os.path.join(folder, "tokens.db")
     UPSTREAM_PORT, port_a, port_b, admin_port = (free_port() for _ in range(4))
     config_a = write_config(folder, "a.yaml", store, admin_port)
     config_b = write_config(folder, "b.yaml", store, None)

@@ -43,7 +43,11 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(_plain(message), USAGE, self.prog)
 
 
-_COMMAND_DESTS = {"command": "a command", "token_command": "a token command (create, list, revoke or rotate)"}
+_COMMAND_DESTS = {
+    "command": "a command",
+    "token_command": "a token command (create, list, revoke or rotate)",
+    "store_command": "a store command (migrate or copy)",
+}
 
 
 def _plain(message: str) -> str:
@@ -52,7 +56,7 @@ def _plain(message: str) -> str:
         names = [_COMMAND_DESTS.get(n, n.split("/")[-1]) for n in m.group(1).split(", ")]
         listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
         return f"{listed} {'is' if len(names) == 1 else 'are'} required"
-    choice = r"argument (command|token_command): invalid choice: (.*?) \(choose from .*\)"
+    choice = r"argument (command|token_command|store_command): invalid choice: (.*?) \(choose from .*\)"
     if m := re.fullmatch(choice, message):
         return f"unknown command {m.group(2)}"
     if m := re.fullmatch(r"argument ([^:]+): (.*)", message, re.S):
@@ -110,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     tt.add_argument("id")
     tt.add_argument("--overlap", help="how long the old secret keeps working (default 0)")
     tt.add_argument("--json", action="store_true")
+    st = sub.add_parser("store", help="migrate the token store, or copy a SQLite store to PostgreSQL")
+    stsub = st.add_subparsers(dest="store_command", required=True, parser_class=_Parser)
+    stsub.add_parser("migrate", help="apply pending schema migrations").add_argument("-c", "--config")
+    sc = stsub.add_parser("copy", help="copy every token (hashes only) from SQLite into PostgreSQL")
+    sc.add_argument("-c", "--config", help="accepted for symmetry; copy reads only --from and --to")
+    sc.add_argument("--from", dest="source", required=True, metavar="sqlite:///PATH")
+    sc.add_argument("--to", dest="destination", required=True, metavar="postgresql://USER@HOST:PORT/DB")
     d = cmd("demo", "run the gateway on embedded defaults with an echo upstream")
     d.add_argument("--port", type=int, default=8080)
     d.add_argument(
@@ -180,6 +191,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         # Store commands read the settings they use and no others (no JWT secret needed).
         sections = {"create": MINT_SECTIONS}.get(args.token_command, STORE_SECTIONS)
         return _run(_token(_config(args, sections), args))
+    if args.command == "store":
+        return _run(_store(args))
     if args.command == "demo":
         from .demo import run_demo
 
@@ -316,6 +329,24 @@ def _raw_target(arg: str) -> str:
         raise CliError(f"bad URL {arg!r}: {exc}", USAGE) from None
     rest = m.group(3)
     return rest if rest.startswith("/") else "/" + rest
+
+
+async def _store(args: argparse.Namespace) -> int:
+    from .tokens.transfer import copy_store, migrate_store
+
+    if args.store_command == "migrate":
+        cfg = _config(args, STORE_SECTIONS)
+        print(f"{cfg.store}: {await migrate_store(cfg.store, cfg.base_dir)}")
+        return 0
+    try:
+        done = await copy_store(args.source, args.destination)
+    except ValueError as exc:
+        raise CliError(str(exc), 1, "scopegate store copy") from None
+    print(
+        f"copied {done.tokens} token(s) ({done.active} active), {done.targets} target(s), "
+        f"{done.revocations} revocation(s)"
+    )
+    return 0
 
 
 def _cred(headers: CIMultiDict[str]) -> str:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from yarl import URL
 
 from .errors import ConfigError, Problem
+from .tokens.url import check_store_url
 from .web.tls import TlsFiles, read_tls
 from .yamlsrc import LList, LMap, line_of, load_yaml
 
@@ -546,13 +547,11 @@ def _ui(r: Reader, management: LMap) -> UiConfig:
 
 def _store(r: Reader, node: LMap) -> str:
     value = node.get("store", "sqlite:///scopegate.db")
-    if not isinstance(value, str) or not (value.startswith("sqlite:///") and len(value) > len("sqlite:///")):
-        if isinstance(value, str) and value.startswith(("postgresql://", "postgres://")):
-            r.error(line_of(node, "store"), "store: the PostgreSQL store is not available in this version")
-        else:
-            r.error(line_of(node, "store"), f"store: expected sqlite:///path.db, got {value!r}")
+    problem = check_store_url(value) if isinstance(value, str) else f"expected a URL, got {value!r}"
+    if problem is not None:
+        r.error(line_of(node, "store"), f"store: {problem}")
         return "sqlite:///scopegate.db"
-    return value
+    return str(value)
 
 
 TOP_KEYS = {

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,10 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.config import load_config
+from gateway.tokens.url import PASSWORD_ENV
 from gateway.web.app import build_app
 from gateway.web.runtime import Runtime
+from tests.pg import DSN_ENV, PgServer, in_ci, start_server
 
 
 @dataclass
@@ -186,7 +189,13 @@ class Gateway:
 MakeGateway = Callable[..., Awaitable[Gateway]]
 
 
-def write_config(folder: Path, upstream_url: str, routes: str = EXAMPLE_ROUTES, extra: str = "") -> Path:
+def write_config(
+    folder: Path,
+    upstream_url: str,
+    routes: str = EXAMPLE_ROUTES,
+    extra: str = "",
+    store: str = "sqlite:///tokens.db",
+) -> Path:
     (folder / "routes.yaml").write_text(textwrap.dedent(routes))
     config = folder / "config.yaml"
     config.write_text(
@@ -195,7 +204,7 @@ admin: false
 surface: routes.yaml
 upstreams:
   default: {{url: "{upstream_url}", connect_timeout: 2, timeout: 2}}
-store: sqlite:///tokens.db
+store: {store}
 log: {{level: error}}
 """
         + textwrap.dedent(extra)
@@ -208,10 +217,15 @@ async def make_gateway(tmp_path: Path, upstream: Upstream) -> AsyncIterator[Make
     """Build a gateway from a surface (YAML text) and extra config lines, on a real socket."""
     clients: list[TestClient[Any, Any]] = []
 
-    async def make(routes: str = EXAMPLE_ROUTES, extra: str = "", upstream_url: str | None = None) -> Gateway:
+    async def make(
+        routes: str = EXAMPLE_ROUTES,
+        extra: str = "",
+        upstream_url: str | None = None,
+        store: str = "sqlite:///tokens.db",
+    ) -> Gateway:
         folder = tmp_path / f"gw{len(clients)}"
         folder.mkdir()
-        cfg = load_config(str(write_config(folder, upstream_url or upstream.url, routes, extra)))
+        cfg = load_config(str(write_config(folder, upstream_url or upstream.url, routes, extra, store)))
         rt = Runtime(cfg)
         client = TestClient(TestServer(build_app(rt), host="127.0.0.1"))
         await client.start_server()
@@ -221,3 +235,47 @@ async def make_gateway(tmp_path: Path, upstream: Upstream) -> AsyncIterator[Make
     yield make
     for client in clients:
         await client.close()
+
+
+# --- the two token stores ----------------------------------------------------------------------
+
+STORES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """The PostgreSQL server of this session; its password is exported as $SCOPEGATE_STORE_PASSWORD."""
+    try:
+        server = start_server()
+    except (RuntimeError, OSError) as exc:
+        if in_ci():
+            pytest.fail(f"CI=true but no PostgreSQL server: {exc}")
+        pytest.skip(f"no PostgreSQL server ({exc}); set {DSN_ENV} or install postgresql")
+    before = os.environ.get(PASSWORD_ENV)
+    os.environ[PASSWORD_ENV] = server.password
+    try:
+        yield server
+    finally:
+        if before is None:
+            os.environ.pop(PASSWORD_ENV, None)
+        else:
+            os.environ[PASSWORD_ENV] = before
+        if server.cluster is not None:
+            server.cluster.stop()
+
+
+@pytest.fixture
+def pg_database(pg_server: PgServer) -> Iterator[str]:
+    """A fresh, empty database on the session server, dropped afterwards."""
+    name = pg_server.create_database()
+    yield name
+    pg_server.drop_database(name)
+
+
+@pytest.fixture(params=STORES)
+def store_url(request: pytest.FixtureRequest) -> str:
+    """`sqlite:///tokens.db` (relative to the config file) or a fresh PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return "sqlite:///tokens.db"
+    server: PgServer = request.getfixturevalue("pg_server")
+    return server.url(request.getfixturevalue("pg_database"))

@@ -263,14 +263,16 @@ class SqliteTokenStore:
         replaced (a restored or different file) and the caller should start over from it.
         """
         async with self._reading() as conn:
+            # The head first, then the page up to it: read the other way round, a revocation
+            # committing between the two reads would be skipped for good.
+            head = await _fetchall(conn, "SELECT COALESCE(MAX(seq), 0) FROM revocations", ())
             rows = await _fetchall(
                 conn,
-                "SELECT seq, token_hash FROM revocations WHERE seq > ? ORDER BY seq LIMIT ?",
-                (seq, FEED_PAGE),
+                "SELECT seq, token_hash FROM revocations WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                (seq, head[0][0], FEED_PAGE),
             )
             if rows:
                 return int(rows[-1][0]), [bytes(r[1]) for r in rows]
-            head = await _fetchall(conn, "SELECT COALESCE(MAX(seq), 0) FROM revocations", ())
             return int(head[0][0]), []
 
     async def touch(self, last_used: dict[str, float]) -> None:

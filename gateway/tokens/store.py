@@ -1,4 +1,4 @@
-"""The token store interface. SQLite (aiosqlite) implements it today; PostgreSQL will follow.
+"""The token store interface: SQLite (aiosqlite, sqlite.py) and PostgreSQL (asyncpg, postgres.py).
 
 Every method raises `errors.StoreUnavailable` when the backing store cannot be reached or read,
 so callers fail closed without knowing which store they talk to.
@@ -7,9 +7,9 @@ so callers fail closed without knowing which store they talk to.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 Status = Literal["active", "revoked", "all"]
 
@@ -100,3 +100,16 @@ class TokenStore(Protocol):
         self, token_id: str, threshold: int, *, sent: bool, retry_at: float
     ) -> None:
         """Record a delivery (never claimed again) or a failure (claimable from `retry_at`)."""
+
+
+@runtime_checkable
+class RevocationPush(Protocol):
+    """A store that also pushes revocations as they commit (PostgreSQL LISTEN/NOTIFY).
+
+    The polled feed stays authoritative; the push only makes a revocation arrive sooner.
+    """
+
+    push_connected: bool
+
+    def subscribe_revocations(self, callback: Callable[[bytes], None]) -> None:
+        """Call `callback(token_hash)` for every revocation committed anywhere on the store."""

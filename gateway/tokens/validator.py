@@ -9,7 +9,8 @@
       before not_before, or idle past tokens.idle_ttl -> InvalidToken
 
 Revocations made by other processes arrive through the store's revocation feed, polled every
-`revocation_poll` seconds; a cached entry never outlives `cache_ttl` either way.
+`revocation_poll` seconds, and sooner when the store pushes them (PostgreSQL NOTIFY); a cached
+entry never outlives `cache_ttl` either way.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ..config import TokensConfig
 from ..errors import InvalidToken, StoreUnavailable
 from .fields import networks
 from .secret import hash_token, well_formed
-from .store import TokenRecord, TokenStore
+from .store import RevocationPush, TokenRecord, TokenStore
 
 log = logging.getLogger("scopegate.tokens")
 audit = logging.getLogger("scopegate.audit")
@@ -245,6 +246,10 @@ class TokenValidator:
     async def start(self) -> None:
         if self._tasks:
             return
+        if isinstance(self.store, RevocationPush):
+            # SECURITY: a pushed revocation is refused at once; the poll below still runs, so a
+            # lost push connection only delays a revocation to the next poll.
+            self.store.subscribe_revocations(self.revoked_locally)
         with contextlib.suppress(StoreUnavailable):
             await self._ensure_feed_position()
         self._tasks = [

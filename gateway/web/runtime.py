@@ -25,7 +25,8 @@ from ..surface.loader import load_surface
 from ..surface.matcher import Matcher
 from ..surface.model import Surface
 from ..tokens.service import TokenService
-from ..tokens.sqlite import SqliteTokenStore
+from ..tokens.store import RevocationPush
+from ..tokens.stores import store_for
 from ..tokens.validator import TokenValidator
 from ..tokens.webhook import MIN_SECRET_BYTES, SECRET_ENV, ExpiryNotifier
 from .tokens_api import ByValueLimiter
@@ -44,9 +45,7 @@ class Runtime:
         self.metrics = Metrics(worker)
         self.headers = HeaderPolicy(cfg.workspace_header, cfg.trusted_proxies)
         self.upstreams = Upstreams(cfg.upstreams)
-        path = cfg.sqlite_path()
-        assert path is not None  # config validation admits only sqlite URLs today
-        self.store = SqliteTokenStore(path)
+        self.store = store_for(cfg.store, cfg.base_dir)
         self.validator = TokenValidator(self.store, cfg.tokens, cfg.tokens.prefix, clock)
         self.jwt = authenticator_for(cfg, clock)
         self.service = TokenService(self.store, self.validator, cfg.tokens, lambda: self.catalogue, clock)
@@ -99,6 +98,12 @@ class Runtime:
             "Seconds since the revocation feed was last read",
             max(0.0, time.time() - last_poll) if last_poll else 0.0,
         )
+        if isinstance(self.store, RevocationPush):
+            yield gauge(
+                "scopegate_revocation_push_connected",
+                "1 while revocations are pushed (PostgreSQL LISTEN), 0 while only polled",
+                1.0 if self.store.push_connected else 0.0,
+            )
 
     def _expiry_notifier(self) -> ExpiryNotifier | None:
         hook = self.cfg.tokens.expiry_webhook
@@ -126,6 +131,9 @@ class Runtime:
         try:
             await self.store.open()
             self.store_ok = True
+        except StartupError:  # e.g. a schema newer than this code: not something to wait out
+            await self.upstreams.close()
+            raise
         except StoreUnavailable as exc:  # the gateway still serves anonymous and JWT routes
             LOG.error("token store unavailable at start: %s", exc.detail)
             # Keep trying: a volume mounted late or a directory created later needs no restart.
@@ -137,11 +145,17 @@ class Runtime:
             await self.jwt.start()
 
     async def _open_store_when_reachable(self) -> None:
+        refused = False
         while True:
             await asyncio.sleep(self.cfg.tokens.revocation_poll)
             try:
                 await self.store.open()
             except StoreUnavailable:
+                continue
+            except StartupError as exc:  # e.g. a newer schema appeared: say so once, keep refusing
+                if not refused:
+                    LOG.error("token store refused: %s", exc)
+                refused = True
                 continue
             self.store_ok = True
             LOG.info("token store reachable: %s", self.cfg.store)

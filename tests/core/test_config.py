@@ -258,12 +258,64 @@ ERRORS = [
         [(3, "tokens.default_ttl: longer than tokens.max_ttl")],
         "default-ttl-over-max",
     ),
-    ("store: mysql://db/x\n", [(2, "store: expected sqlite:///path.db, got 'mysql://db/x'")], "store-scheme"),
+    (
+        "store: mysql://db/x\n",
+        [(2, "store: expected sqlite:///path.db or postgresql://user@host:port/db, got 'mysql://db/x'")],
+        "store-scheme",
+    ),
     ("store: 'sqlite:///'\n", [(2, "store: expected sqlite:///path.db, got 'sqlite:///'")], "store-no-path"),
     (
-        "store: postgresql://db/x\n",
-        [(2, "store: the PostgreSQL store is not available in this version")],
-        "store-postgres",
+        "store: postgresql://sg:hunter2@db/x\n",
+        [
+            (
+                2,
+                "store: keep the password out of the URL: set $SCOPEGATE_STORE_PASSWORD "
+                "(or PGPASSWORD, ~/.pgpass)",
+            )
+        ],
+        "store-postgres-password",
+    ),
+    (
+        "store: postgresql://sg@db:5432/\n",
+        [(2, "store: a PostgreSQL URL needs a database name: postgresql://user@host:port/db")],
+        "store-postgres-no-db",
+    ),
+    (
+        "store: postgresql:///x\n",
+        [(2, "store: a PostgreSQL URL needs a host: postgresql://user@host:port/db")],
+        "store-postgres-no-host",
+    ),
+    (
+        "store: postgresql://sg@db/x?sslmode=maybe\n",
+        [
+            (
+                2,
+                "store: sslmode must be one of disable, allow, prefer, require, verify-ca, "
+                "verify-full, got 'maybe'",
+            )
+        ],
+        "store-postgres-sslmode",
+    ),
+    (
+        "store: postgresql://sg@db/x?search_path=evil\n",
+        [
+            (
+                2,
+                "store: unknown PostgreSQL URL parameter 'search_path' (known: notify, sslcert, sslcrl, "
+                "sslkey, sslmode, sslrootcert, target_session_attrs)",
+            )
+        ],
+        "store-postgres-param",
+    ),
+    (
+        "store: postgresql://sg@db/x?notify=maybe\n",
+        [(2, "store: notify must be on or off, got 'maybe'")],
+        "store-postgres-notify",
+    ),
+    (
+        "store: postgresql://sg@db:99999/x\n",
+        [(2, "store: bad PostgreSQL URL: Port out of range 0-65535")],
+        "store-postgres-port",
     ),
     (
         "headers: {workspace: X Workspace}\n",
@@ -649,3 +701,17 @@ SIZES = [
 @pytest.mark.parametrize(("value", "size"), SIZES, ids=[repr(v) for v, _ in SIZES])
 def test_parse_size(value: object, size: int | None) -> None:
     assert parse_size(value) == size
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://scopegate@db.internal:5432/scopegate",
+        "postgres://scopegate@db.internal/scopegate?sslmode=verify-full&sslrootcert=/etc/ssl/ca.crt",
+        "postgresql://scopegate@[::1]:6432/tokens?notify=off&target_session_attrs=read-write",
+    ],
+)
+def test_postgresql_store_urls_load(tmp_path: Path, url: str) -> None:
+    cfg = load_config(str(write(tmp_path, HEAD + f"store: '{url}'\n")))
+    assert cfg.store == url
+    assert cfg.sqlite_path() is None

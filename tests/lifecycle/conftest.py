@@ -61,8 +61,10 @@ def cli_list(config: Path, *args: str) -> list[dict[str, Any]]:
     return listed
 
 
-def serve_config(folder: Path, upstream_url: str, extra: str = "", routes: str = ROUTES) -> Path:
-    """A config for `serve` subprocesses: no admin listener (two processes share the file)."""
+def serve_config(
+    folder: Path, upstream_url: str, extra: str = "", routes: str = ROUTES, store: str = "sqlite:///tokens.db"
+) -> Path:
+    """A config for `serve` subprocesses: no admin listener (two processes share the store)."""
     (folder / "routes.yaml").write_text(routes)
     config = folder / "config.yaml"
     config.write_text(
@@ -71,7 +73,7 @@ admin: false
 surface: routes.yaml
 upstreams:
   default: {{url: "{upstream_url}", connect_timeout: 2, timeout: 5}}
-store: sqlite:///tokens.db
+store: {store}
 log: {{level: warning}}
 drain_timeout: 5
 """

@@ -29,8 +29,11 @@ ADMIN = make_jwt("w1", "admin")
 
 
 @pytest.fixture
-async def gw(make_gateway: MakeGateway) -> Gateway:
-    return await make_gateway(routes=ROUTES, extra=JWT_EXTRA + f"tokens: {{last_used_flush: {FLUSH}}}\n")
+async def gw(make_gateway: MakeGateway, store_url: str) -> Gateway:
+    """On both stores: SQLite and PostgreSQL."""
+    return await make_gateway(
+        routes=ROUTES, extra=JWT_EXTRA + f"tokens: {{last_used_flush: {FLUSH}}}\n", store=store_url
+    )
 
 
 async def mint(gw: Gateway, credential: str = ADMIN, **body: Any) -> dict[str, Any]:
@@ -106,8 +109,8 @@ async def test_allowed_management_call_sets_last_used(gw: Gateway) -> None:
 
 
 @pytest.mark.slow
-async def test_sigterm_flushes_pending_last_used(tmp_path: Path, upstream: Upstream) -> None:
-    config = serve_config(tmp_path, upstream.url, extra="tokens: {last_used_flush: 60}\n")
+async def test_sigterm_flushes_pending_last_used(tmp_path: Path, upstream: Upstream, store_url: str) -> None:
+    config = serve_config(tmp_path, upstream.url, extra="tokens: {last_used_flush: 60}\n", store=store_url)
     created = cli_create(config, "--name", "flushed", "--workspace", "w1")
     async with serving(config) as (served,), aiohttp.ClientSession() as session:
         assert await status_of(session, served.url + "/v1/playlists", created["token"]) == 200

@@ -20,8 +20,9 @@ VIEWER = make_jwt("w1", "viewer")
 
 
 @pytest.fixture
-async def gw(make_gateway: MakeGateway) -> Gateway:
-    return await make_gateway(routes=ROUTES, extra=JWT_EXTRA)
+async def gw(make_gateway: MakeGateway, store_url: str) -> Gateway:
+    """On both stores: SQLite and PostgreSQL."""
+    return await make_gateway(routes=ROUTES, extra=JWT_EXTRA, store=store_url)
 
 
 async def call(

@@ -51,8 +51,12 @@ async def both_accept(session: aiohttp.ClientSession, procs: list[Running], toke
 
 
 @pytest.mark.slow
-async def test_revoke_over_http_on_one_process_reaches_the_other(tmp_path: Path, upstream: Upstream) -> None:
-    config = serve_config(tmp_path, upstream.url, extra=f"tokens: {{revocation_poll: {POLL}}}\n")
+async def test_revoke_over_http_on_one_process_reaches_the_other(
+    tmp_path: Path, upstream: Upstream, store_url: str
+) -> None:
+    config = serve_config(
+        tmp_path, upstream.url, extra=f"tokens: {{revocation_poll: {POLL}}}\n", store=store_url
+    )
     created = cli_create(config, "--name", "shared", "--workspace", "w1", "--scope", "write")
     async with serving(config, 2) as (a, b), aiohttp.ClientSession() as session:
         await both_accept(session, [a, b], created["token"])
@@ -82,8 +86,12 @@ async def test_revoke_over_http_on_one_process_reaches_the_other(tmp_path: Path,
 
 
 @pytest.mark.slow
-async def test_revoke_through_the_cli_reaches_every_process(tmp_path: Path, upstream: Upstream) -> None:
-    config = serve_config(tmp_path, upstream.url, extra=f"tokens: {{revocation_poll: {POLL}}}\n")
+async def test_revoke_through_the_cli_reaches_every_process(
+    tmp_path: Path, upstream: Upstream, store_url: str
+) -> None:
+    config = serve_config(
+        tmp_path, upstream.url, extra=f"tokens: {{revocation_poll: {POLL}}}\n", store=store_url
+    )
     created = cli_create(config, "--name", "cli-revoked", "--workspace", "w1")
     async with serving(config, 2) as (a, b), aiohttp.ClientSession() as session:
         await both_accept(session, [a, b], created["token"])

@@ -50,6 +50,7 @@ def test_there_is_something_to_deploy() -> None:
         "docker/config.yaml",
         "kubernetes/sidecar.yaml",
         "kubernetes/ingress-nginx-auth.yaml",
+        "kubernetes/replicas-postgresql.yaml",
         "traefik/forwardauth.yaml",
         "envoy/ext_authz.yaml",
     }
@@ -129,10 +130,15 @@ def test_the_sidecar_deployment_is_locked_down_and_probed_on_the_admin_port() ->
     assert env["SCOPEGATE_JWT_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == "secret"
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in gate["volumeMounts"]}
-    assert "emptyDir" in volumes[mounts["/var/lib/scopegate"]]
     assert "configMap" in volumes[mounts["/etc/scopegate"]]
     config = yaml.safe_load(kinds["ConfigMap"]["data"]["config.yaml"])
-    assert config["store"].startswith("sqlite:////var/lib/scopegate/")
+    # It points at the shared PostgreSQL store of the multi-replica example, with its Secret.
+    assert config["store"] == replicas()["ConfigMap"]["store"]
+    assert kinds["Deployment"]["spec"]["replicas"] > 1
+    assert env["SCOPEGATE_STORE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "scopegate-store",
+        "key": "password",
+    }
     assert config["upstreams"]["default"]["url"] == "http://127.0.0.1:8081"
     assert {e["name"]: e["value"] for e in app["env"]} == {"HOST": "127.0.0.1", "PORT": "8081"}
     assert pod["terminationGracePeriodSeconds"] > config["drain_timeout"]
@@ -202,3 +208,45 @@ def test_the_nginx_snippet_sets_every_identity_header_from_the_answer() -> None:
         assert re.search(rf"auth_request_set\s+(\$\w+)\s+{re.escape(var)};", conf), header
         assert re.search(rf"proxy_set_header\s+{header}\s+\$sg_\w+;", conf), header
     assert re.search(r"proxy_set_header\s+Authorization\s+\$sg_authorization;", conf)
+
+
+def replicas() -> dict[str, Any]:
+    kinds: dict[str, Any] = {d["kind"]: d for d in docs(DEPLOY / "kubernetes" / "replicas-postgresql.yaml")}
+    kinds["ConfigMap"] = {**kinds["ConfigMap"], **yaml.safe_load(kinds["ConfigMap"]["data"]["config.yaml"])}
+    return kinds
+
+
+def test_the_multi_replica_configmap_passes_check(tmp_path: Path) -> None:
+    data = replicas()["ConfigMap"]["data"]
+    for name, text in data.items():
+        (tmp_path / name).write_text(text)
+    result = check(tmp_path / "config.yaml", SCOPEGATE_JWT_SECRET=SECRET)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_multi_replica_example_runs_three_replicas_on_postgresql() -> None:
+    kinds = replicas()
+    store = kinds["ConfigMap"]["store"]
+    assert store.startswith("postgresql://") and ":" not in store.split("@")[0][len("postgresql://") :]
+    assert "sslmode=require" in store
+    deployment = kinds["Deployment"]
+    assert deployment["spec"]["replicas"] == 3
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (gate,) = pod["containers"]
+    assert gate["securityContext"]["readOnlyRootFilesystem"] is True
+    ports = {p["name"]: p["containerPort"] for p in gate["ports"]}
+    assert ports == {"http": 8080, "admin": 9090}
+    assert gate["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert gate["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    env = {e["name"]: e for e in gate["env"]}
+    ref = env["SCOPEGATE_STORE_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    secret = kinds["Secret"]
+    assert (ref["name"], ref["key"] in secret["stringData"]) == (secret["metadata"]["name"], True)
+    assert secret["stringData"][ref["key"]] == "REPLACE-ME"  # a placeholder, never a real password
+    assert pod["terminationGracePeriodSeconds"] > kinds["ConfigMap"]["drain_timeout"]
+    service = kinds["Service"]
+    # The Service ingress-nginx-auth.yaml asks: scopegate.scopegate.svc, port 8080, never admin.
+    assert (service["metadata"]["name"], service["metadata"]["namespace"]) == ("scopegate", "scopegate")
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(8080, "http")]
+    assert kinds["PodDisruptionBudget"]["spec"]["minAvailable"] == 2

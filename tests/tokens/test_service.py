@@ -13,10 +13,10 @@ from gateway.errors import Conflict, InsufficientScope, InvalidRequest, InvalidT
 from gateway.scopes import Catalogue
 from gateway.tokens.secret import hash_token, well_formed
 from gateway.tokens.service import TokenService, record_json
-from gateway.tokens.sqlite import SqliteTokenStore
+from gateway.tokens.store import TokenStore
 from gateway.tokens.validator import TokenValidator
 
-from .conftest import PREFIX, T0, Clock
+from .conftest import PREFIX, T0, Clock, stored_bytes
 
 DAY = 86400.0
 CATALOGUE = Catalogue.build({"playlists:read": "read playlists", "nodes:create": "register nodes"})
@@ -24,7 +24,7 @@ CATALOGUE = Catalogue.build({"playlists:read": "read playlists", "nodes:create":
 
 @pytest.fixture
 def service(
-    store: SqliteTokenStore, validator: TokenValidator, tokens_cfg: TokensConfig, clock: Clock
+    store: TokenStore, validator: TokenValidator, tokens_cfg: TokensConfig, clock: Clock
 ) -> TokenService:
     return TokenService(store, validator, tokens_cfg, lambda: CATALOGUE, clock)
 
@@ -112,12 +112,12 @@ async def test_cli_create_needs_a_workspace(service: TokenService) -> None:
 
 
 async def test_secret_never_reaches_the_database_files(
-    tmp_path: Path, store: SqliteTokenStore, service: TokenService, clock: Clock
+    tmp_path: Path, store_url: str, store: TokenStore, service: TokenService, clock: Clock
 ) -> None:
     secrets = [(await service.create(None, {"name": f"n{i}", "workspace": "ws1"}))[1] for i in range(5)]
-    blob = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("tokens.db"))
+    blob = await stored_bytes(store_url, tmp_path)
     await store.close()
-    blob += b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("tokens.db"))
+    blob += await stored_bytes(store_url, tmp_path)
     assert all(hash_token(s) in blob for s in secrets)
     for s in secrets:
         assert s.encode() not in blob
@@ -490,7 +490,7 @@ async def test_bad_status(service: TokenService, clock: Clock) -> None:
 
 
 async def test_jwt_revokes_and_the_token_is_refused_at_once(
-    store: SqliteTokenStore, service: TokenService, validator: TokenValidator, clock: Clock
+    store: TokenStore, service: TokenService, validator: TokenValidator, clock: Clock
 ) -> None:
     record, secret = await service.create(None, {"name": "ci", "workspace": "ws1"})
     assert await validator.authenticate(secret) is not None  # now cached

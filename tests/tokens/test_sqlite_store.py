@@ -12,12 +12,12 @@ import pytest
 from gateway.errors import Conflict, StoreUnavailable
 from gateway.tokens.secret import hash_token
 from gateway.tokens.sqlite import SqliteTokenStore
-from gateway.tokens.store import TokenRecord
+from gateway.tokens.store import TokenRecord, TokenStore
 
-from .conftest import Clock, make_record, mint, raw
+from .conftest import Clock, StoreFactory, make_record, mint, raw
 
 
-async def test_insert_then_read_back_by_hash_and_id(store: SqliteTokenStore, clock: Clock) -> None:
+async def test_insert_then_read_back_by_hash_and_id(store: TokenStore, clock: Clock) -> None:
     record, secret = await mint(
         store,
         clock,
@@ -32,9 +32,11 @@ async def test_insert_then_read_back_by_hash_and_id(store: SqliteTokenStore, clo
     assert await store.by_id("tok_nope") is None
 
 
-async def test_secret_never_reaches_the_file(db_path: str, store: SqliteTokenStore, clock: Clock) -> None:
-    _, secret = await mint(store, clock, name="findme")
-    await store.close()
+async def test_secret_never_reaches_the_file(
+    db_path: str, sqlite_store: SqliteTokenStore, clock: Clock
+) -> None:
+    _, secret = await mint(sqlite_store, clock, name="findme")
+    await sqlite_store.close()
     blob = b"".join(p.read_bytes() for p in Path(db_path).parent.iterdir() if p.name.startswith("tokens.db"))
     assert b"findme" in blob and hash_token(secret) in blob  # we are looking at the right bytes
     assert secret.encode() not in blob
@@ -52,7 +54,7 @@ async def test_secret_never_reaches_the_file(db_path: str, store: SqliteTokenSto
     ],
 )
 async def test_active_name_uniqueness(
-    store: SqliteTokenStore,
+    store: TokenStore,
     clock: Clock,
     first: tuple[str, str | None],
     second: tuple[str, str | None],
@@ -69,15 +71,15 @@ async def test_active_name_uniqueness(
         assert await store.by_id(record.id) == record
 
 
-async def test_revoked_name_may_be_reused(store: SqliteTokenStore, clock: Clock) -> None:
+async def test_revoked_name_may_be_reused(store: TokenStore, clock: Clock) -> None:
     old, _ = await mint(store, clock, name="deploy")
     assert await store.revoke(old.id, clock())
     new, _ = await mint(store, clock, name="deploy")
     assert (await store.by_id(new.id)) == new
 
 
-async def test_name_race_between_two_processes(db_path: str, clock: Clock) -> None:
-    a, b = SqliteTokenStore(db_path), SqliteTokenStore(db_path)
+async def test_name_race_between_two_processes(store_factory: StoreFactory, clock: Clock) -> None:
+    a, b = store_factory(), store_factory()
     await a.open()
     await b.open()
     try:
@@ -94,7 +96,7 @@ async def test_name_race_between_two_processes(db_path: str, clock: Clock) -> No
         await b.close()
 
 
-async def test_list_filters(store: SqliteTokenStore, clock: Clock) -> None:
+async def test_list_filters(store: TokenStore, clock: Clock) -> None:
     ws_level, _ = await mint(store, clock, name="a")
     clock.advance(1)
     proj, _ = await mint(store, clock, name="b", project="p1")
@@ -114,7 +116,7 @@ async def test_list_filters(store: SqliteTokenStore, clock: Clock) -> None:
     assert await store.list("ws3") == []
 
 
-async def test_list_carries_targets(store: SqliteTokenStore, clock: Clock) -> None:
+async def test_list_carries_targets(store: TokenStore, clock: Clock) -> None:
     a, _ = await mint(
         store, clock, name="a", scopes=("agency",), targets=(("playlist", "2"), ("playlist", "1"))
     )
@@ -123,7 +125,7 @@ async def test_list_carries_targets(store: SqliteTokenStore, clock: Clock) -> No
     assert await store.list("ws1") == [a, b]
 
 
-async def test_revoke_writes_the_feed_once(store: SqliteTokenStore, clock: Clock) -> None:
+async def test_revoke_writes_the_feed_once(store: TokenStore, clock: Clock) -> None:
     record, secret = await mint(store, clock)
     head, hashes = await store.revocations_since(0)
     assert (head, hashes) == (0, [])
@@ -137,9 +139,11 @@ async def test_revoke_writes_the_feed_once(store: SqliteTokenStore, clock: Clock
     assert stored is not None and stored.revoked_at == clock() + 5
 
 
-async def test_second_instance_sees_revocation(db_path: str, store: SqliteTokenStore, clock: Clock) -> None:
+async def test_second_instance_sees_revocation(
+    store_factory: StoreFactory, store: TokenStore, clock: Clock
+) -> None:
     record, secret = await mint(store, clock)
-    other = SqliteTokenStore(db_path)
+    other = store_factory()
     await other.open()
     try:
         assert await other.revoke(record.id, clock())
@@ -149,7 +153,7 @@ async def test_second_instance_sees_revocation(db_path: str, store: SqliteTokenS
     assert hashes == [hash_token(secret)]
 
 
-async def test_touch_batches_and_never_goes_back(store: SqliteTokenStore, clock: Clock) -> None:
+async def test_touch_batches_and_never_goes_back(store: TokenStore, clock: Clock) -> None:
     a, _ = await mint(store, clock, name="a")
     b, _ = await mint(store, clock, name="b")
     await store.touch({a.id: 100.0, b.id: 200.0, "tok_gone": 1.0})
@@ -159,8 +163,8 @@ async def test_touch_batches_and_never_goes_back(store: SqliteTokenStore, clock:
     assert got_b is not None and got_b.last_used_at == 200.0
 
 
-async def test_wal_and_ping(db_path: str, store: SqliteTokenStore) -> None:
-    await store.ping()
+async def test_wal_and_ping(db_path: str, sqlite_store: SqliteTokenStore) -> None:
+    await sqlite_store.ping()
     with raw(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -196,7 +200,7 @@ async def test_read_only_file_is_store_unavailable(db_path: str, clock: Clock) -
         Path(db_path).parent.chmod(0o755)
 
 
-OPS: list[tuple[str, Callable[[SqliteTokenStore, TokenRecord], Awaitable[object]]]] = [
+OPS: list[tuple[str, Callable[[TokenStore, TokenRecord], Awaitable[object]]]] = [
     ("ping", lambda s, r: s.ping()),
     ("insert", lambda s, r: s.insert(replace(r, id=r.id + "2", name="other"), b"x" * 32)),
     ("by_hash", lambda s, r: s.by_hash(b"x" * 32)),
@@ -210,9 +214,9 @@ OPS: list[tuple[str, Callable[[SqliteTokenStore, TokenRecord], Awaitable[object]
 
 @pytest.mark.parametrize("op", [pytest.param(fn, id=name) for name, fn in OPS])
 async def test_closed_store_is_store_unavailable(
-    db_path: str, clock: Clock, op: Callable[[SqliteTokenStore, TokenRecord], Awaitable[object]]
+    store_factory: StoreFactory, clock: Clock, op: Callable[[TokenStore, TokenRecord], Awaitable[object]]
 ) -> None:
-    s = SqliteTokenStore(db_path)
+    s = store_factory()
     with pytest.raises(StoreUnavailable, match="not open"):
         await op(s, make_record(clock)[0])
     await s.open()
@@ -225,7 +229,7 @@ async def test_closed_store_is_store_unavailable(
     "op", [pytest.param(fn, id=name) for name, fn in OPS if name in {"insert", "revoke", "touch"}]
 )
 async def test_write_lock_held_elsewhere_is_store_unavailable_then_recovers(
-    db_path: str, clock: Clock, op: Callable[[SqliteTokenStore, TokenRecord], Awaitable[object]]
+    db_path: str, clock: Clock, op: Callable[[TokenStore, TokenRecord], Awaitable[object]]
 ) -> None:
     s = SqliteTokenStore(db_path, busy_timeout_ms=50)
     await s.open()
@@ -249,8 +253,8 @@ async def test_write_lock_held_elsewhere_is_store_unavailable_then_recovers(
         await s.close()
 
 
-async def test_reopen_after_close(db_path: str, clock: Clock) -> None:
-    s = SqliteTokenStore(db_path)
+async def test_reopen_after_close(store_factory: StoreFactory, clock: Clock) -> None:
+    s = store_factory()
     await s.open()
     record, _ = await mint(s, clock)
     await s.close()

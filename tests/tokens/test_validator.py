@@ -7,17 +7,18 @@ import pytest
 
 from gateway.config import TokensConfig
 from gateway.errors import InvalidToken, StoreUnavailable
+from gateway.tokens import postgres as postgres_module
 from gateway.tokens import sqlite as sqlite_module
 from gateway.tokens.secret import checksum, generate, hash_token
-from gateway.tokens.sqlite import SqliteTokenStore
+from gateway.tokens.store import TokenStore
 from gateway.tokens.validator import TokenValidator
 
-from .conftest import PREFIX, Clock, mint
+from .conftest import PREFIX, Clock, StoreFactory, mint
 
 
-async def revoke_elsewhere(db_path: str, token_id: str, at: float) -> None:
-    """Revoke through a second store on the same file: another worker, replica or the CLI."""
-    other = SqliteTokenStore(db_path)
+async def revoke_elsewhere(store_factory: StoreFactory, token_id: str, at: float) -> None:
+    """Revoke through a second store on the same database: another worker, replica or the CLI."""
+    other = store_factory()
     await other.open()
     try:
         assert await other.revoke(token_id, at)
@@ -54,7 +55,7 @@ GOOD = generate(PREFIX)
     ],
 )
 async def test_bad_shape_is_refused_before_any_store_lookup(
-    store: SqliteTokenStore, validator: TokenValidator, credential: str
+    store: TokenStore, validator: TokenValidator, credential: str
 ) -> None:
     # With the store closed, a lookup would raise StoreUnavailable: InvalidToken proves none happened.
     await store.close()
@@ -64,7 +65,7 @@ async def test_bad_shape_is_refused_before_any_store_lookup(
 
 
 async def test_valid_token_gives_its_principal(
-    store: SqliteTokenStore, validator: TokenValidator, clock: Clock
+    store: TokenStore, validator: TokenValidator, clock: Clock
 ) -> None:
     record, secret = await mint(
         store,
@@ -88,7 +89,7 @@ async def test_unknown_token_is_invalid(validator: TokenValidator) -> None:
 
 
 async def test_expired_in_store_is_invalid(
-    store: SqliteTokenStore, validator: TokenValidator, clock: Clock
+    store: TokenStore, validator: TokenValidator, clock: Clock
 ) -> None:
     _, secret = await mint(store, clock, expires_at=clock() - 1)
     with pytest.raises(InvalidToken, match="expired"):
@@ -96,7 +97,7 @@ async def test_expired_in_store_is_invalid(
 
 
 async def test_revoked_in_store_is_invalid(
-    store: SqliteTokenStore, validator: TokenValidator, clock: Clock
+    store: TokenStore, validator: TokenValidator, clock: Clock
 ) -> None:
     record, secret = await mint(store, clock)
     await store.revoke(record.id, clock())
@@ -105,7 +106,7 @@ async def test_revoked_in_store_is_invalid(
 
 
 async def test_cache_serves_while_the_store_is_down_then_fails_closed(
-    store: SqliteTokenStore, validator: TokenValidator, clock: Clock
+    store: TokenStore, validator: TokenValidator, clock: Clock
 ) -> None:
     _, cached = await mint(store, clock, name="cached")
     _, uncached = await mint(store, clock, name="uncached")
@@ -123,7 +124,7 @@ async def test_cache_serves_while_the_store_is_down_then_fails_closed(
 
 
 async def test_expiry_is_checked_on_cached_tokens(
-    store: SqliteTokenStore, validator: TokenValidator, clock: Clock
+    store: TokenStore, validator: TokenValidator, clock: Clock
 ) -> None:
     _, secret = await mint(store, clock, expires_at=clock() + 30)
     assert await validator.authenticate(secret) is not None
@@ -136,7 +137,7 @@ async def test_expiry_is_checked_on_cached_tokens(
 
 
 async def test_seen_revoked_stays_refused_when_the_store_is_gone(
-    store: SqliteTokenStore, validator: TokenValidator, clock: Clock
+    store: TokenStore, validator: TokenValidator, clock: Clock
 ) -> None:
     record, secret = await mint(store, clock)
     await store.revoke(record.id, clock())
@@ -149,11 +150,11 @@ async def test_seen_revoked_stays_refused_when_the_store_is_gone(
 
 
 async def test_revocation_elsewhere_is_picked_up_by_poll(
-    db_path: str, store: SqliteTokenStore, validator: TokenValidator, clock: Clock
+    store_factory: StoreFactory, store: TokenStore, validator: TokenValidator, clock: Clock
 ) -> None:
     record, secret = await mint(store, clock)
     assert await validator.authenticate(secret) is not None
-    await revoke_elsewhere(db_path, record.id, clock())
+    await revoke_elsewhere(store_factory, record.id, clock())
     # until the poll, the cache still vouches (bounded by revocation_poll and cache_ttl)
     assert await validator.authenticate(secret) is not None
     await validator.poll_once()
@@ -165,7 +166,7 @@ async def test_revocation_elsewhere_is_picked_up_by_poll(
 
 
 async def test_feed_position_is_fixed_before_the_first_lookup(
-    db_path: str, store: SqliteTokenStore, validator: TokenValidator, clock: Clock
+    store_factory: StoreFactory, store: TokenStore, validator: TokenValidator, clock: Clock
 ) -> None:
     # Earlier revocations are history: the validator does not replay them...
     old, _ = await mint(store, clock, name="old")
@@ -173,27 +174,28 @@ async def test_feed_position_is_fixed_before_the_first_lookup(
     record, secret = await mint(store, clock)
     # ...but a revocation after its first lookup and before its first poll must not be lost.
     assert await validator.authenticate(secret) is not None
-    await revoke_elsewhere(db_path, record.id, clock())
+    await revoke_elsewhere(store_factory, record.id, clock())
     await validator.poll_once()
     with pytest.raises(InvalidToken, match="revoked"):
         await validator.authenticate(secret)
 
 
 async def test_cache_ttl_bounds_a_missed_revocation(
-    db_path: str, store: SqliteTokenStore, validator: TokenValidator, clock: Clock
+    store_factory: StoreFactory, store: TokenStore, validator: TokenValidator, clock: Clock
 ) -> None:
     record, secret = await mint(store, clock)
     assert await validator.authenticate(secret) is not None
-    await revoke_elsewhere(db_path, record.id, clock())
+    await revoke_elsewhere(store_factory, record.id, clock())
     clock.advance(60)  # no poll at all, yet the cache entry is gone after cache_ttl
     with pytest.raises(InvalidToken, match="revoked"):
         await validator.authenticate(secret)
 
 
 async def test_poll_pages_through_a_long_feed(
-    monkeypatch: pytest.MonkeyPatch, store: SqliteTokenStore, validator: TokenValidator, clock: Clock
+    monkeypatch: pytest.MonkeyPatch, store: TokenStore, validator: TokenValidator, clock: Clock
 ) -> None:
     monkeypatch.setattr(sqlite_module, "FEED_PAGE", 2)
+    monkeypatch.setattr(postgres_module, "FEED_PAGE", 2)
     await validator.poll_once()  # fixes the feed position
     minted = [await mint(store, clock, name=f"t{i}") for i in range(5)]
     for record, secret in minted:
@@ -207,7 +209,7 @@ async def test_poll_pages_through_a_long_feed(
 
 
 async def test_revoked_locally_refuses_at_once_even_without_the_store(
-    store: SqliteTokenStore, validator: TokenValidator, clock: Clock
+    store: TokenStore, validator: TokenValidator, clock: Clock
 ) -> None:
     record, secret = await mint(store, clock)
     assert await validator.authenticate(secret) is not None
@@ -218,7 +220,7 @@ async def test_revoked_locally_refuses_at_once_even_without_the_store(
 
 
 async def test_unknown_hashes_are_cached_briefly(
-    store: SqliteTokenStore, validator: TokenValidator, clock: Clock
+    store: TokenStore, validator: TokenValidator, clock: Clock
 ) -> None:
     stranger = generate(PREFIX)
     with pytest.raises(InvalidToken, match="unknown"):
@@ -233,7 +235,7 @@ async def test_unknown_hashes_are_cached_briefly(
 
 
 async def test_authenticate_never_marks_use(
-    store: SqliteTokenStore, validator: TokenValidator, clock: Clock
+    store: TokenStore, validator: TokenValidator, clock: Clock
 ) -> None:
     record, secret = await mint(store, clock)
     for _ in range(3):
@@ -245,7 +247,7 @@ async def test_authenticate_never_marks_use(
 
 
 async def test_note_used_is_written_in_one_batch(
-    store: SqliteTokenStore, validator: TokenValidator, clock: Clock
+    store: TokenStore, validator: TokenValidator, clock: Clock
 ) -> None:
     a, _ = await mint(store, clock, name="a")
     b, _ = await mint(store, clock, name="b")
@@ -261,7 +263,7 @@ async def test_note_used_is_written_in_one_batch(
 
 
 async def test_failed_flush_keeps_the_batch(
-    store: SqliteTokenStore, validator: TokenValidator, clock: Clock
+    store: TokenStore, validator: TokenValidator, clock: Clock
 ) -> None:
     record, _ = await mint(store, clock)
     await store.close()
@@ -275,9 +277,7 @@ async def test_failed_flush_keeps_the_batch(
     assert validator.store_writes == 1
 
 
-async def test_stop_flushes_pending_use(
-    store: SqliteTokenStore, validator: TokenValidator, clock: Clock
-) -> None:
+async def test_stop_flushes_pending_use(store: TokenStore, validator: TokenValidator, clock: Clock) -> None:
     record, _ = await mint(store, clock)
     async with validator:
         validator.note_used(record.id)
@@ -287,13 +287,13 @@ async def test_stop_flushes_pending_use(
 
 
 async def test_background_poll_refuses_within_the_poll_interval(
-    db_path: str, store: SqliteTokenStore, tokens_cfg: TokensConfig, clock: Clock
+    store_factory: StoreFactory, store: TokenStore, tokens_cfg: TokensConfig, clock: Clock
 ) -> None:
     validator = TokenValidator(store, replace(tokens_cfg, revocation_poll=0.01), PREFIX, clock)
     record, secret = await mint(store, clock)
     async with validator:
         assert await validator.authenticate(secret) is not None
-        await revoke_elsewhere(db_path, record.id, clock())
+        await revoke_elsewhere(store_factory, record.id, clock())
         for _ in range(200):
             await asyncio.sleep(0.01)
             try:
@@ -305,7 +305,7 @@ async def test_background_poll_refuses_within_the_poll_interval(
 
 
 async def test_background_loops_survive_an_outage(
-    store: SqliteTokenStore, tokens_cfg: TokensConfig, clock: Clock
+    store: TokenStore, tokens_cfg: TokensConfig, clock: Clock
 ) -> None:
     validator = TokenValidator(
         store, replace(tokens_cfg, revocation_poll=0.01, last_used_flush=0.01), PREFIX, clock
