@@ -168,7 +168,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _prog_of(args: argparse.Namespace) -> str:
-    words = ["scopegate", getattr(args, "command", None), getattr(args, "token_command", None)]
+    sub = getattr(args, "token_command", None) or getattr(args, "store_command", None)
+    words = ["scopegate", getattr(args, "command", None), sub]
     return " ".join(w for w in words if w)
 
 
