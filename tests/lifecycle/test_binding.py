@@ -49,8 +49,12 @@ def decision_lines(served: Running) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-async def test_cidr_binding_behind_a_trusted_proxy(tmp_path: Path, upstream: Upstream) -> None:
-    config = verbose(serve_config(tmp_path, upstream.url), 'trusted_proxies: ["127.0.0.1/32"]\n')
+async def test_cidr_binding_behind_a_trusted_proxy(
+    tmp_path: Path, upstream: Upstream, store_url: str
+) -> None:
+    config = verbose(
+        serve_config(tmp_path, upstream.url, store=store_url), 'trusted_proxies: ["127.0.0.1/32"]\n'
+    )
     local = cli_create(config, "--name", "local", "--workspace", "w1", "--allow-cidr", "127.0.0.0/8")
     office = cli_create(
         config, "--name", "office", "--workspace", "w1", "--allow-cidr", "10.0.0.0/8",

@@ -68,13 +68,13 @@ def valid_signature(headers: dict[str, str], body: bytes) -> bool:
 
 @pytest.mark.slow
 async def test_one_signed_warning_per_threshold_with_two_gateways(
-    tmp_path: Path, upstream: Any, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, upstream: Any, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, store_url: str
 ) -> None:
     monkeypatch.setenv("SCOPEGATE_WEBHOOK_SECRET", SECRET)
     extra = (
         f'tokens:\n  revocation_poll: 0.2\n  expiry_webhook: {{url: "{receiver.url}", before: [6s, 3s]}}\n'
     )
-    config = serve_config(tmp_path, upstream.url, extra=extra)
+    config = serve_config(tmp_path, upstream.url, extra=extra, store=store_url)
     async with serving(config, 2) as (a, _b), aiohttp.ClientSession() as session:
         created: dict[str, dict[str, Any]] = {}
         for name, life in (("soon", 9), ("short", 2)):

@@ -34,8 +34,8 @@ async def mint(session: aiohttp.ClientSession, served: Running, name: str) -> di
 
 
 @pytest.mark.slow
-async def test_idle_expiry_across_two_gateways(tmp_path: Path, upstream: object) -> None:
-    config = serve_config(tmp_path, upstream.url, extra=CONFIG)  # type: ignore[attr-defined]
+async def test_idle_expiry_across_two_gateways(tmp_path: Path, upstream: object, store_url: str) -> None:
+    config = serve_config(tmp_path, upstream.url, extra=CONFIG, store=store_url)  # type: ignore[attr-defined]
     async with serving(config, 2) as (a, b), aiohttp.ClientSession() as session:
         busy, idle = [await mint(session, a, name) for name in ("busy", "idle")]
         assert await use(session, b, busy["token"]) == 200  # b caches it with "last used now"

@@ -43,8 +43,10 @@ async def answer(
 
 
 @pytest.mark.slow
-async def test_roleless_jwt_neither_lists_nor_revokes(tmp_path: Path, upstream: Upstream) -> None:
-    config = serve_config(tmp_path, upstream.url)
+async def test_roleless_jwt_neither_lists_nor_revokes(
+    tmp_path: Path, upstream: Upstream, store_url: str
+) -> None:
+    config = serve_config(tmp_path, upstream.url, store=store_url)
     write = cli_create(config, "--name", "writer", "--workspace", "w1", "--scope", "write")
     async with serving(config) as (gw,), aiohttp.ClientSession() as session:
         for credential in (ROLELESS, NO_ROLE):
@@ -63,8 +65,10 @@ async def test_roleless_jwt_neither_lists_nor_revokes(tmp_path: Path, upstream: 
 
 
 @pytest.mark.slow
-async def test_read_manager_cannot_revoke_a_full_project_token(tmp_path: Path, upstream: Upstream) -> None:
-    config = serve_config(tmp_path, upstream.url)
+async def test_read_manager_cannot_revoke_a_full_project_token(
+    tmp_path: Path, upstream: Upstream, store_url: str
+) -> None:
+    config = serve_config(tmp_path, upstream.url, store=store_url)
     manager = cli_create(
         config, "--name", "mgr", "--workspace", "w1", "--scope", "read", "--scope", "tokens:manage"
     )

@@ -42,9 +42,11 @@ async def playlists(session: aiohttp.ClientSession, served: Running, token: str)
 
 @pytest.mark.slow
 async def test_live_unknown_and_revoked_secrets_get_identical_answers(
-    tmp_path: Path, upstream: Upstream
+    tmp_path: Path, upstream: Upstream, store_url: str
 ) -> None:
-    config = serve_config(tmp_path, upstream.url, extra=f"tokens: {{revocation_poll: {POLL}}}\n")
+    config = serve_config(
+        tmp_path, upstream.url, extra=f"tokens: {{revocation_poll: {POLL}}}\n", store=store_url
+    )
     leaked = cli_create(config, "--name", "leaked", "--workspace", "w1", "--scope", "write")
     bystander = cli_create(config, "--name", "bystander", "--workspace", "w1")
     assert TOKEN_RE.fullmatch(leaked["token"])

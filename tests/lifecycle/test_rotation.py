@@ -56,8 +56,10 @@ async def refused_by(session: aiohttp.ClientSession, served: Running, token: str
 
 
 @pytest.mark.slow
-async def test_rotation_with_overlap_on_two_gateways(tmp_path: Path, upstream: Upstream) -> None:
-    config = serve_config(tmp_path, upstream.url, extra=FAST)
+async def test_rotation_with_overlap_on_two_gateways(
+    tmp_path: Path, upstream: Upstream, store_url: str
+) -> None:
+    config = serve_config(tmp_path, upstream.url, extra=FAST, store=store_url)
     old = cli_create(config, "--name", "deploy", "--workspace", "w1", "--project", "p1", "--scope", "write")
     async with serving(config, 2) as (a, b), aiohttp.ClientSession() as session:
         for served in (a, b):  # both have the old token cached
@@ -102,9 +104,9 @@ async def test_rotation_with_overlap_on_two_gateways(tmp_path: Path, upstream: U
 
 @pytest.mark.slow
 async def test_rotation_without_overlap_ends_the_old_secret_everywhere(
-    tmp_path: Path, upstream: Upstream
+    tmp_path: Path, upstream: Upstream, store_url: str
 ) -> None:
-    config = serve_config(tmp_path, upstream.url, extra=FAST)
+    config = serve_config(tmp_path, upstream.url, extra=FAST, store=store_url)
     old = cli_create(config, "--name", "deploy", "--workspace", "w1", "--scope", "read")
     async with serving(config, 2) as (a, b), aiohttp.ClientSession() as session:
         for served in (a, b):
@@ -122,8 +124,8 @@ async def test_rotation_without_overlap_ends_the_old_secret_everywhere(
 
 
 @pytest.mark.slow
-async def test_self_rotation(tmp_path: Path, upstream: Upstream) -> None:
-    config = serve_config(tmp_path, upstream.url, extra=FAST)
+async def test_self_rotation(tmp_path: Path, upstream: Upstream, store_url: str) -> None:
+    config = serve_config(tmp_path, upstream.url, extra=FAST, store=store_url)
     ci = cli_create(config, "--name", "ci", "--workspace", "w1", "--project", "p1", "--scope", "read")
     async with serving(config) as (gw,), aiohttp.ClientSession() as session:
         async with session.post(gw.url + "/auth/tokens/self/rotate", headers=bearer(ci["token"])) as resp:

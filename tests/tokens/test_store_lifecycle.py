@@ -1,5 +1,6 @@
 """The store methods of schema v3: rotate, scheduled revocation, and expiry-notice claims, with
-two store connections on one file standing in for two gateways."""
+two store connections on one database standing in for two gateways. Each test runs on SQLite and
+on PostgreSQL (the `store` fixture)."""
 
 from __future__ import annotations
 
@@ -11,22 +12,22 @@ import pytest
 
 from gateway.errors import Conflict
 from gateway.tokens.secret import hash_token
-from gateway.tokens.sqlite import SqliteTokenStore
-from tests.tokens.conftest import T0, Clock, make_record, mint
+from gateway.tokens.store import TokenStore
+from tests.tokens.conftest import T0, Clock, StoreFactory, make_record, mint
 
 DAY = 86400.0
 
 
 @pytest.fixture
-async def other(db_path: str, store: SqliteTokenStore) -> AsyncIterator[SqliteTokenStore]:
-    """A second connection to the same file (another gateway)."""
-    s = SqliteTokenStore(db_path)
+async def other(store_factory: StoreFactory, store: TokenStore) -> AsyncIterator[TokenStore]:
+    """A second connection to the same database (another gateway)."""
+    s = store_factory()
     await s.open()
     yield s
     await s.close()
 
 
-async def test_rotate_without_overlap_revokes_through_the_feed(store: SqliteTokenStore, clock: Clock) -> None:
+async def test_rotate_without_overlap_revokes_through_the_feed(store: TokenStore, clock: Clock) -> None:
     old, old_secret = await mint(store, clock)
     head, _ = await store.revocations_since(0)
     successor, secret = make_record(clock, name=old.name, rotated_from=old.id)
@@ -38,7 +39,7 @@ async def test_rotate_without_overlap_revokes_through_the_feed(store: SqliteToke
 
 
 async def test_rotate_with_overlap_schedules_and_any_process_carries_it_out(
-    store: SqliteTokenStore, other: SqliteTokenStore, clock: Clock
+    store: TokenStore, other: TokenStore, clock: Clock
 ) -> None:
     old, old_secret = await mint(store, clock, expires_at=T0 + DAY)
     successor, secret = make_record(clock, name=old.name, rotated_from=old.id)
@@ -57,7 +58,7 @@ async def test_rotate_with_overlap_schedules_and_any_process_carries_it_out(
     assert hashes == [hash_token(old_secret)]
 
 
-async def test_rotate_of_unknown_or_revoked_is_none(store: SqliteTokenStore, clock: Clock) -> None:
+async def test_rotate_of_unknown_or_revoked_is_none(store: TokenStore, clock: Clock) -> None:
     record, _ = await mint(store, clock)
     await store.revoke(record.id, T0)
     successor, secret = make_record(clock)
@@ -67,7 +68,7 @@ async def test_rotate_of_unknown_or_revoked_is_none(store: SqliteTokenStore, clo
 
 
 async def test_expiry_notices_are_claimed_once_across_processes(
-    store: SqliteTokenStore, other: SqliteTokenStore, clock: Clock
+    store: TokenStore, other: TokenStore, clock: Clock
 ) -> None:
     due, _ = await mint(store, clock, name="due", created_at=T0 - 10 * DAY, expires_at=T0 + 5 * DAY)
     await mint(store, clock, name="later", expires_at=T0 + 30 * DAY)
@@ -97,7 +98,7 @@ async def test_expiry_notices_are_claimed_once_across_processes(
     assert (again.record.id, again.threshold, again.attempt) == (due.id, int(DAY), 2)
 
 
-async def test_v3_fields_round_trip(store: SqliteTokenStore, clock: Clock) -> None:
+async def test_v3_fields_round_trip(store: TokenStore, clock: Clock) -> None:
     record, secret = make_record(clock)
     record = replace(
         record, not_before=T0 + 5, allowed_cidrs=("10.0.0.0/8", "2001:db8::/32"), rotated_from="tok_x"
