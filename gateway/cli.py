@@ -168,8 +168,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _prog_of(args: argparse.Namespace) -> str:
-    sub = getattr(args, "token_command", None) or getattr(args, "store_command", None)
-    words = ["scopegate", getattr(args, "command", None), sub]
+    words = ["scopegate", getattr(args, "command", None), getattr(args, "token_command", None)]
     return " ".join(w for w in words if w)
 
 

@@ -118,6 +118,5 @@ def test_migrate_with_the_database_unreachable_is_one_line(tmp_path: Path) -> No
     done = gateway_cli(config, "store", "migrate")
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(
-        "scopegate store migrate: store_unavailable: cannot open token store"
-    ), lines
+    expected = "scopegate store: store_unavailable: cannot open token store"
+    assert len(lines) == 1 and lines[0].startswith(expected), lines
