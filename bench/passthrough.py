@@ -1,10 +1,11 @@
-"""The reference: a bare aiohttp passthrough proxy with no checks, streaming like scopegate does."""
+"""The reference: a bare aiohttp passthrough proxy on uvloop, no checks, streaming like scopegate did."""
 
 from __future__ import annotations
 
 import sys
 
 import aiohttp
+import uvloop
 from aiohttp import web
 
 HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer", "host", "content-length"}
@@ -38,11 +39,11 @@ def main() -> None:
             await resp.write_eof()
             return resp
 
-    app = web.Application()
+    app = web.Application(client_max_size=64 * 2**20)
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
     app.router.add_route("*", "/{tail:.*}", proxy)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop())
 
 
 if __name__ == "__main__":

@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int)
     s.add_argument("--workers", type=int, default=1)
     s.add_argument("--worker-id", default=None, help=argparse.SUPPRESS)
+    s.add_argument(
+        "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="event loop (default uvloop)"
+    )
     c = cmd("check", "validate config and surface files")
     c.add_argument("--format", choices=("text", "json"), default="text")
     c.add_argument("--openapi", help="report OpenAPI operations no route covers, and routes no operation has")
@@ -218,12 +221,23 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise CliError("--workers must be at least 1", USAGE)
     if args.workers > 1 and args.worker_id is None:
-        return run_workers(path, host, port, args.workers)
+        return run_workers(path, host, port, args.workers, args.loop)
     worker = args.worker_id or "0"
-    asyncio.run(
-        serve(cfg, host, port, worker=worker, reuse_port=args.worker_id is not None, admin=worker == "0")
-    )
+    with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
+        runner.run(
+            serve(cfg, host, port, worker=worker, reuse_port=args.worker_id is not None, admin=worker == "0")
+        )
     return 0
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:  # a platform without uvloop: the standard loop serves the same
+        return None
+    return uvloop.new_event_loop
 
 
 def _routes(cfg: Config) -> int:

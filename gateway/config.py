@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -67,6 +68,7 @@ class Upstream:
     url: URL
     connect_timeout: float = 5.0
     timeout: float = 30.0
+    ca_file: str | None = None  # extra CA bundle for an https upstream (system CAs otherwise)
 
 
 @dataclass(frozen=True)
@@ -266,7 +268,7 @@ def _http_url(v: Any) -> URL | None:
     return url
 
 
-def _upstreams(r: Reader, node: Any, line: int = 0) -> dict[str, Upstream]:
+def _upstreams(r: Reader, node: Any, line: int = 0, base_dir: str = ".") -> dict[str, Upstream]:
     out: dict[str, Upstream] = {}
     m = r.mapping(node, "upstreams", set(node) if isinstance(node, LMap) else set(), line)
     for name, value in m.items():
@@ -279,7 +281,7 @@ def _upstreams(r: Reader, node: Any, line: int = 0) -> dict[str, Upstream]:
                 continue
             out[name] = Upstream(name, url)
             continue
-        um = r.mapping(value, where, {"url", "connect_timeout", "timeout"}, line)
+        um = r.mapping(value, where, {"url", "connect_timeout", "timeout", "ca_file"}, line)
         url = r.get(um, "url", where, _http_url, None, "an http(s) URL")
         if "url" not in um:
             r.error(um.line or line, f"{where}: missing key 'url'")
@@ -290,8 +292,28 @@ def _upstreams(r: Reader, node: Any, line: int = 0) -> dict[str, Upstream]:
             url,
             r.get(um, "connect_timeout", where, _pos_duration, 5.0, "a positive number of seconds"),
             r.get(um, "timeout", where, _pos_duration, 30.0, "a positive number of seconds"),
+            _ca_file(r, um, where, base_dir),
         )
     return out
+
+
+def _ca_file(r: Reader, um: LMap, where: str, base_dir: str) -> str | None:
+    ca_file = r.get(um, "ca_file", where, _str, None, "a file path")
+    if ca_file is None:
+        return None
+    if not os.path.isabs(ca_file):
+        ca_file = os.path.join(base_dir, ca_file)
+    if not os.path.isfile(ca_file):
+        r.error(line_of(um, "ca_file"), f"{where}.ca_file: no such file {ca_file!r}")
+        return None
+    try:
+        ssl.create_default_context(cafile=ca_file)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        r.error(line_of(um, "ca_file"), f"{where}.ca_file: not a PEM CA bundle ({exc})")
+        return None
+    if not str(um.get("url", "")).startswith("https://"):
+        r.error(line_of(um, "ca_file"), f"{where}.ca_file: only an https upstream takes a CA file")
+    return ca_file
 
 
 def _methods(r: Reader, node: LMap) -> frozenset[str]:
@@ -609,7 +631,7 @@ def load_config(path: str, sections: Collection[str] | None = None) -> Config:
         r.error(line_of(top, "surface"), "surface: expected a file path or a non-empty list of them")
     files = [f if os.path.isabs(f) else os.path.join(base_dir, f) for f in files]
 
-    upstreams = _upstreams(r, top.get("upstreams", LMap()), line_of(top, "upstreams"))
+    upstreams = _upstreams(r, top.get("upstreams", LMap()), line_of(top, "upstreams"), base_dir)
     headers = r.mapping(top.get("headers", LMap()), "headers", {"workspace"}, line_of(top, "headers"))
     ws_header = r.get(
         headers,

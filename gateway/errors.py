@@ -119,6 +119,12 @@ class UpstreamUnavailable(GatewayError):
     status, code = 502, "upstream_unavailable"
 
 
+class InternalError(GatewayError):
+    """A failure of the gateway itself; the response never says more than this."""
+
+    status, code = 500, "internal_error"
+
+
 class StoreUnavailable(GatewayError):
     status, code = 503, "store_unavailable"
 

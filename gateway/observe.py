@@ -2,21 +2,99 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import json
 import logging
 import os
 import sys
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 ACCESS = logging.getLogger("scopegate.access")
 LOG = logging.getLogger("scopegate")
+
+
+REQUEST_LABELS = ["route", "class", "decision", "reason", "status", "worker"]
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class _Histogram:
+    """One histogram series counted in place: a bucket index found by bisect, two adds."""
+
+    __slots__ = ("buckets", "count", "sum")
+
+    def __init__(self, size: int) -> None:
+        self.buckets = [0] * (size + 1)  # the last one is +Inf
+        self.count = 0
+        self.sum = 0.0
+
+
+class _HotPath(Collector):
+    """The per-request series of one process, kept as plain numbers and turned into metric
+    families only at scrape time (one worker: no locks, no multiprocess files)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, ...], int] = {}
+        self.duration: dict[str, _Histogram] = {}
+        self.upstream: dict[str, _Histogram] = {}
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        requests = CounterMetricFamily(
+            "scopegate_requests", "Requests by route and decision", labels=REQUEST_LABELS
+        )
+        for key, value in list(self.requests.items()):
+            requests.add_metric(list(key), value)
+        yield requests
+        yield _histogram_family(
+            "scopegate_request_duration_seconds",
+            "Time from request to response start at the gateway",
+            "decision",
+            DURATION_BUCKETS,
+            self.duration,
+        )
+        yield _histogram_family(
+            "scopegate_upstream_duration_seconds",
+            "Time until the upstream's response headers",
+            "upstream",
+            UPSTREAM_BUCKETS,
+            self.upstream,
+        )
+
+
+def _histogram_family(
+    name: str, doc: str, label: str, bounds: tuple[float, ...], series: dict[str, _Histogram]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=[label])
+    for value, h in list(series.items()):
+        running, points = 0, []
+        for bound, n in zip((*bounds, float("inf")), h.buckets, strict=True):
+            running += n
+            points.append((floatToGoString(bound), running))  # type: ignore[no-untyped-call]
+        family.add_metric([value], points, h.sum)
+    return family
+
+
+def _observe(series: dict[str, _Histogram], key: str, bounds: tuple[float, ...], seconds: float) -> None:
+    h = series.get(key)
+    if h is None:
+        h = series[key] = _Histogram(len(bounds))
+    h.buckets[bisect_left(bounds, seconds)] += 1
+    h.count += 1
+    h.sum += seconds
 
 
 class Metrics:
@@ -27,26 +105,30 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.sources = CollectorRegistry(auto_describe=True)
         self.worker = worker
-        self.requests = Counter(
-            "scopegate_requests",
-            "Requests by route and decision",
-            ["route", "class", "decision", "reason", "status", "worker"],
-            registry=self.registry,
-        )
-        self.duration = Histogram(
-            "scopegate_request_duration_seconds",
-            "Time from request to response start at the gateway",
-            ["decision"],
-            registry=self.registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-        )
-        self.upstream_duration = Histogram(
-            "scopegate_upstream_duration_seconds",
-            "Time until the upstream's response headers",
-            ["upstream"],
-            registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-        )
+        # One worker: the per-request series are plain numbers (a dict lookup and an add).
+        # Several workers: prometheus' multiprocess storage, summed across processes.
+        self._hot: _HotPath | None = None
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            self.requests = Counter(
+                "scopegate_requests", "Requests by route and decision", REQUEST_LABELS, registry=self.registry
+            )
+            self.duration = Histogram(
+                "scopegate_request_duration_seconds",
+                "Time from request to response start at the gateway",
+                ["decision"],
+                registry=self.registry,
+                buckets=DURATION_BUCKETS,
+            )
+            self.upstream_duration = Histogram(
+                "scopegate_upstream_duration_seconds",
+                "Time until the upstream's response headers",
+                ["upstream"],
+                registry=self.registry,
+                buckets=UPSTREAM_BUCKETS,
+            )
+        else:
+            self._hot = _HotPath()
+            self.registry.register(self._hot)
         self.upstream_errors = Counter(
             "scopegate_upstream_errors", "Upstream failures", ["upstream", "kind"], registry=self.registry
         )
@@ -73,10 +155,19 @@ class Metrics:
     def request_done(
         self, route: str, cls: str, decision: str, reason: str, status: int, seconds: float
     ) -> None:
+        hot = self._hot
+        if hot is not None:
+            key = (route, cls, decision, reason, str(status), self.worker)
+            hot.requests[key] = hot.requests.get(key, 0) + 1
+            _observe(hot.duration, decision, DURATION_BUCKETS, seconds)
+            return
         self._child(self.requests, route, cls, decision, reason, str(status), self.worker).inc()
         self._child(self.duration, decision).observe(seconds)
 
     def upstream_answered(self, upstream: str, seconds: float) -> None:
+        if self._hot is not None:
+            _observe(self._hot.upstream, upstream, UPSTREAM_BUCKETS, seconds)
+            return
         self._child(self.upstream_duration, upstream).observe(seconds)
 
     def add_source(self, collect: Callable[[], Iterator[Any]]) -> None:
@@ -189,15 +280,52 @@ def setup_logging(level: str, fmt: str) -> None:
     library.propagate = False
 
 
+# Decision lines waiting for the end of this loop iteration, by stream: one write per iteration.
+_pending: dict[Any, list[str]] = {}
+
+
+def flush_log() -> None:
+    """Write out the buffered decision lines (end of a loop iteration, shutdown, exit)."""
+    while _pending:
+        stream, lines = _pending.popitem()
+        try:
+            stream.write("".join(lines))
+            stream.flush()
+        except (OSError, ValueError):  # a closed stream at exit: nothing left to tell
+            pass
+
+
+atexit.register(flush_log)
+
+
+def _json_line(fields: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(fields).decode() + "\n"
+    except TypeError:  # text orjson will not encode (a lone surrogate): the general path
+        return json.dumps(fields, separators=(",", ":"), ensure_ascii=True) + "\n"
+
+
 def log_request(fields: dict[str, Any]) -> None:
-    """One decision line per request. Formatted here and written straight to the access
-    handler's stream: the logging machinery costs more than the line itself on the hot path."""
+    """One decision line per request. Formatted here (orjson) and buffered per stream until the
+    end of the loop iteration: the logging machinery costs more than the line itself."""
     if not ACCESS.isEnabledFor(logging.INFO):
         return
     fields["ts"] = _iso(time.time())
     for handler in _access_handlers():
         if isinstance(handler, logging.StreamHandler) and type(handler.formatter) is JsonFormatter:
-            handler.stream.write(json.dumps(fields, separators=(",", ":"), ensure_ascii=True) + "\n")
+            stream = handler.stream
+            lines = _pending.get(stream)
+            if lines is not None:
+                lines.append(_json_line(fields))
+                continue
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                stream.write(_json_line(fields))
+                continue
+            _pending[stream] = [_json_line(fields)]
+            if len(_pending) == 1:
+                loop.call_soon(flush_log)
         else:
             record = ACCESS.makeRecord(
                 ACCESS.name, logging.INFO, "", 0, "request", (), None, extra={"fields": fields}

@@ -59,12 +59,22 @@ class Decision:
 
 
 class RouteRefused(GatewayError):
-    """A refusal raised after a route matched: carries the route for logs and metrics."""
+    """A refusal raised after a route matched: carries the route, and the principal when the
+    credential was identified (a valid token lacking the scope), for logs and metrics."""
 
     def __init__(self, cause: GatewayError, route: Route, principal: Principal = ANONYMOUS) -> None:
         super().__init__(cause.detail)
         self.cause, self.route, self.principal = cause, route, principal
         self.status, self.code = cause.status, cause.code
+
+    def log_fields(self) -> dict[str, str | None]:
+        kind = self.principal.kind
+        return {
+            "route": self.route.id,
+            "class": self.route.cls.value,
+            "credential": kind if kind != "anonymous" else "none",
+            "token_id": self.principal.token_id,
+        }
 
     def headers(self) -> dict[str, str]:
         return self.cause.headers()
@@ -113,7 +123,7 @@ class Pipeline:
             # Forwarded as far as it got: authenticated identity if any, never more.
             return Decision(method, path, route, found.params, principal, shadow_denied=exc)
         except GatewayError as exc:
-            raise RouteRefused(exc, route) from None
+            raise RouteRefused(exc, route, principal) from None
         return Decision(method, path, route, found.params, principal)
 
     async def authenticate(

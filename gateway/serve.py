@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .config import Config
 from .errors import StartupError
+from .observe import flush_log
 from .web.admin import build_admin_app
 from .web.app import build_app
 from .web.listener import GuardedSite
@@ -109,6 +110,7 @@ async def serve(
     if admin_runner is not None:
         await admin_runner.cleanup()
     await runner.cleanup()
+    flush_log()
     LOG.info("scopegate worker %s stopped", worker)
 
 
@@ -161,7 +163,7 @@ def _address(runner: web.AppRunner) -> tuple[str, int]:
     return ("", 0)
 
 
-def run_workers(config_path: str, host: str, port: int, workers: int) -> int:
+def run_workers(config_path: str, host: str, port: int, workers: int, loop: str = "uvloop") -> int:
     """Start N worker processes on one port (SO_REUSEPORT); forward signals; exit when all do."""
     if port == 0:
         print("scopegate: --workers needs a fixed --port", file=sys.stderr)
@@ -183,6 +185,8 @@ def run_workers(config_path: str, host: str, port: int, workers: int) -> int:
             str(port),
             "--worker-id",
             str(i),
+            "--loop",
+            loop,
         ]
         procs.append(subprocess.Popen(cmd, env=env))  # noqa: S603 - our own interpreter and module
 

@@ -16,8 +16,10 @@ class FailedAuthLimiter:
         self._counts: TTLCache[str, list[int]] = TTLCache(maxsize=100_000, ttl=60, timer=clock)
 
     def blocked(self, ip: str) -> bool:
+        if self.per_minute <= 0:
+            return False
         cell = self._counts.get(ip)
-        return self.per_minute > 0 and cell is not None and cell[0] >= self.per_minute
+        return cell is not None and cell[0] >= self.per_minute
 
     def failed(self, ip: str) -> None:
         if self.per_minute > 0:

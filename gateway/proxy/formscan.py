@@ -16,9 +16,10 @@ refused (400 `bad_request`), the upstream never receiving it complete:
 Names are compared as PHP reads them (Laravel and Symfony sit on PHP's parser): percent-decoded
 with `+` as space, cut at NUL and at `[`, leading spaces dropped, `.` and space read as `_`,
 and letter case ignored (fail closed). PHP also splits multipart lines at a bare LF, so the
-multipart scan does too.
+multipart scan does too. PHP reads a line over 5 KiB as several: the boundary inside a line, or
+a part header line near that size, is refused.
 
-Interface: `scanner_for(headers, form_inspect)` gives a per-request scanner (or None when the
+Interface: `scanner_for(headers, form_inspect, method)` gives a per-request scanner (or None when the
 body is no form); `feed(chunk)` returns the bytes that may go upstream now, `end()` the rest
 once the body is complete. Both raise BadRequest or BodyTooLarge.
 """
@@ -36,8 +37,12 @@ METHOD_FIELD = b"_method"
 URLENCODED = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"
 MAX_PART_HEADERS = 16 * 1024  # bytes of one part's header block; longer is refused
+PHP_LINE_BUFFER = 5 * 1024  # PHP's multipart reader reads a longer line as several (FILLUNIT)
 _BOUNDARY_RE = re.compile(r';\s*boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;,"]{1,200}))', re.IGNORECASE)
 _HEADERS_END_RE = re.compile(rb"\n\r?\n")
+_RACK_BOUNDARY_RE = re.compile(r'multipart/.*boundary="?([^";,]+)"?', re.IGNORECASE | re.DOTALL)
+_RACK_DISPOSITION_RE = re.compile(rb"content-disposition:", re.IGNORECASE)
+_RACK_NAME_RE = re.compile(rb'[;\s]\s*name=(?:"((?:[^"\\]|\\.)*)"?|([^\s;"]*))', re.IGNORECASE)
 _NAME_RE = re.compile(rb'(?:^|;)\s*name(\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))', re.IGNORECASE)
 
 
@@ -78,10 +83,16 @@ class FormScan:
         raise NotImplementedError
 
 
-def scanner_for(headers: CIMultiDictProxy[str] | CIMultiDict[str], form_inspect: int) -> FormScan | None:
+def scanner_for(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], form_inspect: int, method: str = "POST"
+) -> FormScan | None:
     """The scanner for a request whose body is a form, else None; refusals that the headers
     alone decide are raised here, before the upstream is contacted."""
     types = headers.getall("Content-Type", [])
+    if not types and method == "POST":
+        # SECURITY: Rack (so Rails' MethodOverride) parses a POST body with no Content-Type as
+        # an urlencoded form: `_method=DELETE` without a Content-Type is a DELETE to Rails.
+        types = [URLENCODED]
     medias = [t.split(";", 1)[0].strip().lower() for t in types]
     if not any(m.startswith((URLENCODED, MULTIPART)) for m in medias):
         return None  # not a form (multipart/mixed is a form to no framework we know)
@@ -99,9 +110,11 @@ def scanner_for(headers: CIMultiDictProxy[str] | CIMultiDict[str], form_inspect:
     if m is None:
         raise BadRequest("multipart/form-data without a usable boundary")
     boundary = m.group(1) or m.group(2)
-    if _php_boundary(types[0]) != boundary:
+    rack = _RACK_BOUNDARY_RE.match(types[0])
+    if _php_boundary(types[0]) != boundary or (rack is not None and rack.group(1) != boundary):
         # SECURITY: PHP takes the first "boundary" substring anywhere (`xboundary=A; boundary=B`
-        # is A to PHP, B to a parameter parser): the two readings must agree.
+        # is A to PHP, B to a parameter parser), Rack the last (`boundary=A; x="boundary=B"`
+        # is B to Rails): the readings must agree.
         raise BadRequest("multipart/form-data with an ambiguous boundary")
     return MultipartScan(boundary.encode("latin-1"))
 
@@ -147,13 +160,16 @@ class MultipartScan(FormScan):
         self._buf = bytearray(b"\n")
         self._virtual = 1  # leading bytes of _buf that the client never sent
         self._pos = 0  # everything before _pos is settled: scanned and free to go upstream
+        self._seen = 1  # `--boundary` starting before this index of _buf has been checked
 
     def feed(self, chunk: bytes) -> bytes:
         self._buf += chunk
+        self._no_boundary_inside_a_line()
         self._scan(eof=False)
         return self._release()
 
     def end(self) -> bytes:
+        self._no_boundary_inside_a_line()
         self._scan(eof=True)
         self._pos = len(self._buf)
         return self._release()
@@ -183,14 +199,32 @@ class MultipartScan(FormScan):
                     raise BadRequest("a multipart part's headers are too long")
                 self._pos = i  # hold the delimiter until its part's headers are read
                 return
+            if buf[end.start() - 1 : end.end()] != b"\r\n\r\n":
+                # SECURITY: Rack reads a part's headers up to CRLF CRLF, PHP up to an empty line:
+                # after `\n\r\n`, Rack would still read headers that are body to this scan.
+                raise BadRequest("a multipart part's headers must end with CRLF CRLF")
             _check_part(bytes(buf[after : end.start()]))
             self._pos = end.end()
+
+    def _no_boundary_inside_a_line(self) -> None:
+        """SECURITY: PHP reads a line longer than its 5 KiB buffer as several lines, so
+        `<5120 bytes>--boundary` opens a part to PHP that a search for LF + `--boundary` never
+        sees (in the preamble or the epilogue). A boundary must not occur inside the body's
+        content, so `--boundary` anywhere but at a line's start is refused."""
+        buf, needle = self._buf, self._delim[1:]
+        i = buf.find(needle, self._seen)
+        while i >= 0:
+            if buf[i - 1] != ord("\n"):  # _seen >= 1, so i >= 1
+                raise BadRequest("the multipart boundary occurs inside a line")
+            i = buf.find(needle, i + len(needle))
+        self._seen = max(self._seen, len(buf) - len(needle) + 1)
 
     def _release(self) -> bytes:
         cut = self._pos
         out = bytes(self._buf[self._virtual : cut]) if cut > self._virtual else b""
         del self._buf[:cut]
         self._pos -= cut
+        self._seen = max(1, self._seen - cut)
         self._virtual = max(0, self._virtual - cut)
         return out
 
@@ -198,13 +232,24 @@ class MultipartScan(FormScan):
 def _check_part(block: bytes) -> None:
     """Refuse a part whose Content-Disposition names `_method` (the boundary line's rest first)."""
     lines: list[bytes] = []
+    php: list[bytes] = []  # the same block as PHP's multipart_buffer_headers joins it
     for line in block.split(b"\n")[1:]:
+        if len(line) >= PHP_LINE_BUFFER - 100:
+            # SECURITY: PHP cuts a longer line in two, and the second piece may be a header of
+            # its own (`X-Pad: <5 KiB>Content-Disposition: form-data; name="_method"`).
+            raise BadRequest("a multipart part header line is too long")
         line = line.rstrip(b"\r")
         if line[:1] in (b" ", b"\t") and lines:
             lines[-1] += b" " + line.strip()  # a folded header line continues the previous one
         else:
             lines.append(line)
-    for line in lines:
+        if php and (line[:1].isspace() or b":" not in line):
+            # SECURITY: PHP appends a line that starts with whitespace or has no ':' to the
+            # previous header as it is, with no separator: `name="_met` + `hod"` is `_method`.
+            php[-1] += line
+        elif b":" in line and not line[:1].isspace():
+            php.append(line)
+    for line in lines + php:
         name, sep, value = line.partition(b":")
         if not sep or name.strip().lower() != b"content-disposition":
             continue
@@ -212,8 +257,38 @@ def _check_part(block: bytes) -> None:
             raw = m.group(2) if m.group(2) is not None else m.group(3) or b""
             if m.group(2) is not None:
                 raw = re.sub(rb"\\(.)", rb"\1", raw)
+            readings = [raw.strip()]
             if m.group(1):  # RFC 5987 `name*=charset'lang'value`
-                raw = raw.strip().rsplit(b"'", 1)[-1]
-            if is_method_field(raw.strip()):
+                readings = [raw.strip().rsplit(b"'", 1)[-1]]
+            elif m.group(2) is None:
+                # SECURITY: PHP reads `name='_method'` (single quotes) and cuts an unquoted
+                # value at whitespace (`name=_method x`); both are `_method` to Laravel.
+                readings.append(_php_unquoted(raw))
+            if any(is_method_field(r) for r in readings):
                 # SECURITY: the upstream would run this POST as the method the part names.
                 raise BadRequest("a _method part in a multipart form body is not accepted")
+    _check_rack(block)
+
+
+def _check_rack(block: bytes) -> None:
+    """Rack (Rails) finds the name with an unanchored regex over the whole header block:
+    `Content-Disposition:[^:]*;\\s*name=` (Rack 3), `Content-Disposition:.*;\\s*name=` (2.2),
+    `Content-Disposition:.*\\s+name=` (older). So `Content-Disposition:` inside another
+    header's value counts, and so may a name after a space rather than a `;`."""
+    for m in _RACK_DISPOSITION_RE.finditer(block):
+        rest = block[m.end() :]
+        for span in (rest.split(b"\n", 1)[0], rest.split(b":", 1)[0]):
+            for n in _RACK_NAME_RE.finditer(span):
+                raw = n.group(1) if n.group(1) is not None else n.group(2)
+                if is_method_field(raw.strip()):
+                    # SECURITY: `X-Note: Content-Disposition: x; name="_method"` is _method to Rack.
+                    raise BadRequest("a _method part in a multipart form body is not accepted")
+
+
+def _php_unquoted(raw: bytes) -> bytes:
+    """A parameter value PHP's multipart reader takes without double quotes (php_ap_getword_conf)."""
+    value = raw.lstrip(b" \t\r\n\v\f")
+    if value[:1] == b"'":
+        body = re.match(rb"((?:[^'\\]|\\.)*)", value[1:])
+        return re.sub(rb"\\(['\\])", rb"\1", body.group(1) if body else b"")
+    return re.split(rb"[ \t\r\n\v\f]", value, maxsplit=1)[0]

@@ -1,9 +1,16 @@
-"""Streaming forward to an upstream: one pooled ClientSession per upstream, bodies never held whole."""
+"""Streaming forward to an upstream over our own keep-alive pool: bodies never held whole.
+
+The request head is written once; the body follows as it arrives (its own Content-Length, or
+chunked), each chunk passing through `_send_body`'s one loop. The response head is parsed by
+llhttp (see pool.py); a response already complete goes out in one write, anything else is
+streamed with the client's and the upstream's flow control.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 
@@ -13,25 +20,32 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ..config import Upstream
-from ..errors import BodyTooLarge, GatewayError, UpstreamTimeout, UpstreamUnavailable
+from ..errors import BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
 from .formscan import FormScan
-from .headers import downstream_response
+from .headers import SERVER, downstream_raw
+from .pool import Connection, Message, Pool, UpstreamError, UpstreamReadTimeout
 
-CHUNK = 64 * 1024
-SMALL_BODY = 64 * 1024
+# Methods a request may be sent twice for (RFC 9110 9.2.2), when it has no body.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+LOG = logging.getLogger("scopegate")
+_CRLF = b"\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
 
 
 class Upstreams:
-    """The client sessions, created and closed with the app (a cleanup_ctx pairs them)."""
+    """The upstream pools (and, for WebSockets, aiohttp client sessions), created and closed
+    with the app (a cleanup_ctx pairs them)."""
 
     def __init__(self, upstreams: Mapping[str, Upstream]) -> None:
         self._config = dict(upstreams)
+        self.pools = {name: Pool(up) for name, up in self._config.items()}
         self._sessions: dict[str, aiohttp.ClientSession] = {}
 
     async def start(self) -> None:
         for name, up in self._config.items():
+            ssl_context = self.pools[name].ssl
             self._sessions[name] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, ssl=ssl_context or True),
                 timeout=aiohttp.ClientTimeout(total=None, connect=up.connect_timeout, sock_read=up.timeout),
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
@@ -39,50 +53,25 @@ class Upstreams:
             )
 
     async def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
 
     def session(self, name: str) -> aiohttp.ClientSession:
+        """The aiohttp session WebSocket upgrades are opened with."""
         return self._sessions[name]
+
+    def target(self, name: str, raw_path: str, query: str) -> str:
+        # SECURITY: the raw path goes out byte for byte; nothing resolves dot segments or
+        # re-encodes, so the upstream sees the path we matched.
+        prefix = self.pools[name].prefix
+        return f"{prefix}{raw_path}?{query}" if query else f"{prefix}{raw_path}"
 
     def url(self, name: str, raw_path: str, query: str) -> URL:
         base = self._config[name].url
-        # SECURITY: encoded=True sends the raw path byte for byte; yarl would otherwise resolve
-        # dot segments and re-encode, so the upstream could see another path than we matched.
-        prefix = base.raw_path.rstrip("/")
-        target = f"{prefix}{raw_path}" + (f"?{query}" if query else "")
-        return URL(f"{base.scheme}://{base.raw_authority}{target}", encoded=True)
-
-
-class LimitedBody:
-    """The request body as a stream, cut off past max_body whatever the framing.
-
-    The client library wraps errors raised inside a body generator, so a refusal (an overrun, a
-    form naming `_method`) is also remembered here and re-raised by the caller.
-    """
-
-    def __init__(self, request: web.Request, max_body: int, scan: FormScan | None = None) -> None:
-        self._request, self._max, self._scan = request, max_body, scan
-        self.refused: GatewayError | None = None
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        seen, scan = 0, self._scan
-        try:
-            async for chunk in self._request.content.iter_any():
-                seen += len(chunk)
-                if seen > self._max:
-                    raise BodyTooLarge(f"request body over {self._max} bytes")
-                # SECURITY: a form scanner holds back what it has not judged; its refusal cuts
-                # the upstream request before the upstream has a complete body.
-                out = scan.feed(chunk) if scan is not None else chunk
-                if out:
-                    yield out
-            if scan is not None and (out := scan.end()):
-                yield out
-        except GatewayError as exc:
-            self.refused = exc
-            raise
+        return URL(f"{base.scheme}://{base.raw_authority}{self.target(name, raw_path, query)}", encoded=True)
 
 
 @contextlib.asynccontextmanager
@@ -90,17 +79,32 @@ async def upstream_errors(name: str) -> AsyncIterator[None]:
     """Map client-side failures to the contract's 502/504, never leaking internals."""
     try:
         yield
-    except (TimeoutError, aiohttp.ServerTimeoutError):
+    except (TimeoutError, aiohttp.ServerTimeoutError, UpstreamReadTimeout):
         raise UpstreamTimeout(f"upstream {name} did not answer in time") from None
-    except (aiohttp.ClientError, asyncio.IncompleteReadError):
+    except (aiohttp.ClientError, asyncio.IncompleteReadError, UpstreamError):
         raise UpstreamUnavailable(f"upstream {name} is unavailable") from None
+
+
+def request_head(
+    method: str, target: str, authority: str, headers: CIMultiDict[str], framing: str | None
+) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {authority}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    if framing is not None:
+        lines.append(framing)
+    text = "\r\n".join(lines)
+    # SECURITY: one header per line, whatever a value holds (the parser refuses CR/LF, and
+    # identity values are cleaned; this is the last line of defence against header injection).
+    if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1 or "\x00" in text:
+        raise UpstreamUnavailable("a header cannot be forwarded")
+    return text.encode("utf-8", "surrogateescape") + b"\r\n\r\n"
 
 
 async def forward(
     request: web.Request,
     upstreams: Upstreams,
     name: str,
-    url: URL,
+    target: str,
     headers: CIMultiDict[str],
     max_body: int,
     timings: dict[str, float],
@@ -109,60 +113,158 @@ async def forward(
     declared = request.content_length
     if declared is not None and declared > max_body:
         raise BodyTooLarge(f"request body over {max_body} bytes")
-    body = LimitedBody(request, max_body, scan) if request.body_exists else None
-    session = upstreams.session(name)
+    pool = upstreams.pools[name]
+    method = request.method
+    has_body = request.body_exists
+    framing = None
+    if has_body:
+        framing = f"Content-Length: {declared}" if declared is not None else "Transfer-Encoding: chunked"
+    head = request_head(method, target, pool.authority, headers, framing)
     started = time.perf_counter()
-    try:
-        async with upstream_errors(name):
-            upstream = await session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=body.__aiter__() if body else None,
-                allow_redirects=False,
-                compress=None,
-                expect100=False,
-            )
-    except Exception:
-        if body is not None and body.refused is not None:
-            raise body.refused from None
-        raise
+    async with upstream_errors(name):
+        conn, reused = await pool.acquire()
+        try:
+            msg = await _exchange(request, conn, head, has_body and declared is None, max_body, scan)
+        except UpstreamError as exc:
+            if not (reused and not exc.answered and not has_body and method in IDEMPOTENT):
+                raise
+            # A kept-alive connection the upstream closed as we sent: once more, on a new one.
+            conn = await pool.connect()
+            msg = await _exchange(request, conn, head, False, max_body, None)
     timings["upstream_ms"] = (time.perf_counter() - started) * 1000
     try:
-        headers_out = downstream_response(upstream.headers)
-        # The id the upstream and the decision log saw, never the upstream's own.
-        headers_out["X-Request-Id"] = headers["X-Request-Id"]
-        length = upstream.headers.get("Content-Length")
-        if (
-            length is not None
-            and length.isdigit()
-            and int(length) <= SMALL_BODY
-            and request.method != "HEAD"
-            and "Transfer-Encoding" not in upstream.headers
-        ):
-            # Small bodies of known length go out in one write with the headers.
-            async with upstream_errors(name):
-                data = await upstream.content.readexactly(int(length))
-            return web.Response(
-                status=upstream.status, reason=upstream.reason, body=data, headers=headers_out
-            )
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        response.headers.extend(headers_out)
-        if length is not None and "Transfer-Encoding" not in upstream.headers and length.isdigit():
-            response.content_length = int(length)
-        elif request.method != "HEAD" and upstream.status not in (204, 304) and upstream.status >= 200:
-            response.enable_chunked_encoding()
-        await response.prepare(request)
-        try:
-            if request.method != "HEAD":
-                async for chunk in upstream.content.iter_chunked(CHUNK):
-                    await response.write(chunk)
-            await response.write_eof()
-        except (TimeoutError, aiohttp.ClientError):
-            # The status line is gone already: the only honest signal left is a cut connection.
-            timings["upstream_error"] = 1
-            if request.transport is not None:
-                request.transport.close()
-        return response
+        return await _respond(request, conn, msg, headers["X-Request-Id"], timings)
     finally:
-        upstream.release()
+        pool.release(conn)
+
+
+async def _exchange(
+    request: web.Request,
+    conn: Connection,
+    head: bytes,
+    chunked: bool,
+    max_body: int,
+    scan: FormScan | None,
+) -> Message:
+    sending: asyncio.Future[None] | None = None
+    answer: asyncio.Future[Message] | None = None
+    try:
+        conn.send_head(head, head_request=request.method == "HEAD")
+        if not request.body_exists:
+            conn.request_sent()
+            return await conn.head()
+        # The body goes up while we listen: an upstream may answer (413, 401 ...) before it has
+        # all of it, and a stalled client must not keep that answer from being passed on.
+        sending = asyncio.ensure_future(_send_body(request, conn, chunked, max_body, scan))
+        answer = asyncio.ensure_future(conn.head())
+        await asyncio.wait((sending, answer), return_when=asyncio.FIRST_COMPLETED)
+        if sending.done():
+            # A body over max_body, or a form naming `_method`, raises here; the connection is
+            # aborted below, so the upstream never has a complete request.
+            sending.result()
+            conn.request_sent()
+            return await answer
+        sending.cancel()
+        conn.reusable = False  # the rest of the body was never sent: this connection is done
+        return answer.result()
+    except BaseException:
+        for task in (sending, answer):
+            if task is not None and not task.done():
+                task.cancel()
+        conn.abort()
+        raise
+
+
+async def _send_body(
+    request: web.Request, conn: Connection, chunked: bool, max_body: int, scan: FormScan | None
+) -> None:
+    seen = 0
+    async for chunk in request.content.iter_any():
+        # Every request-body chunk passes here, once.
+        seen += len(chunk)
+        if seen > max_body:
+            raise BodyTooLarge(f"request body over {max_body} bytes")
+        if scan is not None:
+            # SECURITY: a form scanner holds back what it has not judged; its refusal (raised
+            # here) aborts the upstream connection before the upstream has a complete body.
+            chunk = scan.feed(chunk)
+            if not chunk:
+                continue  # an empty chunk would end a chunked body
+        if conn.closed:
+            return  # the upstream hung up: its answer, or the failure, is what counts
+        _write(conn, chunk, chunked)
+        await conn.drain()
+    if scan is not None and (rest := scan.end()) and not conn.closed:
+        _write(conn, rest, chunked)
+        await conn.drain()
+    if chunked:
+        conn.write(_LAST_CHUNK)
+
+
+def _write(conn: Connection, chunk: bytes, chunked: bool) -> None:
+    if chunked:
+        conn.writelines([b"%x\r\n" % len(chunk), chunk, _CRLF])
+    else:
+        conn.write(chunk)
+
+
+async def _respond(
+    request: web.Request, conn: Connection, msg: Message, rid: str, timings: dict[str, float]
+) -> web.StreamResponse:
+    headers_out = downstream_raw(msg.headers)
+    # The id the upstream and the decision log saw, never the upstream's own.
+    headers_out["X-Request-Id"] = rid
+    if "Server" not in headers_out:
+        headers_out["Server"] = SERVER
+    reason = msg.reason.decode("latin-1") or None
+    status = msg.status
+    no_body = request.method == "HEAD" or status in (204, 304)
+    if msg.complete and not no_body:
+        # The whole answer is here: one write, headers and body.
+        response: web.StreamResponse = web.Response(
+            status=status, reason=reason, body=conn.take_body(), headers=headers_out
+        )
+    else:
+        response = web.StreamResponse(status=status, reason=reason, headers=headers_out)
+    if not conn.reusable and request.body_exists and not request.content.at_eof():
+        response.force_close()  # the upstream answered before the client's body was all read
+    if isinstance(response, web.Response):
+        return response
+    length = _content_length(msg)
+    if length is not None:
+        response.content_length = length
+    elif not no_body:
+        response.enable_chunked_encoding()
+    await response.prepare(request)
+    if no_body:
+        await response.write_eof()
+        return response
+    try:
+        while chunk := await conn.read():
+            await response.write(chunk)
+        await response.write_eof()
+    except UpstreamError:
+        # The status line is gone already: the only honest signal left is a cut connection.
+        timings["upstream_error"] = 1
+        if request.transport is not None:
+            request.transport.close()
+    except ConnectionError:
+        timings["client_gone"] = 1  # the client hung up mid-body; the upstream connection closes
+    except Exception:
+        # Past the status line a 500 cannot be sent: cut the connection, say why in the log.
+        LOG.exception("unexpected failure streaming a response")
+        timings["internal_error"] = 1
+        if request.transport is not None:
+            request.transport.close()
+    return response
+
+
+def _content_length(msg: Message) -> int | None:
+    length = None
+    for name, value in msg.headers:
+        lname = name.lower()
+        if lname == b"transfer-encoding":
+            return None
+        if lname == b"content-length" and value.strip().isdigit():
+            length = int(value)
+    return length

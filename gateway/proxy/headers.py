@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import os
 import re
-import uuid
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -55,10 +56,24 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# What happens to a client header on its way upstream (decided per name, remembered).
+KEEP, DROP, FORWARDED_ONLY = 0, 1, 2
+VERDICT_MEMO = 4096  # distinct names (or principals) remembered before the memo starts over
+
+
+# A request id is 32 hex digits like a uuid4's, without a syscall per request: 64 random bits
+# drawn once per process, then a counter. Ids are for correlation, never secrets.
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
 
 def request_id(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str:
-    given = headers.get("X-Request-Id", "")
-    return given if _REQUEST_ID_RE.match(given) else uuid.uuid4().hex
+    given = headers.get("X-Request-Id")
+    return given if given is not None and _REQUEST_ID_RE.match(given) else new_request_id()
 
 
 def connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
@@ -101,6 +116,7 @@ class HeaderPolicy:
         self.workspace_header = workspace_header
         protected = {h.lower() for h in (*IDENTITY, workspace_header)}
         self._protected = frozenset(protected)
+        self._verdicts: dict[str, int] = {}
         self._strip = frozenset(
             HOP_BY_HOP
             | METHOD_OVERRIDE
@@ -120,6 +136,22 @@ class HeaderPolicy:
         # variable as `X-Auth-Subject`: underscore twins of every stripped name die too.
         return lname.replace("_", "-") in self._strip
 
+    def _verdict(self, name: str) -> int:
+        """KEEP, DROP, or FORWARDED (kept only from a trusted peer), for a header name as sent.
+        Decided once per distinct name from the lists above, then remembered."""
+        lname = name.lower()
+        norm = lname.replace("_", "-")
+        verdict = KEEP
+        if self._drops(lname):
+            verdict = DROP
+        elif norm in FORWARDED:
+            # SECURITY: an underscore twin of a forwarding header is never believed.
+            verdict = DROP if norm != lname else FORWARDED_ONLY
+        if len(self._verdicts) >= VERDICT_MEMO:
+            self._verdicts.clear()
+        self._verdicts[name] = verdict
+        return verdict
+
     def upstream_request(
         self,
         incoming: CIMultiDictProxy[str],
@@ -131,19 +163,21 @@ class HeaderPolicy:
         rid: str,
         keep_authorization: bool,
     ) -> CIMultiDict[str]:
-        named = connection_named(incoming)
+        named = connection_named(incoming) if "Connection" in incoming else None
         trusted_peer = is_trusted(peer, self.trusted)
+        verdicts = self._verdicts
         out: CIMultiDict[str] = CIMultiDict()
-        for name, value in incoming.items():
-            lname = name.lower()
-            if self._drops(lname) or lname in named:
-                continue
-            norm = lname.replace("_", "-")
-            if norm in FORWARDED and (norm != lname or not trusted_peer):
+        for name, value in incoming.items():  # one pass over the client's headers
+            verdict = verdicts.get(name)
+            if verdict is None:
+                verdict = self._verdict(name)
+            if verdict == DROP or (verdict == FORWARDED_ONLY and not trusted_peer):
                 # SECURITY: X-Forwarded-*/Forwarded are believed only from trusted_proxies.
                 continue
+            if named and name.lower() in named:
+                continue
             out.add(name, value)
-        if keep_authorization and "authorization" not in named:
+        if keep_authorization and not (named and "authorization" in named):
             auth = incoming.get("Authorization")
             if auth is not None:
                 out["Authorization"] = auth
@@ -154,12 +188,26 @@ class HeaderPolicy:
         if not (trusted_peer and "X-Forwarded-Host" in incoming) and host:
             out["X-Forwarded-Host"] = host
         out["X-Request-Id"] = rid
-        for name, value in identity_headers(principal, self.workspace_header).items():
-            out[name] = value
+        out.update(identity_headers(principal, self.workspace_header))
         return out
 
 
+_IDENTITY_MEMO: dict[tuple[Principal, str], dict[str, str]] = {}
+
+
 def identity_headers(principal: Principal, workspace_header: str) -> dict[str, str]:
+    """The identity headers for a principal (remembered: a cached token's principal is one
+    object, asked about on every request). Callers must not change the dict returned."""
+    key = (principal, workspace_header)
+    memo = _IDENTITY_MEMO.get(key)
+    if memo is None:
+        if len(_IDENTITY_MEMO) >= VERDICT_MEMO:
+            _IDENTITY_MEMO.clear()
+        memo = _IDENTITY_MEMO[key] = _identity_headers(principal, workspace_header)
+    return memo
+
+
+def _identity_headers(principal: Principal, workspace_header: str) -> dict[str, str]:
     out: dict[str, str] = {"X-Auth-Type": principal.kind}
     if principal.kind == "anonymous":
         return out
@@ -181,9 +229,12 @@ def identity_headers(principal: Principal, workspace_header: str) -> dict[str, s
     return {k: _header_safe(v) for k, v in out.items()}
 
 
+_CONTROL = dict.fromkeys([*range(32), 0x7F])
+
+
 def _header_safe(value: str) -> str:
     # Claims come from signed JWTs but are still client-chosen text: no CR/LF/NUL into headers.
-    return "".join(ch for ch in value if ch >= " " and ch != "\x7f")[:1024]
+    return value.translate(_CONTROL)[:1024]
 
 
 def downstream_response(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
@@ -194,4 +245,28 @@ def downstream_response(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
         if lname in HOP_BY_HOP or lname in named or lname == "content-length":
             continue
         out.add(name, value)
+    return out
+
+
+_HOP_BY_HOP_RAW = frozenset(h.encode() for h in HOP_BY_HOP) | {b"content-length"}
+SERVER = "scopegate"  # what responses the gateway makes itself say; never a version
+
+
+def downstream_raw(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
+    """An upstream's response headers (as parsed, bytes) minus hop-by-hop and Connection-named
+    ones, in one pass; the framing is the gateway's own."""
+    out: CIMultiDict[str] = CIMultiDict()
+    named: set[bytes] | None = None
+    for name, value in raw:
+        lname = name.lower()
+        if lname in _HOP_BY_HOP_RAW:
+            if lname == b"connection":
+                named = named or set()
+                named.update(tok.strip() for tok in value.lower().split(b","))
+            continue
+        out.add(name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+    if named:
+        for lname in named:
+            if lname:
+                out.popall(lname.decode("latin-1"), None)
     return out

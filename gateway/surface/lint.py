@@ -9,6 +9,7 @@ class, where that refusal is what keeps the stronger rule from being bypassed.
 from __future__ import annotations
 
 from ..errors import Problem
+from .matcher import fold_case
 from .model import PARAM_RE, Route, RouteClass, Surface
 
 
@@ -32,7 +33,7 @@ def _under(route: Route, prefix: Route) -> bool:
     outer = _segments(prefix.prefix or "/")
     if len(outer) > len(inner) or (len(outer) == len(inner) and route.path is None):
         return False
-    return all(PARAM_RE.match(i) or i.casefold() == o.casefold() for i, o in zip(inner, outer, strict=False))
+    return all(PARAM_RE.match(i) or fold_case(i) == fold_case(o) for i, o in zip(inner, outer, strict=False))
 
 
 def weaker_prefix_warnings(surface: Surface) -> list[Problem]:

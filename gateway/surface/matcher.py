@@ -89,8 +89,18 @@ class _FoldNode:
     groups: list[_Group] = field(default_factory=list)
 
 
+def fold_case(seg: str) -> str:
+    """A segment with letter case ignored: Unicode case folding, plus the two letters whose
+    simple case mapping (Java's Character.toLowerCase and equalsIgnoreCase, which Spring uses)
+    reaches an ASCII letter that full folding does not: U+0130 and U+0131 (dotted capital I,
+    dotless small i) are `i`."""
+    # SECURITY: `/adm%C4%B0n` is `/admin` to Spring with case-insensitive matching; casefold() alone
+    # gives `admi̇n` (i + combining dot), which would let it fall through to a weaker rule.
+    return seg.casefold().replace("i\u0307", "i").replace("\u0131", "i")
+
+
 def _folds(seg: str) -> bool:
-    return seg.casefold() != seg
+    return fold_case(seg) != seg
 
 
 class Matcher:
@@ -122,7 +132,7 @@ class Matcher:
                 fold = fold.param
             else:
                 node = node.literal.setdefault(seg, _Node())
-                fold = fold.literal.setdefault(seg.casefold(), _FoldNode())
+                fold = fold.literal.setdefault(fold_case(seg), _FoldNode())
                 self._mixed_case |= _folds(seg)
         if node.group is None:
             node.group = _Group()
@@ -134,7 +144,7 @@ class Matcher:
         for seg in (route.prefix or "/").strip("/").split("/"):
             if seg:
                 node = node.literal.setdefault(seg, _Node())
-                fold = fold.literal.setdefault(seg.casefold(), _FoldNode())
+                fold = fold.literal.setdefault(fold_case(seg), _FoldNode())
                 self._mixed_case |= _folds(seg)
         if node.group is None:
             node.group = _Group()
@@ -143,7 +153,7 @@ class Matcher:
 
     def match(self, method: str, segments: tuple[str, ...], trailing_slash: bool = False) -> Match:
         case_blind = self._mixed_case or any(_folds(s) for s in segments)
-        folded = tuple(s.casefold() for s in segments) if case_blind else segments
+        folded = tuple(fold_case(s) for s in segments) if case_blind else segments
         found = _walk(self._paths, segments, 0, [])
         if found is not None:
             group, values = found
@@ -154,7 +164,8 @@ class Matcher:
                 twin = _walk_folded(self._fold_paths, folded, 0)
                 if twin is not None and not any(g is group for g in twin):
                     return _shadow(twin[0], "with letter case ignored")
-            return _decide(group, method, values)
+            suffixed = self._format_twin(segments, case_blind, group)
+            return suffixed or _decide(group, method, values)
         if case_blind:
             twin = _walk_folded(self._fold_paths, folded, 0)
             if twin is not None:
@@ -163,6 +174,9 @@ class Matcher:
                     " and its trailing slash dropped" if trailing_slash else ""
                 )
                 return _shadow(twin[0], why)
+        suffixed = self._format_twin(segments, case_blind, None)
+        if suffixed is not None:
+            return suffixed
         node, best, depth = self._prefixes, self._prefixes.group, 0
         for i, seg in enumerate(segments):
             nxt = node.literal.get(seg)
@@ -185,6 +199,41 @@ class Matcher:
         if best is None:
             return _NO_MATCH
         return _decide(best, method, [])
+
+    def _format_twin(self, segments: tuple[str, ...], case_blind: bool, group: _Group | None) -> Match | None:
+        """SECURITY: Rails routes `/x/reboot.json` as `/x/reboot` (its `(.:format)`), Spring MVC
+        before 5.3 as well (suffix patterns): a request whose last segment, cut at its first `.`,
+        reaches a path rule (or a deeper prefix) that the request as sent does not, is a miss."""
+        last = segments[-1] if segments else ""
+        stem = last.split(".", 1)[0]
+        if not stem or stem == last:
+            return None
+        twin = (*segments[:-1], stem)
+        hit = _walk(self._paths, twin, 0, [])
+        groups = [hit[0]] if hit is not None else []
+        if case_blind or any(_folds(s) for s in twin):
+            groups += _walk_folded(self._fold_paths, tuple(fold_case(s) for s in twin), 0) or []
+        if groups and not any(g is group for g in groups):
+            return _shadow(groups[0], "with its format suffix dropped")
+        if group is None and _prefix_depth(self._prefixes, twin) > _prefix_depth(self._prefixes, segments):
+            node = self._prefixes
+            for seg in twin:
+                node = node.literal[seg]
+            assert node.group is not None  # the twin's deepest prefix ends at its last segment
+            return _shadow(node.group, "with its format suffix dropped")
+        return None
+
+
+def _prefix_depth(node: _Node, segs: tuple[str, ...]) -> int:
+    depth = 0
+    for i, seg in enumerate(segs):
+        nxt = node.literal.get(seg)
+        if nxt is None:
+            break
+        node = nxt
+        if node.group is not None:
+            depth = i + 1
+    return depth
 
 
 def _shadow(group: _Group, how: str) -> Match:

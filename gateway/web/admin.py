@@ -6,11 +6,17 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..errors import GatewayError
+from ..proxy.headers import SERVER
 from .runtime import Runtime
 
 
 def build_admin_app(rt: Runtime) -> web.Application:
     app = web.Application()
+
+    async def server_header(_: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Server"] = SERVER
+
+    app.on_response_prepare.append(server_header)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "worker": rt.worker})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,12 +11,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..auth.principal import Principal
-from ..errors import GatewayError, InvalidToken, StoreUnavailable
+from ..errors import GatewayError, InternalError, InvalidToken, StoreUnavailable
 from ..observe import escape, log_request
 from ..pipeline import Decision, RouteRefused
 from ..proxy.formscan import scanner_for
 from ..proxy.forward import forward
-from ..proxy.headers import request_id
+from ..proxy.headers import SERVER, request_id
 from ..proxy.websocket import proxy_websocket
 from .errors import error_response
 from .management import management
@@ -23,6 +24,7 @@ from .peer import client_of, peer_of
 from .runtime import Runtime
 
 RUNTIME = web.AppKey("runtime", Runtime)
+LOG = logging.getLogger("scopegate")
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -73,9 +75,7 @@ async def _handle(rt: Runtime, request: web.Request) -> web.StreamResponse:
             if d.principal.token_id and decision == "allow" and response.status < 500:
                 rt.validator.note_used(d.principal.token_id)
     except RouteRefused as exc:
-        fields["route"], fields["class"] = exc.route.id, exc.route.cls.value
-        if exc.principal.token_id:  # an identified token is named in the refusal's line
-            fields["credential"], fields["token_id"] = exc.principal.kind, exc.principal.token_id
+        fields.update(exc.log_fields())
         reason = exc.code
         response = error_response(exc, rid, close="Upgrade" in request.headers)
     except GatewayError as exc:
@@ -85,8 +85,16 @@ async def _handle(rt: Runtime, request: web.Request) -> web.StreamResponse:
         if exc.code in ("upstream_unavailable", "upstream_timeout"):
             rt.metrics.upstream_errors.labels(fields.get("upstream", ""), exc.code).inc()
         response = error_response(exc, rid, close="Upgrade" in request.headers)
+    except Exception:
+        # The last resort: a bug of ours is a JSON 500, logged with its traceback and counted,
+        # never aiohttp's plain-text page.
+        LOG.exception("unexpected failure handling request %s", rid)
+        decision, reason = "deny", "internal_error"
+        response = error_response(InternalError("the gateway failed"), rid, close=True)
     total = time.perf_counter() - started
     status = response.status
+    if not response.prepared and "Server" not in response.headers:
+        response.headers["Server"] = SERVER
     if "upstream_error" in timings:
         rt.metrics.upstream_errors.labels(fields.get("upstream", ""), "reset").inc()
     if "upstream_ms" in timings:
@@ -116,8 +124,8 @@ async def _proxy(
         rid=rid,
         keep_authorization=principal.kind == "jwt",
     )
-    url = rt.upstreams.url(d.route.upstream, d.path.raw, d.path.query)
     if request.headers.get("Upgrade", "").lower() == "websocket":
+        url = rt.upstreams.url(d.route.upstream, d.path.raw, d.path.query)
         credential = request.headers.get("Authorization", "").partition(" ")[2].strip()
         return await proxy_websocket(
             request,
@@ -127,10 +135,22 @@ async def _proxy(
             headers,
             lambda: _still_valid(rt, principal, credential),
         )
+    target = rt.upstreams.target(d.route.upstream, d.path.raw, d.path.query)
     # SECURITY: a form body naming `_method` is refused before the upstream has all of it.
-    scan = scanner_for(request.headers, rt.cfg.limits.form_inspect) if request.body_exists else None
+    scan = (
+        scanner_for(request.headers, rt.cfg.limits.form_inspect, request.method)
+        if request.body_exists
+        else None
+    )
     return await forward(
-        request, rt.upstreams, d.route.upstream, url, headers, rt.cfg.limits.max_body, timings, scan
+        request,
+        rt.upstreams,
+        d.route.upstream,
+        target,
+        headers,
+        rt.cfg.limits.max_body,
+        timings,
+        scan,
     )
 
 

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import json
 
+import orjson
 from aiohttp import web
 
 from ..errors import GatewayError
+from ..proxy.headers import SERVER
 
 
 def error_response(err: GatewayError, rid: str, *, close: bool = False) -> web.Response:
-    body = json.dumps({"error": err.code, "detail": err.detail, "request_id": rid})
+    fields = {"error": err.code, "detail": err.detail, "request_id": rid}
+    try:
+        body = orjson.dumps(fields)
+    except TypeError:  # a detail quoting client text orjson will not encode (a lone surrogate)
+        body = json.dumps(fields).encode()
     response = web.Response(
         status=err.status,
-        text=body,
-        content_type="application/json",
-        headers={**err.headers(), "X-Request-Id": rid},
+        body=body,
+        headers={
+            **err.headers(),
+            "Content-Type": "application/json; charset=utf-8",
+            "X-Request-Id": rid,
+            "Server": SERVER,
+        },
     )
     if close:
         response.force_close()

@@ -19,34 +19,47 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
 from ..errors import BadPath, BadRequest
+from ..proxy.headers import SERVER
 from .errors import error_response
 
 HEAD_END = b"\r\n\r\n"
 
 
 class _HeaderDeadline(asyncio.Protocol):
-    __slots__ = ("_handle", "_inner", "_tail", "_timeout", "_transport", "_waiting")
+    """One timer per connection, pushed back lazily: a new request head moves the deadline,
+    the timer only re-arms itself when it fires early (no timer object per request)."""
+
+    __slots__ = ("_deadline", "_handle", "_inner", "_loop", "_tail", "_timeout", "_transport", "_waiting")
 
     def __init__(self, inner: Any, timeout: float) -> None:
         self._inner = inner
         self._timeout = timeout
         self._handle: asyncio.TimerHandle | None = None
-        self._transport: asyncio.Transport | None = None
+        # Any transport with close()/is_closing(): asyncio's own, uvloop's, or a TLS one.
+        self._transport: Any = None
         self._waiting = True
         self._tail = b""
+        self._deadline = 0.0
+        self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self._inner.connection_made(transport)
         self._arm()
 
     def _arm(self) -> None:
         self._waiting, self._tail = True, b""
-        self._handle = asyncio.get_running_loop().call_later(self._timeout, self._expire)
+        self._deadline = self._loop.time() + self._timeout
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._deadline, self._expire)
 
     def _expire(self) -> None:
         self._handle = None
+        if not self._waiting:
+            return
+        if self._loop.time() < self._deadline:
+            self._handle = self._loop.call_at(self._deadline, self._expire)
+            return
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
@@ -63,9 +76,6 @@ class _HeaderDeadline(asyncio.Protocol):
             window = self._tail + data
             if HEAD_END in window:
                 self._waiting = False
-                if self._handle is not None:
-                    self._handle.cancel()
-                    self._handle = None
             else:
                 self._tail = window[-3:]
         self._inner.data_received(data)
@@ -109,7 +119,9 @@ class _JsonErrorHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         if not isinstance(exc, HttpProcessingError) or status >= 500:
-            return super().handle_error(request, status, exc, message)
+            fallback = super().handle_error(request, status, exc, message)
+            fallback.headers["Server"] = SERVER
+            return fallback
         err: BadPath | BadRequest = (
             BadPath("malformed request target")
             if isinstance(exc, InvalidURLError)

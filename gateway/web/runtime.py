@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +18,7 @@ from ..errors import ConfigError, StartupError, StoreUnavailable
 from ..observe import Metrics, counter, gauge, log_request
 from ..pipeline import Pipeline
 from ..proxy.forward import Upstreams
-from ..proxy.headers import HeaderPolicy
+from ..proxy.headers import HeaderPolicy, new_request_id
 from ..scopes import Catalogue
 from ..surface.loader import load_surface
 from ..surface.matcher import Matcher
@@ -177,7 +176,7 @@ class Runtime:
 
     def parse_refused(self, code: str, detail: str) -> str:
         """Count and log a request aiohttp's parser refused before it reached the pipeline."""
-        rid = uuid.uuid4().hex
+        rid = new_request_id()
         self.metrics.request_done("", "", "deny", code, 400, 0.0)
         log_request(
             {

@@ -138,3 +138,59 @@ async def test_method_query_parameter_read_as_php_reads_it_is_400(
     ):
         assert_refusal(r.status, await r.json(), 400, "bad_request")
     assert upstream.seen == []
+
+
+@pytest.mark.parametrize(
+    "disposition",
+    [
+        "form-data; name='_method'",
+        "form-data; name=_method x",
+        "form-data; name= _method\tx",
+        'form-data; name="_met\r\nhod"',
+        'x\r\nX-Note: Content-Disposition: x; name="_method"',
+    ],
+    ids=["single-quoted", "space-cut", "tab-cut", "joined-without-colon", "rack-unanchored"],
+)
+async def test_multipart_method_name_read_as_php_reads_it_is_400(
+    make_gateway: MakeGateway, upstream: Upstream, disposition: str
+) -> None:
+    # PHP's php_ap_getword_conf takes single quotes and stops an unquoted value at whitespace;
+    # multipart_buffer_headers appends a line without ':' to the previous header, no separator;
+    # Rack looks for `Content-Disposition:...name=` anywhere in the part's headers.
+    gw = await make_gateway()
+    body = f"--{B}\r\nContent-Disposition: {disposition}\r\n\r\nDELETE\r\n--{B}--\r\n".encode()
+    status, answer = await post(base(gw), "/open/items", MULTIPART, body)
+    assert_refusal(status, answer, 400, "bad_request")
+    assert upstream.seen == []
+
+
+async def test_post_without_content_type_is_read_as_rack_reads_it(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    # Rack parses a POST body with no Content-Type as an urlencoded form (Rails' MethodOverride
+    # then runs `_method=DELETE` as a DELETE).
+    gw = await make_gateway()
+    async with aiohttp.ClientSession(skip_auto_headers=["Content-Type"]) as session:
+        for body in (b"_method=DELETE", b"a=1&_method=DELETE"):
+            async with session.post(base(gw) + "/open/items", data=body) as r:
+                assert_refusal(r.status, await r.json(), 400, "bad_request")
+        assert upstream.seen == []
+        async with session.post(base(gw) + "/open/items", data=b"a=1&method=DELETE") as r:
+            assert r.status == 200
+    assert (upstream.last.method, upstream.last.body_len) == ("POST", 17)
+
+
+async def test_put_without_content_type_is_an_upload_not_a_form(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    # Only a POST without a Content-Type is a form to Rack; a large `curl -T` PUT must not be
+    # held to limits.form_inspect (64 KiB) nor read as one.
+    gw = await make_gateway()
+    body = b"_method=DELETE&" + b"x" * (200 * 1024)
+    async with (
+        aiohttp.ClientSession(skip_auto_headers=["Content-Type"]) as session,
+        session.put(base(gw) + "/open/items", data=body) as r,
+    ):
+        assert r.status == 200
+    assert (upstream.last.method, upstream.last.body_len) == ("PUT", len(body))
+    assert upstream.last.all("Content-Type") == []

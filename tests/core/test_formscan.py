@@ -155,8 +155,13 @@ def test_scanner_for_content_type(content_type: str, kind: type) -> None:
     assert isinstance(scanner_for(headers(content_type), 1024), kind)
 
 
-def test_no_content_type_is_not_scanned() -> None:
-    assert scanner_for(CIMultiDict(), 1024) is None
+def test_no_content_type_is_a_form_on_post_only() -> None:
+    # Rack reads a POST body without Content-Type as urlencoded; other methods it leaves alone.
+    assert isinstance(scanner_for(CIMultiDict(), 1024, "POST"), UrlEncodedScan)
+    assert isinstance(scanner_for(CIMultiDict(), 1024), UrlEncodedScan)  # method unknown: fail closed
+    assert scanner_for(CIMultiDict(), 1024, "PUT") is None
+    with pytest.raises(BodyTooLarge):
+        scanner_for(CIMultiDict({"Content-Length": "2048"}), 1024, "POST")
 
 
 @pytest.mark.parametrize(
@@ -169,6 +174,8 @@ def test_no_content_type_is_not_scanned() -> None:
         (headers("multipart/form-data; xboundary=a; boundary=b"), "boundary"),
         (headers("multipart/form-data; boundary= b"), "boundary"),
         (headers("multipart/form-data; Boundary=a; boundary=b"), "boundary"),
+        (headers('multipart/form-data; boundary=a; x="boundary=b"'), "boundary"),
+        (headers("multipart/form-data; boundary=a b"), "boundary"),
     ],
     ids=[
         "no-boundary",
@@ -178,6 +185,8 @@ def test_no_content_type_is_not_scanned() -> None:
         "boundary-inside-a-name",
         "space-php-keeps",
         "php-searches-case-sensitively-first",
+        "rack-takes-the-last",
+        "rack-reads-past-a-space",
     ],
 )
 def test_forms_that_cannot_be_read_are_refused(h: CIMultiDict[str], detail: str) -> None:
@@ -228,6 +237,45 @@ METHOD_PARTS = [
     b"--" + B + b'\r\ncontent-disposition: form-data; NAME="_method"\r\n\r\nDELETE\r\n--' + B + b"--",
     b"--" + B + b'\r\nContent-Disposition: form-data;\r\n name="_method"\r\n\r\nDELETE\r\n--' + B + b"--",
     b"--" + B + b"\r\nContent-Disposition: form-data; name*=utf-8''%5Fmethod\r\n\r\nDELETE\r\n--" + B + b"--",
+    # PHP's php_ap_getword_conf reads single quotes and cuts an unquoted value at whitespace.
+    b"--" + B + b"\r\nContent-Disposition: form-data; name='_method'\r\n\r\nDELETE\r\n--" + B + b"--",
+    b"--" + B + b"\r\nContent-Disposition: form-data; name=_method x\r\n\r\nDELETE\r\n--" + B + b"--",
+    b"--" + B + b"\r\nContent-Disposition: form-data; name= _method\tx\r\n\r\nDELETE\r\n--" + B + b"--",
+    b"--" + B + b"\r\nContent-Disposition: form-data; name='_method[;]'\r\n\r\nDELETE\r\n--" + B + b"--",
+    # PHP joins a line without ':' (or starting with whitespace) to the previous header as is.
+    b"--" + B + b'\r\nContent-Disposition: form-data; name="_met\r\nhod"\r\n\r\nDELETE\r\n--' + B + b"--",
+    b"--" + B + b"\r\nContent-Disposition: form-data; name=_\r\nmethod\r\n\r\nDELETE\r\n--" + B + b"--",
+    b"--" + B + b"\r\nContent-Disposition: form-data;\r\nname=_method\r\n\r\nDELETE\r\n--" + B + b"--",
+    # PHP reads a line longer than its 5 KiB buffer as several lines: a boundary or a header
+    # can start inside what a line-by-LF reading sees as one line.
+    b"A" * 5120
+    + b"--"
+    + B
+    + b'\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--'
+    + B
+    + b"--",
+    b"--"
+    + B
+    + b"\r\nX-Pad: "
+    + b"p" * (5120 - len(b"X-Pad: "))
+    + b'Content-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--'
+    + B
+    + b"--",
+    # Rack's unanchored name regex runs over the whole header block.
+    b"--"
+    + B
+    + b'\r\nX-Note: Content-Disposition: form-data; name="_method"\r\n'
+    + b'Content-Disposition: form-data; name="title"\r\n\r\nDELETE\r\n--'
+    + B
+    + b"--",
+    b"--" + B + b"\r\nContent-Disposition: form-data; x name=_method\r\n\r\nDELETE\r\n--" + B + b"--",
+    # Headers end at CRLF CRLF for Rack: after `\n\r\n` it still reads headers.
+    b"--"
+    + B
+    + b"\r\nContent-Disposition: form-data\n\r\n"
+    + b'Content-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--'
+    + B
+    + b"--",
     # PHP splits lines at a bare LF too.
     b"--" + B + b'\nContent-Disposition: form-data; name="_method"\n\nDELETE\n--' + B + b"--",
     b"preamble\r\n--"
@@ -324,6 +372,27 @@ def test_method_part_after_the_close_delimiter_is_refused() -> None:
         assert b"DELETE" not in released, cut
 
 
+def test_boundary_inside_a_long_epilogue_line_is_refused() -> None:
+    # PHP reads past `--B--` line by line, and a line over its 5 KiB buffer as two.
+    body = form(part(b"title", b"hi")) + b"Z" * 5120 + b"--" + B + b"\r\n"
+    body += b'Content-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n'
+    for cut in range(0, len(body) + 1, 7):
+        scan = MultipartScan(B)
+        released = b""
+        with pytest.raises(BadRequest):
+            for chunk in splits(body, cut):
+                released += scan.feed(chunk)
+            released += scan.end()
+        assert b"DELETE" not in released, cut
+
+
 def test_epilogue_without_parts_passes() -> None:
     body = CLEAN + b"an epilogue\r\nwith lines\r\n"
     assert run(MultipartScan(B), [body]) == body
+
+
+def test_header_lines_and_dashes_a_client_sends_still_pass() -> None:
+    value = b"-- not a boundary --" + B[2:] + b" --" + b"x" * 6000
+    body = form(part(b"title", value, extra=b"; filename=" + b"f" * 4000))
+    for cut in (0, 7, len(body) // 2, len(body) - 3):
+        assert run(MultipartScan(B), splits(body, cut)) == body

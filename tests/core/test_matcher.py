@@ -271,6 +271,12 @@ SHADOWS = [
     ("GET", "/v1/Playlists/7/tracks", "playlists", "letter case", "case-reaches-a-longer-prefix"),
     ("GET", "/X/Y/Z/1", "deep", "letter case", "case-deeper-prefix"),
     ("GET", "/D/e/f", "d-e-f", "letter case", "case-literal-beats-exact-param-match"),
+    # Rails' `(.:format)` and Spring's suffix patterns route `/reboot.json` as `/reboot`.
+    ("POST", "/v1/devices/5/reboot.json", "reboot", "format suffix", "format-suffix"),
+    ("GET", "/v1/health.json", "health", "format suffix", "format-suffix-under-a-prefix"),
+    ("GET", "/v1/playlists/new.xml", "playlist-new", "format suffix", "format-suffix-beats-a-param"),
+    ("GET", "/x/y/z.html", "deep", "format suffix", "format-suffix-reaches-a-deeper-prefix"),
+    ("POST", "/V1/Devices/5/Reboot.json", "reboot", "format suffix", "format-suffix-and-case"),
 ]
 
 
@@ -292,6 +298,9 @@ UNSHADOWED = [
     ("GET", "/x/Y", "shallow", "case-below-the-deepest-prefix"),
     ("GET", "/Anything", "root", "catch-all-nothing-more-specific"),
     ("GET", "/a/Z/c", "a-x-c", "param-takes-any-case"),
+    ("GET", "/v1/playlists/7.json", "playlist-one", "format-suffix-on-a-param"),
+    ("GET", "/x/app.js", "shallow", "dot-with-nothing-behind-it"),
+    ("GET", "/.well-known", "root", "leading-dot"),
 ]
 
 
@@ -318,3 +327,23 @@ def test_case_variants_of_one_pattern_do_not_shadow_their_own_rule() -> None:
     m = build(rule("exact", path="/api/Items/{id}", methods="GET"), rule("root", prefix="/"))
     assert match(m, "GET", "/api/Items/AbC").route == m.surface.routes[0]
     assert match(m, "GET", "/api/items/AbC").shadowed == m.surface.routes[0]
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/adm%C4%B0n", "/adm%C4%B1n", "/%C4%B0tems/1", "/%E2%84%AAeys/x", "/%C5%BFecret"],
+    ids=["dotted-capital-I", "dotless-i", "dotted-I-under-prefix", "kelvin-sign", "long-s"],
+)
+def test_letters_a_simple_case_mapping_makes_ascii_shadow_the_ascii_rule(target: str) -> None:
+    # Java's Character.toLowerCase(U+0130) is 'i', equalsIgnoreCase(U+0131, 'i') holds (Spring with
+    # case-insensitive matching): such a request must not fall to the catch-all.
+    m = build(
+        rule("admin", path="/admin"),
+        rule("items", prefix="/items"),
+        rule("keys", path="/keys/{k}"),
+        rule("secret", path="/secret"),
+        rule("root", prefix="/"),
+    )
+    found = match(m, "GET", target)
+    assert found.verdict is Verdict.NONE, target
+    assert found.shadowed is not None and found.shadowed.id != "root"

@@ -118,5 +118,6 @@ def test_migrate_with_the_database_unreachable_is_one_line(tmp_path: Path) -> No
     done = gateway_cli(config, "store", "migrate")
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
-    expected = "scopegate store: store_unavailable: cannot open token store"
-    assert len(lines) == 1 and lines[0].startswith(expected), lines
+    assert len(lines) == 1 and lines[0].startswith(
+        "scopegate store: store_unavailable: cannot open token store"
+    ), lines
