@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 
 from .auth.principal import Principal
@@ -50,3 +51,22 @@ def _agency_gate(route: Route, params: Mapping[str, str], principal: Principal) 
     wanted = (route.target.kind, params.get(route.target.param, ""))
     if wanted not in principal.targets:
         raise TargetDenied(f"{route.target.kind} is not on this token's allowlist")
+
+
+def network_gate(principal: Principal, client: str | None) -> None:
+    """Refuse a token bound to networks (`allowed_cidrs`) when the client is outside them.
+
+    `client` is the address computed as everywhere else: the peer, or behind trusted proxies the
+    nearest untrusted X-Forwarded-For hop.
+    """
+    if not principal.allowed_cidrs:
+        return
+    try:
+        ip = ipaddress.ip_address((client or "").split("%", 1)[0])
+    except ValueError:
+        # SECURITY: an address we cannot read is outside every network (fail closed).
+        raise TargetDenied("this token may not be used from this address") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1 (a dual-stack listener's view)
+    if not any(ip in net for net in principal.allowed_cidrs):
+        raise TargetDenied("this token may not be used from this address")

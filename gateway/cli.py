@@ -45,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
 
 _COMMAND_DESTS = {
     "command": "a command",
-    "token_command": "a token command (create, list or revoke)",
+    "token_command": "a token command (create, list, revoke or rotate)",
     "store_command": "a store command (migrate or copy)",
 }
 
@@ -101,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     tc.add_argument("--target", action="append", default=[], metavar="KIND:ID")
     tc.add_argument("--expires-in")
     tc.add_argument("--owner", default="cli")
+    tc.add_argument("--allow-cidr", action="append", dest="allowed_cidrs", metavar="CIDR")
+    tc.add_argument("--not-before", metavar="TIME", help="RFC 3339 time or Unix seconds")
     tc.add_argument("--json", action="store_true")
     tl = tsub.add_parser("list", help="list tokens (never a secret)")
     tl.add_argument("-c", "--config")
@@ -110,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
     tr = tsub.add_parser("revoke", help="revoke a token everywhere")
     tr.add_argument("-c", "--config")
     tr.add_argument("id")
+    tt = tsub.add_parser("rotate", help="mint a successor; the old token ends after --overlap")
+    tt.add_argument("-c", "--config")
+    tt.add_argument("id")
+    tt.add_argument("--overlap", help="how long the old secret keeps working (default 0)")
+    tt.add_argument("--json", action="store_true")
     st = sub.add_parser("store", help="migrate the token store, or copy a SQLite store to PostgreSQL")
     stsub = st.add_subparsers(dest="store_command", required=True, parser_class=_Parser)
     stsub.add_parser("migrate", help="apply pending schema migrations").add_argument("-c", "--config")
@@ -388,6 +395,11 @@ async def _token(cfg: Config, args: argparse.Namespace) -> int:
             body["scopes"] = args.scopes
         if args.expires_in is not None:
             body["expires_in"] = args.expires_in
+        if args.allowed_cidrs:
+            body["allowed_cidrs"] = args.allowed_cidrs
+        if args.not_before is not None:
+            nbf = args.not_before
+            body["not_before"] = int(nbf) if nbf.isdigit() and len(nbf) < 16 else nbf
         if args.target:
             targets = []
             for t in args.target:
@@ -407,12 +419,13 @@ async def _token(cfg: Config, args: argparse.Namespace) -> int:
 
     async def listing(rt: Any) -> int:
         records = await rt.service.list(None, args.status, workspace=args.workspace)
+        now, idle = rt.service.clock(), cfg.tokens.idle_ttl
         if args.json:
-            print(json.dumps([record_json(r) for r in records], indent=2))
+            print(json.dumps([record_json(r, now=now, idle_ttl=idle) for r in records], indent=2))
             return 0
-        rows = [("ID", "NAME", "PREFIX", "WORKSPACE", "PROJECT", "SCOPES", "EXPIRES", "LAST USED", "REVOKED")]
+        rows = [("ID", "NAME", "PREFIX", "WORKSPACE", "PROJECT", "SCOPES", "EXPIRES", "LAST USED", "STATUS")]
         for r in records:
-            j = record_json(r)
+            j = record_json(r, now=now, idle_ttl=idle)
             rows.append(
                 (
                     r.id,
@@ -423,7 +436,7 @@ async def _token(cfg: Config, args: argparse.Namespace) -> int:
                     " ".join(r.scopes),
                     j["expires_at"] or "-",
                     j["last_used_at"] or "-",
-                    j["revoked_at"] or "-",
+                    j["status"],
                 )
             )
         widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
@@ -436,5 +449,17 @@ async def _token(cfg: Config, args: argparse.Namespace) -> int:
         print(f"revoked {args.id}")
         return 0
 
-    action = {"create": create, "list": listing, "revoke": revoke}[args.token_command]
-    return await _with_runtime(cfg, action)
+    async def rotate(rt: Any) -> int:
+        body = {} if args.overlap is None else {"overlap": args.overlap}
+        record, secret = await rt.service.rotate(None, args.id, body)
+        if args.json:
+            print(json.dumps(record_json(record, secret), indent=2))
+        else:
+            expires = record_json(record)["expires_at"]
+            print(f"rotated {args.id} -> {record.id} ({record.name}) expires={expires}")
+            print("token (shown once, store it now):")
+            print(secret)
+        return 0
+
+    action = {"create": create, "list": listing, "revoke": revoke, "rotate": rotate}
+    return await _with_runtime(cfg, action[args.token_command])

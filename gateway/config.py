@@ -88,6 +88,15 @@ class TokensConfig:
     max_ttl: float = 365 * 86400.0
     revocation_poll: float = 1.0
     last_used_flush: float = 5.0
+    max_rotation_overlap: float = 7 * 86400.0
+    idle_ttl: float | None = None  # off by default
+    expiry_webhook: ExpiryWebhook | None = None
+
+
+@dataclass(frozen=True)
+class ExpiryWebhook:
+    url: URL
+    before: tuple[int, ...]  # seconds before expiry, largest first
 
 
 @dataclass(frozen=True)
@@ -356,6 +365,7 @@ def _limits(r: Reader, node: Any, line: int = 0) -> Limits:
 def _tokens(r: Reader, node: Any, line: int = 0) -> TokensConfig:
     w = "tokens"
     keys = {"prefix", "cache_ttl", "default_ttl", "max_ttl", "revocation_poll", "last_used_flush"}
+    keys |= {"max_rotation_overlap", "idle_ttl", "expiry_webhook"}
     m = r.mapping(node, w, keys, line)
     d = TokensConfig()
     prefix = r.get(
@@ -374,10 +384,40 @@ def _tokens(r: Reader, node: Any, line: int = 0) -> TokensConfig:
         r.get(m, "max_ttl", w, _pos_duration, d.max_ttl, dur),
         r.get(m, "revocation_poll", w, _pos_duration, d.revocation_poll, dur),
         r.get(m, "last_used_flush", w, _pos_duration, d.last_used_flush, dur),
+        r.get(m, "max_rotation_overlap", w, _nonneg_duration, d.max_rotation_overlap, dur),
+        r.get(m, "idle_ttl", w, _pos_duration, None, dur),
+        _expiry_webhook(r, m.get("expiry_webhook"), line_of(m, "expiry_webhook", m.line)),
     )
     if t.default_ttl > t.max_ttl:
         r.error(line_of(m, "default_ttl", m.line), "tokens.default_ttl: longer than tokens.max_ttl")
+    if t.idle_ttl is not None and t.idle_ttl <= 2 * t.last_used_flush:
+        # Uses are written every last_used_flush: a shorter idle_ttl would refuse active tokens.
+        r.error(line_of(m, "idle_ttl", m.line), "tokens.idle_ttl: must exceed 2 x tokens.last_used_flush")
     return t
+
+
+def _expiry_webhook(r: Reader, node: Any, line: int) -> ExpiryWebhook | None:
+    if node is None:
+        return None
+    w = "tokens.expiry_webhook"
+    m = r.mapping(node, w, {"url", "before"}, line)
+    url = r.get(m, "url", w, _http_url, None, "an http(s) URL")
+    if url is None and "url" not in m:
+        r.error(m.line or line, f"{w}: missing key 'url'")
+    if url is not None and url.scheme == "http" and url.host not in ("127.0.0.1", "localhost", "::1"):
+        r.error(line_of(m, "url", line), f"{w}.url: must be https (plain http only on loopback)")
+    before = m.get("before", LList(["7d", "1d"]))
+    out: set[int] = set()
+    if not isinstance(before, list) or not before:
+        r.error(line_of(m, "before", line), f"{w}.before: expected a non-empty list of durations")
+    else:
+        for i, item in enumerate(before):
+            d = _pos_duration(item)
+            if d is None or d < 1:
+                r.error(line_of(before, i, line), f"{w}.before[{i}]: expected a duration of 1s or more")
+            else:
+                out.add(int(d))
+    return ExpiryWebhook(url, tuple(sorted(out, reverse=True))) if url is not None else None
 
 
 _JWT_ALGS = {

@@ -16,7 +16,7 @@ from multidict import CIMultiDictProxy
 from .auth.bearer import Authenticate, authenticate, credential_of
 from .auth.principal import ANONYMOUS, Principal
 from .auth.ratelimit import FailedAuthLimiter
-from .authz import authorize
+from .authz import authorize, network_gate
 from .config import Config
 from .errors import (
     BadRequest,
@@ -115,6 +115,7 @@ class Pipeline:
         principal = ANONYMOUS
         try:
             principal = await self.authenticate(route.cls, headers, peer)
+            network_gate(principal, peer)
             authorize(route, method, found.params, principal)
         except SHADOWABLE as exc:
             if not route.shadow:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,6 +25,8 @@ class Principal:
     mint_scopes: frozenset[str] = field(default_factory=frozenset)
     # A JWT's workspace membership list (the `workspaces` claim), when it has one.
     workspaces: frozenset[str] | None = None
+    # An API token bound to networks is refused from any other client address (empty: anywhere).
+    allowed_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
 ANONYMOUS = Principal(kind="anonymous", subject="", scopes=frozenset())

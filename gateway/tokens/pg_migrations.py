@@ -76,6 +76,35 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX tokens_workspace ON tokens (workspace, project, created_at)",
     ),
+    # v3 (issue 12): network binding, not_before, rotation with an overlap, expiry warnings.
+    (
+        "ALTER TABLE tokens ADD COLUMN not_before DOUBLE PRECISION",
+        "ALTER TABLE tokens ADD COLUMN allowed_cidrs TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE tokens ADD COLUMN rotated_from TEXT",
+        "ALTER TABLE tokens ADD COLUMN revoke_at DOUBLE PRECISION",
+        # A rotated token in its overlap gives its name to the successor: it leaves the index.
+        "DROP INDEX tokens_active_name",
+        """
+        CREATE UNIQUE INDEX tokens_active_name
+            ON tokens (workspace, COALESCE(project, ''), name)
+            WHERE revoked_at IS NULL AND revoke_at IS NULL
+        """,
+        "CREATE INDEX tokens_revoke_due ON tokens (revoke_at) WHERE revoked_at IS NULL",
+        "CREATE INDEX tokens_expiry ON tokens (expires_at) WHERE revoked_at IS NULL",
+        # One row per (token, threshold) warning: claimed by one process at a time, and never
+        # sent again once sent_at is set, however many gateways share the store.
+        """
+        CREATE TABLE expiry_notices (
+            token_id      TEXT NOT NULL REFERENCES tokens(id) ON DELETE CASCADE,
+            threshold     BIGINT NOT NULL,
+            attempts      INTEGER NOT NULL DEFAULT 0,
+            claimed_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+            retry_at      DOUBLE PRECISION NOT NULL DEFAULT 0,
+            sent_at       DOUBLE PRECISION,
+            PRIMARY KEY (token_id, threshold)
+        )
+        """,
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -21,7 +21,7 @@ import builtins
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,9 +29,10 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from ..errors import Conflict, StartupError, StoreUnavailable
+from . import pg_notices as notices
 from .migrations import SchemaTooNew
 from .pg_migrations import FEED_LOCK, migrate
-from .store import Status, TokenRecord
+from .store import ExpiryNotice, Status, TokenRecord
 from .url import PASSWORD_ENV, redact, split_pg_url
 
 log = logging.getLogger("scopegate.store")
@@ -46,7 +47,7 @@ LISTEN_CHECK = 2.0  # seconds between liveness checks of the listening connectio
 FEED_PAGE = 10_000
 _COLUMNS = (
     "id, name, display_prefix, owner, workspace, project, scopes, created_at, expires_at, "
-    "revoked_at, last_used_at, created_by"
+    "revoked_at, last_used_at, created_by, not_before, allowed_cidrs, rotated_from, revoke_at"
 )
 _TARGETS = (
     "COALESCE((SELECT array_agg(ARRAY[g.kind, g.target_id] ORDER BY g.position) FROM targets g "
@@ -129,36 +130,77 @@ class PostgresTokenStore:
         async with self._conn() as conn:
             try:
                 async with conn.transaction():
-                    await conn.execute(
-                        f"INSERT INTO tokens ({_COLUMNS}, token_hash) "  # noqa: S608 - fixed column list
-                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                        record.id,
-                        record.name,
-                        record.display_prefix,
-                        record.owner,
-                        record.workspace,
-                        record.project,
-                        " ".join(record.scopes),
-                        record.created_at,
-                        record.expires_at,
-                        record.revoked_at,
-                        record.last_used_at,
-                        record.created_by,
-                        token_hash,
-                    )
-                    if record.targets:
-                        await conn.executemany(
-                            "INSERT INTO targets (token_id, kind, target_id, position) "
-                            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                            [(record.id, k, t, i) for i, (k, t) in enumerate(record.targets)],
-                        )
+                    await _insert(conn, record, token_hash)
             except asyncpg.UniqueViolationError as e:
-                # The unique index decides races between replicas minting the same name.
-                if e.constraint_name == "tokens_active_name":
-                    raise Conflict(
-                        f"an active token named {record.name!r} already exists in this workspace and project"
-                    ) from None
-                raise Conflict("a token with that id or secret already exists") from None
+                raise _conflict(e, record) from None
+
+    async def rotate(
+        self, old_id: str, successor: TokenRecord, successor_hash: bytes, revoke_at: float | None
+    ) -> bytes | None:
+        async with self._conn() as conn:
+            try:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
+                    row = await conn.fetchrow(
+                        "SELECT token_hash, revoke_at FROM tokens WHERE id = $1 AND revoked_at IS NULL "
+                        "FOR UPDATE",
+                        old_id,
+                    )
+                    if row is None:
+                        return None
+                    if row[1] is not None:
+                        raise Conflict("this token was already rotated; rotate its successor")
+                    old_hash = bytes(row[0])
+                    if revoke_at is None:
+                        await conn.execute(
+                            "UPDATE tokens SET revoked_at = $2 WHERE id = $1", old_id, successor.created_at
+                        )
+                        await _feed(conn, old_id, old_hash, successor.created_at)
+                    else:
+                        # SECURITY: as on SQLite: the old token expires at the end of the overlap,
+                        # and revoke_due then feeds (and pushes) its revocation to every process.
+                        await conn.execute(
+                            "UPDATE tokens SET revoke_at = $2, expires_at = LEAST(expires_at, $2) "
+                            "WHERE id = $1",
+                            old_id,
+                            revoke_at,
+                        )
+                    await _insert(conn, successor, successor_hash)
+                    return old_hash
+            except asyncpg.UniqueViolationError as e:
+                raise _conflict(e, successor) from None
+
+    async def revoke_due(self, now: float) -> builtins.list[tuple[str, bytes]]:
+        async with self._conn() as conn:
+            due = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM tokens WHERE revoked_at IS NULL AND revoke_at <= $1)", now
+            )
+            if not due:  # the common case: one indexed read, no lock
+                return []
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
+                rows = await conn.fetch(
+                    "UPDATE tokens SET revoked_at = revoke_at WHERE revoked_at IS NULL AND revoke_at <= $1 "
+                    "RETURNING id, token_hash, revoke_at",
+                    now,
+                )
+                for token_id, token_hash, at in rows:
+                    await _feed(conn, token_id, bytes(token_hash), at)
+        return [(r[0], bytes(r[1])) for r in rows]
+
+    async def claim_expiry_notices(
+        self, now: float, thresholds: Sequence[int], lease: float, limit: int = 100
+    ) -> builtins.list[ExpiryNotice]:
+        async with self._conn() as conn:
+            return await notices.claim(
+                conn, f"{_COLUMNS}, {_TARGETS}", _record, now, thresholds, lease, limit
+            )
+
+    async def finish_expiry_notice(
+        self, token_id: str, threshold: int, *, sent: bool, retry_at: float
+    ) -> None:
+        async with self._conn() as conn:
+            await notices.finish(conn, token_id, threshold, sent=sent, at=retry_at)
 
     async def by_hash(self, token_hash: bytes) -> TokenRecord | None:
         return await self._one("token_hash = $1", token_hash)
@@ -201,14 +243,7 @@ class PostgresTokenStore:
             )
             if token_hash is None:
                 return None
-            # SECURITY: the feed row and the notification commit with the revocation, or neither.
-            await conn.execute(
-                "INSERT INTO revocations (token_id, token_hash, revoked_at) VALUES ($1, $2, $3)",
-                token_id,
-                token_hash,
-                at,
-            )
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, bytes(token_hash).hex())
+            await _feed(conn, token_id, bytes(token_hash), at)
         return bytes(token_hash)
 
     async def revocations_since(self, seq: int) -> tuple[int, builtins.list[bytes]]:
@@ -303,7 +338,56 @@ def _why(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _record(row: asyncpg.Record) -> TokenRecord:
+async def _insert(conn: Any, record: TokenRecord, token_hash: bytes) -> None:
+    await conn.execute(
+        f"INSERT INTO tokens ({_COLUMNS}, token_hash) "  # noqa: S608 - fixed column list
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+        record.id,
+        record.name,
+        record.display_prefix,
+        record.owner,
+        record.workspace,
+        record.project,
+        " ".join(record.scopes),
+        record.created_at,
+        record.expires_at,
+        record.revoked_at,
+        record.last_used_at,
+        record.created_by,
+        record.not_before,
+        " ".join(record.allowed_cidrs),
+        record.rotated_from,
+        record.revoke_at,
+        token_hash,
+    )
+    if record.targets:
+        await conn.executemany(
+            "INSERT INTO targets (token_id, kind, target_id, position) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            [(record.id, k, t, i) for i, (k, t) in enumerate(record.targets)],
+        )
+
+
+async def _feed(conn: Any, token_id: str, token_hash: bytes, at: float) -> None:
+    """The feed row and the notification of a revocation, in the caller's transaction (which holds
+    FEED_LOCK): they commit with the revocation, or neither does."""
+    await conn.execute(
+        "INSERT INTO revocations (token_id, token_hash, revoked_at) VALUES ($1, $2, $3)",
+        token_id,
+        token_hash,
+        at,
+    )
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, token_hash.hex())
+
+
+def _conflict(e: asyncpg.UniqueViolationError, record: TokenRecord) -> Conflict:
+    # The unique index decides races between replicas minting the same name.
+    if e.constraint_name == "tokens_active_name":
+        return Conflict(f"an active token named {record.name!r} already exists in this workspace and project")
+    return Conflict("a token with that id or secret already exists")
+
+
+def _record(row: Sequence[Any]) -> TokenRecord:
     return TokenRecord(
         id=row[0],
         name=row[1],
@@ -312,10 +396,14 @@ def _record(row: asyncpg.Record) -> TokenRecord:
         workspace=row[4],
         project=row[5],
         scopes=tuple(row[6].split()),
-        targets=tuple((k, t) for k, t in (row[12] or ())),
+        targets=tuple((k, t) for k, t in (row[16] or ())),
         created_at=row[7],
         expires_at=row[8],
         revoked_at=row[9],
         last_used_at=row[10],
         created_by=row[11],
+        not_before=row[12],
+        allowed_cidrs=tuple(row[13].split()),
+        rotated_from=row[14],
+        revoke_at=row[15],
     )

@@ -1,6 +1,6 @@
-"""Token lifecycle rules shared by `scopegate token ...` and `POST/GET/DELETE /auth/tokens`.
+"""Token lifecycle rules shared by `scopegate token ...` and the management API.
 
-Who may do what (contract sections 6 and 8):
+Who may do what (contract sections 6 and 8; the management rule is in policy.py):
 
     actor None (operator CLI)   any workspace; body names it; may set `owner`; no minter bounds
     JWT                         its own workspace (or one from its `workspaces` list); scopes
@@ -10,6 +10,9 @@ Who may do what (contract sections 6 and 8):
 
 A body `workspace` outside the caller's is 403 `target_denied` for both kinds of caller. Refusals
 that would reveal whether a token exists (revoke of an invisible id) are 404, never 403.
+
+Every instant the service stores is whole seconds (issue 9, item 5): what the API and `token
+list` show as `expires_at` is exactly the instant from which the token is refused.
 """
 
 from __future__ import annotations
@@ -18,56 +21,31 @@ import builtins
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from .. import scopes as sc
 from ..auth.principal import Principal
-from ..config import TokensConfig, parse_duration
-from ..errors import InsufficientScope, InvalidRequest, NotFound, TargetDenied
-from .secret import display_prefix, generate, hash_token, new_id
-from .store import Status, TokenRecord, TokenStore
+from ..config import TokensConfig
+from ..errors import Conflict, InsufficientScope, InvalidRequest, NotFound, TargetDenied
+from . import fields
+from .fields import iso, record_json
+from .policy import can_manage, home_workspace, require_manager, within_minter
+from .secret import display_prefix, generate, hash_token, new_id, well_formed
+from .store import TokenRecord, TokenStore
 from .validator import TokenValidator
+
+__all__ = ["TokenService", "iso", "record_json", "require_manager"]
 
 audit = logging.getLogger("scopegate.audit")
 
-NAME_RE = re.compile(r"[A-Za-z0-9 _.-]{1,100}")
-# Workspace, project and target ids end up in upstream headers: no spaces, no control characters.
-ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
-KIND_RE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
-OWNER_RE = re.compile(r"[\x21-\x7e]{1,200}")
-MAX_TARGETS = 1000
-BODY_FIELDS = frozenset({"name", "scopes", "project", "workspace", "expires_in", "targets"})
+BODY_FIELDS = frozenset(
+    {"name", "scopes", "project", "workspace", "expires_in", "targets", "allowed_cidrs", "not_before"}
+)
 CLI_FIELDS = BODY_FIELDS | {"owner"}
-STATUSES: tuple[Status, ...] = ("active", "revoked", "all")
 DEFAULT_SCOPES = ("read",)
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def record_json(record: TokenRecord, secret: str | None = None) -> dict[str, Any]:
-    """The contract's token object; `token` (the secret) only at creation."""
-    out: dict[str, Any] = {"id": record.id, "name": record.name, "display_prefix": record.display_prefix}
-    if secret is not None:
-        out["token"] = secret
-    out.update(
-        scopes=list(record.scopes),
-        workspace=record.workspace,
-        project=record.project,
-        targets=[{"kind": kind, "id": target} for kind, target in record.targets],
-        created_at=iso(record.created_at),
-        expires_at=iso(record.expires_at),
-        last_used_at=iso(record.last_used_at),
-        revoked_at=iso(record.revoked_at),
-    )
-    return out
+MAX_BY_VALUE = 100
 
 
 class TokenService:
@@ -93,13 +71,13 @@ class TokenService:
         unknown = sorted(set(body) - (CLI_FIELDS if actor is None else BODY_FIELDS))
         if unknown:
             raise InvalidRequest(f"{unknown[0]}: unknown field")
-        name = _name(body.get("name"))
+        name = fields.name(body.get("name"))
         workspace = self._workspace(actor, body.get("workspace"))
-        project = _optional_id("project", body.get("project"))
+        project = fields.optional_id("project", body.get("project"))
         if actor is not None and actor.kind == "token" and project is None:
             raise InsufficientScope("project: a workspace-level token may only create project-level tokens")
         scopes = self._scopes(body.get("scopes"))
-        targets = _targets(body.get("targets"))
+        targets = fields.targets(body.get("targets"))
         if sc.AGENCY in scopes:
             if len(scopes) != 1:
                 raise InvalidRequest("scopes: agency must be the only scope")
@@ -108,22 +86,31 @@ class TokenService:
         elif targets:
             raise InvalidRequest("targets: only an agency token may have targets")
         if actor is not None:
-            _within_minter(actor, scopes)
+            within_minter(actor, scopes)
+        cidrs = fields.cidrs(body.get("allowed_cidrs"))
         now = self.clock()
-        expires_at = now + self._ttl(body.get("expires_in"), actor, now)
+        # SECURITY: whole seconds, rounded down: refused from the very second the API shows.
+        expires_at = float(math.floor(now + self._ttl(body.get("expires_in"), actor, now)))
+        not_before = None
+        if body.get("not_before") is not None:
+            not_before = fields.instant("not_before", body["not_before"])
+            if not_before >= expires_at:
+                raise InvalidRequest("not_before: must lie before the token expires")
         secret = generate(self.validator.prefix)
         record = TokenRecord(
             id=new_id(),
             name=name,
             display_prefix=display_prefix(secret),
-            owner=_owner(actor, body.get("owner")),
+            owner=actor.subject if actor is not None else fields.owner(body.get("owner")),
             workspace=workspace,
             project=project,
             scopes=scopes,
             targets=targets,
-            created_at=now,
+            created_at=float(math.floor(now)),
             expires_at=expires_at,
             created_by=_actor_label(actor),
+            not_before=not_before,
+            allowed_cidrs=cidrs,
         )
         # SECURITY: only the SHA-256 is stored; the secret is returned to the caller once.
         await self.store.insert(record, hash_token(secret))
@@ -133,23 +120,22 @@ class TokenService:
     async def list(
         self, actor: Principal | None, status: str = "active", *, workspace: str | None = None
     ) -> builtins.list[TokenRecord]:
-        """Tokens visible to `actor`; `workspace` filters the operator's (actor None) listing only."""
-        state = _status(status)
+        """Tokens `actor` may manage; `workspace` filters the operator's (actor None) listing only."""
+        state = fields.status(status)
         if actor is None:
             return await self.store.list(workspace, status=state)
         require_manager(actor)
-        return await self.store.list(
-            _home_workspace(actor), project_level_only=actor.kind == "token", status=state
+        records = await self.store.list(
+            home_workspace(actor), project_level_only=actor.kind == "token", status=state
         )
+        # SECURITY: a token the caller could not have minted is not even listed (issue 8, item 3).
+        return [r for r in records if can_manage(actor, r)]
 
     async def revoke(self, actor: Principal | None, token_id: str) -> None:
         if actor is not None:
             require_manager(actor)
-        record = await self.store.by_id(token_id) if len(token_id) <= 200 else None
-        # SECURITY: unknown, invisible and already revoked all answer alike, so a 404 confirms nothing.
-        if record is None or record.revoked_at is not None or not _visible(actor, record):
-            raise NotFound("no such token")
-        token_hash = await self.store.revoke(record.id, self.clock())
+        record = await self._managed(actor, token_id)
+        token_hash = await self.store.revoke(record.id, float(math.floor(self.clock())))
         if token_hash is None:
             raise NotFound("no such token")
         # SECURITY: refused here at once, cached or not, even if the store goes away before the
@@ -157,21 +143,113 @@ class TokenService:
         self.validator.revoked_locally(token_hash, record.expires_at)
         _audit("token.revoke", actor, record)
 
+    async def rotate(
+        self, actor: Principal | None, token_id: str | None, body: Mapping[str, Any]
+    ) -> tuple[TokenRecord, str]:
+        """Mint a successor of a token and end the old one after `overlap` (default 0).
+
+        `token_id` None is self-rotation: the actor is the token being rotated. Otherwise the
+        actor must be able to revoke the token (policy.can_manage).
+        """
+        if not isinstance(body, Mapping):
+            raise InvalidRequest("body: must be a JSON object")
+        unknown = sorted(set(body) - {"overlap"})
+        if unknown:
+            raise InvalidRequest(f"{unknown[0]}: unknown field")
+        overlap = 0.0 if body.get("overlap") is None else fields.duration("overlap", body["overlap"])
+        if overlap > self.cfg.max_rotation_overlap:
+            raise InvalidRequest(f"overlap: at most {int(self.cfg.max_rotation_overlap)} seconds")
+        if token_id is None:
+            if actor is None or actor.kind != "token" or actor.token_id is None:
+                raise InsufficientScope("only an API token may rotate itself")
+            record = await self.store.by_id(actor.token_id)
+            if record is None or record.revoked_at is not None:
+                raise NotFound("no such token")
+        else:
+            if actor is not None:
+                require_manager(actor)
+            record = await self._managed(actor, token_id)
+        now = float(math.floor(self.clock()))
+        if record.revoke_at is not None:
+            raise Conflict("this token was already rotated; rotate its successor")
+        if record.expires_at <= now:
+            raise Conflict("this token has expired; create a new one")
+        # SECURITY: the successor never outlives the old token, nor a minting token's own expiry.
+        expires_at = record.expires_at
+        if actor is not None and actor.kind == "token" and actor.expires_at is not None:
+            expires_at = min(expires_at, float(math.floor(actor.expires_at)))
+        secret = generate(self.validator.prefix)
+        successor = TokenRecord(
+            id=new_id(),
+            name=record.name,
+            display_prefix=display_prefix(secret),
+            owner=record.owner,
+            workspace=record.workspace,
+            project=record.project,
+            scopes=record.scopes,
+            targets=record.targets,
+            created_at=now,
+            expires_at=expires_at,
+            created_by=_actor_label(actor),
+            not_before=record.not_before if (record.not_before or 0) > now else None,
+            allowed_cidrs=record.allowed_cidrs,
+            rotated_from=record.id,
+        )
+        revoke_at = None if overlap < 1 else min(float(math.floor(now + overlap)), record.expires_at)
+        old_hash = await self.store.rotate(record.id, successor, hash_token(secret), revoke_at)
+        if old_hash is None:
+            raise NotFound("no such token")
+        if revoke_at is None:
+            self.validator.revoked_locally(old_hash, record.expires_at)
+        else:
+            self.validator.expires_early(old_hash, revoke_at)
+        _audit("token.rotate", actor, successor, rotated_from=record.id, old_revoke_at=iso(revoke_at or now))
+        return successor, secret
+
+    async def revoke_by_value(self, secrets: object, client: str | None) -> None:
+        """Revoke every live token among `secrets`; says nothing about which existed."""
+        if not isinstance(secrets, list) or not secrets or not all(isinstance(s, str) for s in secrets):
+            raise InvalidRequest("tokens: must be a non-empty list of token strings")
+        if len(secrets) > MAX_BY_VALUE:
+            raise InvalidRequest(f"tokens: at most {MAX_BY_VALUE}")
+        now = float(math.floor(self.clock()))
+        for secret in dict.fromkeys(s.strip() for s in secrets):
+            # SECURITY: a malformed string costs no store lookup and is simply not a token.
+            if not well_formed(secret, self.validator.prefix):
+                continue
+            token_hash = hash_token(secret)
+            record = await self.store.by_hash(token_hash)
+            if record is None or record.revoked_at is not None:
+                continue
+            if await self.store.revoke(record.id, now) is None:
+                continue
+            self.validator.revoked_locally(token_hash, record.expires_at)
+            anonymous = {"actor_kind": "anonymous", "actor_subject": ""}
+            _audit("token.revoke", None, record, by="value", client=client, **anonymous)
+
+    async def _managed(self, actor: Principal | None, token_id: str) -> TokenRecord:
+        record = await self.store.by_id(token_id) if len(token_id) <= 200 else None
+        # SECURITY: unknown, unmanageable and already revoked all answer alike, so a 404 confirms
+        # nothing (issue 8, item 3).
+        if record is None or record.revoked_at is not None or not can_manage(actor, record):
+            raise NotFound("no such token")
+        return record
+
     def _workspace(self, actor: Principal | None, requested: object) -> str:
         if actor is None:
-            workspace = _optional_id("workspace", requested)
+            workspace = fields.optional_id("workspace", requested)
             if workspace is None:
                 raise InvalidRequest("workspace: required")
             return workspace
         if requested is None:
-            return _home_workspace(actor)
+            return home_workspace(actor)
         if not isinstance(requested, str):
             raise InvalidRequest("workspace: must be a string")
         if requested == actor.workspace:
             return requested
         # SECURITY: a JWT may pick only among its own workspaces; a token only its own.
         if actor.kind == "jwt" and actor.workspaces is not None and requested in actor.workspaces:
-            return _optional_id("workspace", requested) or requested
+            return fields.optional_id("workspace", requested) or requested
         raise TargetDenied(f"workspace: {requested!r} is not the caller's workspace")
 
     def _scopes(self, raw: object) -> tuple[str, ...]:
@@ -193,9 +271,7 @@ class TokenService:
             default = min(self.cfg.default_ttl, self.cfg.max_ttl)
             # An omitted expires_in is clamped to the minting token's own expiry.
             return default if bound is None else min(default, bound - now)
-        ttl = parse_duration(raw) if isinstance(raw, int | float | str) else None
-        if ttl is None or not math.isfinite(ttl):
-            raise InvalidRequest("expires_in: must be seconds or a duration such as 30d or 12h")
+        ttl = fields.duration("expires_in", raw)
         if ttl <= 0:
             raise InvalidRequest("expires_in: must be positive")
         if ttl > self.cfg.max_ttl:
@@ -206,104 +282,6 @@ class TokenService:
         return ttl
 
 
-def require_manager(actor: Principal) -> None:
-    if actor.kind == "jwt":
-        if not actor.workspace and not actor.workspaces:
-            raise InsufficientScope("the credential is bound to no workspace")
-        return
-    # SECURITY: only a workspace-level token holding tokens:manage reaches the management API.
-    if actor.kind != "token" or sc.MANAGE not in actor.scopes:
-        raise InsufficientScope("this credential may not manage tokens", scope=sc.MANAGE)
-    if actor.project is not None:
-        raise InsufficientScope("a project-level token may not manage tokens", scope=sc.MANAGE)
-    _home_workspace(actor)
-
-
-def _home_workspace(actor: Principal) -> str:
-    if not actor.workspace:
-        raise InsufficientScope("the credential is bound to no workspace")
-    return actor.workspace
-
-
-def _within_minter(actor: Principal, scopes: tuple[str, ...]) -> None:
-    # SECURITY: only a JWT may mint agency; a token could never hold both agency and tokens:manage.
-    if sc.AGENCY in scopes and actor.kind != "jwt":
-        raise InsufficientScope("only a JWT may mint an agency token", scope=sc.AGENCY)
-    # SECURITY: minting never escalates: every scope must be covered by the minter's.
-    missing = sc.within(scopes, actor.mint_scopes)
-    if missing:
-        raise InsufficientScope(
-            f"scopes: beyond what the caller may mint: {' '.join(missing)}", scope=missing[0]
-        )
-
-
-def _visible(actor: Principal | None, record: TokenRecord) -> bool:
-    if actor is None:
-        return True
-    if record.workspace != actor.workspace:
-        return False
-    # SECURITY: a token sees only project-level tokens; it can never revoke a workspace-level one.
-    return actor.kind == "jwt" or record.project is not None
-
-
-def _name(raw: object) -> str:
-    if raw is None:
-        raise InvalidRequest("name: required")
-    if not isinstance(raw, str) or not NAME_RE.fullmatch(raw):
-        raise InvalidRequest("name: 1-100 characters of letters, digits, space, '-', '_' and '.'")
-    return raw
-
-
-def _optional_id(field: str, raw: object) -> str | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, str) or not ID_RE.fullmatch(raw):
-        raise InvalidRequest(f"{field}: 1-128 characters of letters, digits, '.', '_', ':', '@' and '-'")
-    return raw
-
-
-def _targets(raw: object) -> tuple[tuple[str, str], ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise InvalidRequest("targets: must be a list of {kind, id} objects")
-    if len(raw) > MAX_TARGETS:
-        raise InvalidRequest(f"targets: at most {MAX_TARGETS}")
-    out: dict[tuple[str, str], None] = {}
-    for i, item in enumerate(raw):
-        if not isinstance(item, Mapping) or set(item) != {"kind", "id"}:
-            raise InvalidRequest(f"targets[{i}]: must be an object with exactly kind and id")
-        kind, target = item["kind"], item["id"]
-        if not isinstance(kind, str) or not KIND_RE.fullmatch(kind):
-            raise InvalidRequest(f"targets[{i}].kind: lowercase letters, digits, '_' and '-'")
-        if isinstance(target, int) and not isinstance(target, bool):
-            target = str(target)
-        if not isinstance(target, str) or not ID_RE.fullmatch(target):
-            raise InvalidRequest(
-                f"targets[{i}].id: 1-128 characters of letters, digits, '.', '_', ':', '@', '-'"
-            )
-        out[(kind, target)] = None
-    return tuple(out)
-
-
-def _owner(actor: Principal | None, raw: object) -> str:
-    if actor is not None:
-        # SECURITY: an HTTP caller's child acts as the caller; it may not name another subject.
-        return actor.subject
-    if raw is None:
-        return "cli"
-    if not isinstance(raw, str) or not OWNER_RE.fullmatch(raw):
-        raise InvalidRequest("owner: 1-200 printable ASCII characters without spaces")
-    return raw
-
-
-def _status(raw: str) -> Status:
-    for status in STATUSES:
-        if raw == status:
-            return status
-    raise InvalidRequest("status: must be one of active, revoked, all")
-
-
 def _actor_label(actor: Principal | None) -> str:
     if actor is None:
         return "cli"
@@ -312,7 +290,7 @@ def _actor_label(actor: Principal | None) -> str:
     return f"{actor.kind}:{actor.subject}"
 
 
-def _audit(event: str, actor: Principal | None, record: TokenRecord) -> None:
+def _audit(event: str, actor: Principal | None, record: TokenRecord, **extra: Any) -> None:
     # SECURITY: ids, names and scopes only: never the secret or its hash. json.dumps escapes control chars.
     line = {
         "event": event,
@@ -327,5 +305,6 @@ def _audit(event: str, actor: Principal | None, record: TokenRecord) -> None:
         "project": record.project,
         "targets": [f"{kind}:{target}" for kind, target in record.targets],
         "expires_at": iso(record.expires_at),
+        **extra,
     }
     audit.info(json.dumps(line, sort_keys=True))

@@ -21,8 +21,9 @@ from typing import Any
 import aiosqlite
 
 from ..errors import Conflict, StoreUnavailable
+from . import sqlite_notices as notices
 from .migrations import SchemaTooNew, migrate
-from .store import Status, TokenRecord
+from .store import ExpiryNotice, Status, TokenRecord
 
 log = logging.getLogger("scopegate.store")
 
@@ -31,8 +32,10 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 FEED_PAGE = 10_000
 _COLUMNS = (
     "id, name, display_prefix, owner, workspace, project, scopes, created_at, expires_at, "
-    "revoked_at, last_used_at, created_by"
+    "revoked_at, last_used_at, created_by, not_before, allowed_cidrs, rotated_from, revoke_at"
 )
+
+_PREFIXED = ", ".join("t." + c.strip() for c in _COLUMNS.split(","))
 
 
 class SqliteTokenStore:
@@ -142,38 +145,67 @@ class SqliteTokenStore:
 
     async def insert(self, record: TokenRecord, token_hash: bytes) -> None:
         async with self._writing() as conn:
-            clash = await _fetchall(
+            await _insert(conn, record, token_hash)
+
+    async def rotate(
+        self, old_id: str, successor: TokenRecord, successor_hash: bytes, revoke_at: float | None
+    ) -> bytes | None:
+        async with self._writing() as conn:
+            rows = await _fetchall(
                 conn,
-                "SELECT 1 FROM tokens WHERE workspace = ? AND COALESCE(project, '') = COALESCE(?, '') "
-                "AND name = ? AND revoked_at IS NULL",
-                (record.workspace, record.project, record.name),
+                "SELECT token_hash, revoke_at FROM tokens WHERE id = ? AND revoked_at IS NULL",
+                (old_id,),
             )
-            if clash:
-                raise Conflict(
-                    f"an active token named {record.name!r} already exists in this workspace and project"
+            if not rows:
+                return None
+            if rows[0][1] is not None:
+                raise Conflict("this token was already rotated; rotate its successor")
+            if revoke_at is None:
+                await _revoke(conn, old_id, bytes(rows[0][0]), successor.created_at)
+            else:
+                # SECURITY: the old token's expiry moves to the end of the overlap, so any process
+                # that reads it from now on refuses it then; revoke_due later feeds the revocation
+                # to processes that still hold it in their cache.
+                await conn.execute(
+                    "UPDATE tokens SET revoke_at = ?, expires_at = MIN(expires_at, ?) WHERE id = ?",
+                    (revoke_at, revoke_at, old_id),
                 )
-            await conn.execute(
-                f"INSERT INTO tokens ({_COLUMNS}, token_hash) VALUES ({', '.join('?' * 13)})",  # noqa: S608
-                (
-                    record.id,
-                    record.name,
-                    record.display_prefix,
-                    record.owner,
-                    record.workspace,
-                    record.project,
-                    " ".join(record.scopes),
-                    record.created_at,
-                    record.expires_at,
-                    record.revoked_at,
-                    record.last_used_at,
-                    record.created_by,
-                    token_hash,
-                ),
+            await _insert(conn, successor, successor_hash)
+            return bytes(rows[0][0])
+
+    async def revoke_due(self, now: float) -> builtins.list[tuple[str, bytes]]:
+        async with self._reading() as conn:
+            due = await _fetchall(
+                conn,
+                "SELECT 1 FROM tokens WHERE revoked_at IS NULL AND revoke_at <= ? LIMIT 1",
+                (now,),
             )
-            await conn.executemany(
-                "INSERT OR IGNORE INTO targets (token_id, kind, target_id) VALUES (?, ?, ?)",
-                [(record.id, kind, target) for kind, target in record.targets],
+        if not due:  # the common case: a read, no write lock
+            return []
+        async with self._writing() as conn:
+            rows = await _fetchall(
+                conn,
+                "SELECT id, token_hash, revoke_at FROM tokens WHERE revoked_at IS NULL AND revoke_at <= ?",
+                (now,),
             )
+            for token_id, token_hash, at in rows:
+                await _revoke(conn, token_id, bytes(token_hash), at)
+            return [(r[0], bytes(r[1])) for r in rows]
+
+    async def claim_expiry_notices(
+        self, now: float, thresholds: Sequence[int], lease: float, limit: int = 100
+    ) -> builtins.list[ExpiryNotice]:
+        async with self._reading() as conn:
+            if not await notices.any_due(conn, now, thresholds):
+                return []
+        async with self._writing() as conn:
+            return await notices.claim(conn, _PREFIXED, _record, now, thresholds, lease, limit)
+
+    async def finish_expiry_notice(
+        self, token_id: str, threshold: int, *, sent: bool, retry_at: float
+    ) -> None:
+        async with self._writing() as conn:
+            await notices.finish(conn, token_id, threshold, sent=sent, at=retry_at)
 
     async def by_hash(self, token_hash: bytes) -> TokenRecord | None:
         return await self._one("token_hash = ?", (token_hash,))
@@ -221,12 +253,7 @@ class SqliteTokenStore:
             )
             if not rows:
                 return None
-            await conn.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (at, token_id))
-            # SECURITY: the feed row commits with the revocation, so every poller sees both or neither.
-            await conn.execute(
-                "INSERT INTO revocations (token_id, token_hash, revoked_at) VALUES (?, ?, ?)",
-                (token_id, rows[0][0], at),
-            )
+            await _revoke(conn, token_id, bytes(rows[0][0]), at)
             return bytes(rows[0][0])
 
     async def revocations_since(self, seq: int) -> tuple[int, builtins.list[bytes]]:
@@ -307,6 +334,52 @@ class SqliteTokenStore:
         return StoreUnavailable(f"token store unavailable: {e}")
 
 
+async def _insert(conn: aiosqlite.Connection, record: TokenRecord, token_hash: bytes) -> None:
+    clash = await _fetchall(
+        conn,
+        "SELECT 1 FROM tokens WHERE workspace = ? AND COALESCE(project, '') = COALESCE(?, '') "
+        "AND name = ? AND revoked_at IS NULL AND revoke_at IS NULL",
+        (record.workspace, record.project, record.name),
+    )
+    if clash:
+        raise Conflict(f"an active token named {record.name!r} already exists in this workspace and project")
+    await conn.execute(
+        f"INSERT INTO tokens ({_COLUMNS}, token_hash) VALUES ({', '.join('?' * 17)})",  # noqa: S608
+        (
+            record.id,
+            record.name,
+            record.display_prefix,
+            record.owner,
+            record.workspace,
+            record.project,
+            " ".join(record.scopes),
+            record.created_at,
+            record.expires_at,
+            record.revoked_at,
+            record.last_used_at,
+            record.created_by,
+            record.not_before,
+            " ".join(record.allowed_cidrs),
+            record.rotated_from,
+            record.revoke_at,
+            token_hash,
+        ),
+    )
+    await conn.executemany(
+        "INSERT OR IGNORE INTO targets (token_id, kind, target_id) VALUES (?, ?, ?)",
+        [(record.id, kind, target) for kind, target in record.targets],
+    )
+
+
+async def _revoke(conn: aiosqlite.Connection, token_id: str, token_hash: bytes, at: float) -> None:
+    await conn.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (at, token_id))
+    # SECURITY: the feed row commits with the revocation, so every poller sees both or neither.
+    await conn.execute(
+        "INSERT INTO revocations (token_id, token_hash, revoked_at) VALUES (?, ?, ?)",
+        (token_id, token_hash, at),
+    )
+
+
 def _record(row: Sequence[Any], targets: Iterable[tuple[str, str]]) -> TokenRecord:
     return TokenRecord(
         id=row[0],
@@ -322,6 +395,10 @@ def _record(row: Sequence[Any], targets: Iterable[tuple[str, str]]) -> TokenReco
         revoked_at=row[9],
         last_used_at=row[10],
         created_by=row[11],
+        not_before=row[12],
+        allowed_cidrs=tuple(row[13].split()),
+        rotated_from=row[14],
+        revoke_at=row[15],
     )
 
 

@@ -7,7 +7,7 @@ so callers fail closed without knowing which store they talk to.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -29,6 +29,20 @@ class TokenRecord:
     revoked_at: float | None = None
     last_used_at: float | None = None
     created_by: str = ""
+    # Added by schema v3 (issue 12): network binding, a start time, and rotation.
+    not_before: float | None = None
+    allowed_cidrs: tuple[str, ...] = ()
+    rotated_from: str | None = None  # the token this one succeeded
+    revoke_at: float | None = None  # a rotated token's scheduled revocation (end of its overlap)
+
+
+@dataclass(frozen=True)
+class ExpiryNotice:
+    """One claimed expiry warning: the token, which threshold (seconds before expiry), the try."""
+
+    record: TokenRecord
+    threshold: int
+    attempt: int
 
 
 class TokenStore(Protocol):
@@ -62,6 +76,30 @@ class TokenStore(Protocol):
 
     async def touch(self, last_used: dict[str, float]) -> None:
         """Batch-write last_used_at for token ids."""
+
+    async def rotate(
+        self, old_id: str, successor: TokenRecord, successor_hash: bytes, revoke_at: float | None
+    ) -> bytes | None:
+        """In one transaction: end the old token (revoked now when `revoke_at` is None, else
+        expiring and scheduled for revocation at `revoke_at`) and insert its successor. The old
+        token's hash, or None when it is unknown or revoked. Raises errors.Conflict when the old
+        token was already rotated (a revocation is scheduled)."""
+
+    async def revoke_due(self, now: float) -> builtins.list[tuple[str, bytes]]:
+        """Revoke, through the feed, every token whose scheduled revocation has come; the
+        (id, hash) pairs this call revoked (another process may have done some already)."""
+
+    async def claim_expiry_notices(
+        self, now: float, thresholds: Sequence[int], lease: float, limit: int = 100
+    ) -> builtins.list[ExpiryNotice]:
+        """Claim, for `lease` seconds, the unsent warnings that are due: a live token whose
+        lifetime exceeds a threshold and whose expiry lies within it. A claim is exclusive across
+        processes, so each (token, threshold) is sent by one process at a time."""
+
+    async def finish_expiry_notice(
+        self, token_id: str, threshold: int, *, sent: bool, retry_at: float
+    ) -> None:
+        """Record a delivery (never claimed again) or a failure (claimable from `retry_at`)."""
 
 
 @runtime_checkable

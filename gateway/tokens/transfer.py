@@ -64,7 +64,8 @@ async def copy_store(source: str, destination: str) -> Copied:
         tokens = list(
             await conn.execute_fetchall(
                 "SELECT id, name, token_hash, display_prefix, owner, workspace, project, scopes, created_at, "
-                "expires_at, revoked_at, last_used_at, created_by FROM tokens ORDER BY created_at, id"
+                "expires_at, revoked_at, last_used_at, created_by, not_before, allowed_cidrs, rotated_from, "
+                "revoke_at FROM tokens ORDER BY created_at, id"
             )
         )
         targets = list(
@@ -75,6 +76,12 @@ async def copy_store(source: str, destination: str) -> Copied:
                 "SELECT token_id, token_hash, revoked_at FROM revocations ORDER BY seq"
             )
         )
+        # Warnings already sent stay sent: a move to PostgreSQL must not send them again.
+        notices = list(
+            await conn.execute_fetchall(
+                "SELECT token_id, threshold, attempts, sent_at FROM expiry_notices WHERE sent_at IS NOT NULL"
+            )
+        )
     pg = PostgresTokenStore(destination)
     await pg.open()
     try:
@@ -83,8 +90,9 @@ async def copy_store(source: str, destination: str) -> Copied:
                 raise ValueError("--to: the destination already holds tokens; copy into an empty database")
             await pconn.executemany(
                 "INSERT INTO tokens (id, name, token_hash, display_prefix, owner, workspace, project, "
-                "scopes, created_at, expires_at, revoked_at, last_used_at, created_by) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                "scopes, created_at, expires_at, revoked_at, last_used_at, created_by, not_before, "
+                "allowed_cidrs, rotated_from, revoke_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
                 [(*row[:2], bytes(row[2]), *row[3:]) for row in tokens],
             )
             await pconn.executemany(
@@ -94,6 +102,10 @@ async def copy_store(source: str, destination: str) -> Copied:
             await pconn.executemany(
                 "INSERT INTO revocations (token_id, token_hash, revoked_at) VALUES ($1, $2, $3)",
                 [(row[0], bytes(row[1]), row[2]) for row in feed],
+            )
+            await pconn.executemany(
+                "INSERT INTO expiry_notices (token_id, threshold, attempts, sent_at) VALUES ($1, $2, $3, $4)",
+                [tuple(row) for row in notices],
             )
     finally:
         await pg.close()

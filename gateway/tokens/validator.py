@@ -6,6 +6,7 @@
       hash seen revoked         -> InvalidToken, even with the store down
       cached (cache_ttl)        -> Principal, expiry re-checked on every request
       store: unknown/revoked/expired -> InvalidToken; store down -> StoreUnavailable
+      before not_before, or idle past tokens.idle_ttl -> InvalidToken
 
 Revocations made by other processes arrive through the store's revocation feed, polled every
 `revocation_poll` seconds, and sooner when the store pushes them (PostgreSQL NOTIFY); a cached
@@ -16,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 
 from cachetools import TLRUCache, TTLCache
@@ -26,10 +30,12 @@ from cachetools import TLRUCache, TTLCache
 from ..auth.principal import Principal
 from ..config import TokensConfig
 from ..errors import InvalidToken, StoreUnavailable
+from .fields import networks
 from .secret import hash_token, well_formed
 from .store import RevocationPush, TokenRecord, TokenStore
 
 log = logging.getLogger("scopegate.tokens")
+audit = logging.getLogger("scopegate.audit")
 
 CACHE_SIZE = 100_000
 REVOKED_SIZE = 250_000
@@ -53,7 +59,17 @@ def principal_for(record: TokenRecord) -> Principal:
         token_id=record.id,
         expires_at=record.expires_at,
         targets=frozenset(record.targets),
+        allowed_cidrs=networks(record.allowed_cidrs),
     )
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A validated token as cached: who it is, and what the idle and not_before checks need."""
+
+    principal: Principal
+    not_before: float | None
+    last_used: float  # last_used_at as the store had it (created_at if never used)
 
 
 class TokenValidator:
@@ -72,7 +88,9 @@ class TokenValidator:
         self.cache_misses = 0
         self.store_writes = 0
         self.last_poll = 0.0  # clock() of the last successful read of the revocation feed
-        self._cache: TTLCache[bytes, Principal] = TTLCache(CACHE_SIZE, ttl=cfg.cache_ttl, timer=clock)
+        self._cache: TTLCache[bytes, _Entry] = TTLCache(CACHE_SIZE, ttl=cfg.cache_ttl, timer=clock)
+        # Uses seen by this process and perhaps not yet in the store (the idle check reads both).
+        self._used: TTLCache[str, float] = TTLCache(CACHE_SIZE, ttl=cfg.idle_ttl or 1.0, timer=clock)
         # A hash is remembered as revoked until the token would have expired anyway (the feed
         # does not say when, so those entries keep max_ttl). Bounded: under pressure the oldest
         # go first, and such a token is then refused by the store, or with 503 if it is down.
@@ -107,18 +125,44 @@ class TokenValidator:
         # SECURITY: a hash seen revoked stays refused, whatever the cache or the store says.
         if token_hash in self._revoked:
             raise InvalidToken("token revoked")
-        principal = self._cache.get(token_hash)
-        if principal is None:
-            principal = await self._lookup(token_hash)
+        entry = self._cache.get(token_hash)
+        fresh = entry is None
+        if entry is None:
+            entry = await self._lookup(token_hash)
         else:
             self.cache_hits += 1
+        principal = entry.principal
+        now = self.clock()
         # SECURITY: expiry is checked on every request, cached or not.
-        if principal.expires_at is not None and principal.expires_at <= self.clock():
+        if principal.expires_at is not None and principal.expires_at <= now:
             self._drop(token_hash)
             raise InvalidToken("token expired")
+        if entry.not_before is not None and now < entry.not_before:
+            raise InvalidToken("token not yet valid")
+        if self.cfg.idle_ttl is not None and self._idle(entry, now):
+            # Another process may have used it since this entry was cached: ask the store before
+            # refusing, so that only uses not yet flushed anywhere can be missed.
+            if not fresh:
+                self._drop(token_hash)
+                entry = await self._lookup(token_hash)
+            if self._idle(entry, now):
+                self._drop(token_hash)
+                raise InvalidToken("token expired (idle)")
         return principal
 
-    async def _lookup(self, token_hash: bytes) -> Principal:
+    def _idle(self, entry: _Entry, now: float) -> bool:
+        assert self.cfg.idle_ttl is not None
+        last = max(entry.last_used, self._used.get(entry.principal.token_id or "", 0.0))
+        return now - last > self.cfg.idle_ttl
+
+    def expires_early(self, token_hash: bytes, expires_at: float) -> None:
+        """This process's view of a token whose expiry was moved earlier (a rotation's overlap)."""
+        entry = self._cache.get(token_hash)
+        if entry is not None:
+            principal = dataclasses.replace(entry.principal, expires_at=expires_at)
+            self._cache[token_hash] = dataclasses.replace(entry, principal=principal)
+
+    async def _lookup(self, token_hash: bytes) -> _Entry:
         if token_hash in self._unknown:
             self.cache_hits += 1
             raise InvalidToken("unknown token")
@@ -136,26 +180,35 @@ class TokenValidator:
         # A poll may have marked it revoked while the lookup was in flight.
         if token_hash in self._revoked:
             raise InvalidToken("token revoked")
-        principal = principal_for(record)
+        entry = _Entry(
+            principal_for(record), record.not_before, max(record.last_used_at or 0.0, record.created_at)
+        )
         if record.expires_at > self.clock():
-            self._cache[token_hash] = principal
-        return principal
+            self._cache[token_hash] = entry
+        return entry
 
     def revoked_locally(self, token_hash: bytes, expires_at: float | None = None) -> None:
         """Refuse this hash from now on and drop it from the cache."""
-        principal = self._cache.pop(token_hash, None)
-        if principal is not None and expires_at is None:
-            expires_at = principal.expires_at
+        entry = self._cache.pop(token_hash, None)
+        if entry is not None and expires_at is None:
+            expires_at = entry.principal.expires_at
         if expires_at is None:
             expires_at = self.clock() + self.cfg.max_ttl
         self._revoked[token_hash] = expires_at
 
     def note_used(self, token_id: str) -> None:
         """Record a use of an allowed request; written in the next batch, never per request."""
-        self._pending[token_id] = self.clock()
+        now = self.clock()
+        self._pending[token_id] = now
+        if self.cfg.idle_ttl is not None:
+            self._used[token_id] = now
 
     async def poll_once(self) -> None:
-        """Apply revocations made anywhere on the store since the last poll."""
+        """Apply revocations made anywhere on the store since the last poll, after carrying out
+        the scheduled ones (rotations' overlaps) that have come due: any process may do that, and
+        the revocation then reaches every process through the feed like any other."""
+        for token_id, _ in await self.store.revoke_due(self.clock()):
+            audit.info(json.dumps({"event": "token.revoke", "by": "rotation", "token_id": token_id}))
         if self._seq is None:
             await self._ensure_feed_position()
             self.last_poll = self.clock()

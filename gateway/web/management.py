@@ -5,26 +5,22 @@ Served by the gateway itself, before any surface rule, never forwarded.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from ..auth.principal import Principal
-from ..errors import BadRequest, InvalidRequest, MethodNotAllowed, NotFound
+from ..errors import BadRequest, NotFound
 from ..observe import escape
 from ..proxy.headers import identity_headers
 from ..surface.paths import CleanPath
-from ..tokens.service import record_json, require_manager
 from .apidoc import document_json
 from .peer import client_of
-from .ui import authenticate_manager, serve_ui
+from .tokens_api import only, tokens
+from .ui import serve_ui
 
 if TYPE_CHECKING:
     from .runtime import Runtime
-
-MAX_JSON = 64 * 1024
 
 
 async def management(
@@ -36,65 +32,16 @@ async def management(
         fields["route"] = "verify"
         return await verify(rt, request, rid, fields)
     if rest == ("scopes",):
-        _only(method, ("GET", "HEAD"))
+        only(method, ("GET", "HEAD"))
         return web.json_response({"scopes": rt.catalogue.as_json()})
     if rest and rest[0] == "ui":
         return await serve_ui(rt, request, path, rest)
     if rest == ("openapi.json",):
-        _only(method, ("GET", "HEAD"))
+        only(method, ("GET", "HEAD"))
         return web.Response(text=document_json(rt.cfg.management_mount), content_type="application/json")
-    if rest and rest[0] == "tokens" and len(rest) <= 2:
-        principal = await authenticate_manager(rt, request)
-        fields["credential"], fields["token_id"] = principal.kind, principal.token_id
-        # SECURITY: who may manage tokens is decided before the body is read.
-        require_manager(principal)
-        response = await _tokens(rt, request, rest, principal)
-        if principal.token_id:
-            # An allowed management call is a use of the token; refusals raised above.
-            rt.validator.note_used(principal.token_id)
-        return response
+    if rest and rest[0] == "tokens":
+        return await tokens(rt, request, rest, fields)
     raise NotFound("no such management endpoint")
-
-
-async def _tokens(
-    rt: Runtime, request: web.Request, rest: tuple[str, ...], principal: Principal
-) -> web.StreamResponse:
-    method = request.method
-    if len(rest) == 1:
-        _only(method, ("GET", "HEAD", "POST"))
-        if method == "POST":
-            record, secret = await rt.service.create(principal, await _json_body(request))
-            return web.json_response(record_json(record, secret), status=201)
-        records = await rt.service.list(principal, request.query.get("status", "active"))
-        return web.json_response({"tokens": [record_json(r) for r in records]})
-    _only(method, ("DELETE",))
-    await rt.service.revoke(principal, rest[1])
-    return web.Response(status=204)
-
-
-def _only(method: str, allowed: tuple[str, ...]) -> None:
-    if method not in allowed:
-        raise MethodNotAllowed(f"method {method} is not allowed here", allow=allowed)
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    if request.content_type != "application/json":
-        raise InvalidRequest("body: expected Content-Type application/json")
-    if request.content_length is not None and request.content_length > MAX_JSON:
-        raise InvalidRequest(f"body: larger than {MAX_JSON} bytes")
-    # read(n) returns what has arrived so far, not n bytes: read until EOF or past the limit.
-    raw = bytearray()
-    while chunk := await request.content.read(MAX_JSON + 1 - len(raw)):
-        raw += chunk
-        if len(raw) > MAX_JSON:
-            raise InvalidRequest(f"body: larger than {MAX_JSON} bytes")
-    try:
-        body = json.loads(bytes(raw))
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("body: not valid JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("body: expected a JSON object")
-    return body
 
 
 def original_request(headers: CIMultiDictProxy[str]) -> tuple[str, str]:

@@ -27,6 +27,8 @@ from ..tokens.service import TokenService
 from ..tokens.store import RevocationPush
 from ..tokens.stores import store_for
 from ..tokens.validator import TokenValidator
+from ..tokens.webhook import MIN_SECRET_BYTES, SECRET_ENV, ExpiryNotifier
+from .tokens_api import ByValueLimiter
 
 LOG = logging.getLogger("scopegate")
 
@@ -53,6 +55,8 @@ class Runtime:
             self._authenticators(),
             FailedAuthLimiter(cfg.limits.failed_auth_per_minute),
         )
+        self.by_value_limiter = ByValueLimiter()
+        self.notifier: ExpiryNotifier | None = None
         self.store_ok = False
         self.in_flight = 0  # requests being handled, for the drain on SIGTERM
         self.draining = False
@@ -79,6 +83,14 @@ class Runtime:
             {("hit",): v.cache_hits, ("miss",): v.cache_misses},
         )
         yield counter("scopegate_store_writes", "last_used_at batch writes", [], {(): v.store_writes})
+        if self.notifier is not None:
+            n = self.notifier
+            yield counter(
+                "scopegate_expiry_webhooks",
+                "Expiry warning deliveries",
+                ["result"],
+                {("sent",): n.sent, ("failed",): n.failed},
+            )
         last_poll = v.last_poll
         yield gauge(
             "scopegate_revocation_feed_lag_seconds",
@@ -92,6 +104,18 @@ class Runtime:
                 1.0 if self.store.push_connected else 0.0,
             )
 
+    def _expiry_notifier(self) -> ExpiryNotifier | None:
+        hook = self.cfg.tokens.expiry_webhook
+        if hook is None:
+            return None
+        secret = os.environ.get(SECRET_ENV, "").encode()
+        if len(secret) < MIN_SECRET_BYTES:
+            raise StartupError(
+                f"tokens.expiry_webhook: set ${SECRET_ENV} to a secret of at least {MIN_SECRET_BYTES} bytes"
+            )
+        # Warnings need no second precision: a round every five revocation polls.
+        return ExpiryNotifier(self.store, hook, secret, 5 * self.cfg.tokens.revocation_poll)
+
     def _collect_jwks(self) -> Iterator[Any]:
         assert self.jwt is not None and self.jwt.jwks is not None
         yield gauge(
@@ -101,6 +125,7 @@ class Runtime:
         )
 
     async def start(self) -> None:
+        self.notifier = self._expiry_notifier()
         await self.upstreams.start()
         try:
             await self.store.open()
@@ -113,6 +138,8 @@ class Runtime:
             # Keep trying: a volume mounted late or a directory created later needs no restart.
             self._reopen = asyncio.create_task(self._open_store_when_reachable())
         await self.validator.start()
+        if self.notifier is not None:
+            await self.notifier.start()
         if self.jwt is not None:
             await self.jwt.start()
 
@@ -141,6 +168,8 @@ class Runtime:
             self._reopen = None
         if self.jwt is not None:
             await self.jwt.close()
+        if self.notifier is not None:
+            await self.notifier.stop()
         await self.validator.stop()
         await self.store.close()
         await self.upstreams.close()

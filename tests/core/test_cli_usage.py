@@ -48,7 +48,9 @@ USAGE_ERRORS = [
         id="explain-option",
     ),
     pytest.param(
-        ["token"], "scopegate token: a token command (create, list or revoke) is required", id="token-nothing"
+        ["token"],
+        "scopegate token: a token command (create, list, revoke or rotate) is required",
+        id="token-nothing",
     ),
     pytest.param(["token", "frob"], "scopegate token: unknown command 'frob'", id="token-unknown"),
     pytest.param(

@@ -37,9 +37,16 @@ V1_ROWS = [
 ]
 
 
+V1_INSERT = (
+    "INSERT INTO tokens (id, name, token_hash, display_prefix, owner, workspace, project, scopes, "
+    "created_at, expires_at, revoked_at, last_used_at, created_by) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def seed_v1(path: str) -> None:
     with raw(path) as conn:
-        conn.executemany("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", V1_ROWS)
+        conn.executemany(V1_INSERT, V1_ROWS)
         conn.execute("INSERT INTO targets VALUES ('tok_revoked', 'playlist', '7')")
 
 
@@ -76,7 +83,9 @@ async def test_upgrade_from_every_earlier_version(db_path: str, clock: Clock, st
             assert (revoked.revoked_at, revoked.targets) == (3.0, (("playlist", "7"),))
             # v2 back-fills the feed with revocations made under v1
             _, hashes = await store.revocations_since(0)
-            assert hashes == [b"r" * 32]
+            assert hashes == ([b"r" * 32] if start < 2 else [])
+            # v3's columns read as "not set" on rows written before it
+            assert (active.not_before, active.allowed_cidrs, active.revoke_at) == (None, (), None)
             # the active-name rule still holds on migrated data
             record, secret = make_record(clock, name="ci", workspace="ws1", project=None)
             with pytest.raises(Conflict):
@@ -141,20 +150,26 @@ async def test_user_version_reads_the_pragma(db_path: str) -> None:
         pytest.param(None, None, True, id="null-project-collides"),
         pytest.param("p1", None, True, id="same-project-collides"),
         pytest.param(None, 5.0, False, id="revoked-does-not-hold-the-name"),
+        pytest.param(None, "rotating", False, id="rotated-in-overlap-does-not-hold-the-name"),
     ],
 )
 async def test_unique_index_backs_the_name_rule(
-    db_path: str, project: str | None, revoked: float | None, clash: bool
+    db_path: str, project: str | None, revoked: float | str | None, clash: bool
 ) -> None:
     # The store checks names inside its write transaction; the index holds even for other writers.
     await build_at(db_path, LATEST)
+    rotating = revoked == "rotating"
+    if rotating:
+        revoked = None
     row = ("tok_a", "ci", b"a" * 32, "st_a", "al", "ws1", project, "read", 1.0, 9e9, revoked, None, "x")
     dup = ("tok_b", "ci", b"b" * 32, "st_b", "al", "ws1", project, "read", 1.0, 9e9, None, None, "x")
     with raw(db_path) as conn:
-        conn.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        conn.execute(V1_INSERT, row)
+        if rotating:  # a rotated token in its overlap: its revocation is scheduled
+            conn.execute("UPDATE tokens SET revoke_at = 99.0 WHERE id = 'tok_a'")
     if clash:
         with pytest.raises(sqlite3.IntegrityError), raw(db_path) as conn:
-            conn.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", dup)
+            conn.execute(V1_INSERT, dup)
     else:
         with raw(db_path) as conn:
-            conn.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", dup)
+            conn.execute(V1_INSERT, dup)

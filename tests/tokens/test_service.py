@@ -98,6 +98,9 @@ async def test_record_json_is_the_contract_object(service: TokenService) -> None
         "expires_at": "2023-11-15T22:13:20Z",
         "last_used_at": None,
         "revoked_at": None,
+        "not_before": None,
+        "allowed_cidrs": [],
+        "rotated_from": None,
     }
     assert "token" not in record_json(record)
     assert record.owner == "svc"
