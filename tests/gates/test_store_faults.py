@@ -146,10 +146,10 @@ async def test_cached_token_expiring_during_outage_is_401(
     make_gateway: MakeGateway, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gw = await make_gateway(extra=QUIET)
-    _, token = await mint(gw, ["read"], expires_in=1)
+    _, token = await mint(gw, ["read"], expires_in=3)  # whole seconds, rounded down: at least 2 s left
     await allowed(gw, upstream, "GET", PATHS["public"], bearer(token))
     await outage(gw)
-    monkeypatch.setattr(gw.runtime.validator, "clock", lambda: time.time() + 5)
+    monkeypatch.setattr(gw.runtime.validator, "clock", lambda: time.time() + 10)
     await refused(gw, upstream, "GET", PATHS["public"], bearer(token), 401, "invalid_token")
 
 
