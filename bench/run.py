@@ -100,7 +100,12 @@ def lua(folder: str, name: str, text: str) -> str:
 
 
 def post_body(folder: str, size: int) -> str:
-    return lua(folder, f"post{size}", f'wrk.method = "POST"\nwrk.body = string.rep("x", {size})\n')
+    return lua(
+        folder,
+        f"post{size}",
+        f'wrk.method = "POST"\nwrk.body = string.rep("x", {size})\n'
+        'wrk.headers["Content-Type"] = "application/octet-stream"\n',
+    )
 
 
 def random_token(folder: str, tokens_file: str) -> str:
