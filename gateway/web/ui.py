@@ -148,5 +148,7 @@ def session_json(rt: Runtime, principal: Principal) -> dict[str, Any]:
         "scopes": mintable,
         "max_ttl": int(max_ttl),
         "default_ttl": int(min(rt.cfg.tokens.default_ttl, max_ttl)),
+        # The page offers no rotation overlap longer than the API accepts.
+        "max_rotation_overlap": int(rt.cfg.tokens.max_rotation_overlap),
         "csrf_header": CSRF_HEADER,
     }

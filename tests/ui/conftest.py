@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright._impl._api_structures import SetCookieParam
 from playwright.async_api import Browser, async_playwright
 
 from gateway.web.ui import LANGUAGES, STATIC
@@ -90,5 +91,7 @@ def shots(name: str) -> Path:
     return folder
 
 
-def cookie(value: str, url: str, **extra: Any) -> dict[str, Any]:
-    return {"name": COOKIE, "value": value, "url": url, **extra}
+def cookie(value: str, url: str, **extra: Any) -> SetCookieParam:
+    made: SetCookieParam = {"name": COOKIE, "value": value, "url": url}
+    made.update(extra)  # type: ignore[typeddict-item]
+    return made

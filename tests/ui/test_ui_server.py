@@ -233,6 +233,7 @@ async def test_session_for_an_admin_jwt(gw: Gateway) -> None:
     assert out["agency"] is True and out["project_required"] is False
     cfg = gw.runtime.cfg.tokens
     assert (out["max_ttl"], out["default_ttl"]) == (int(cfg.max_ttl), int(cfg.default_ttl))
+    assert out["max_rotation_overlap"] == int(cfg.max_rotation_overlap) == 7 * 86400
     assert out["csrf_header"] == CSRF_HEADER
 
 

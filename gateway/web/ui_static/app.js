@@ -3,7 +3,7 @@
 
 import { $, api, errorText, pickLanguage, relative, showSignIn, state, t } from "./common.js";
 import { copySecret, expiryChanged, forgetSecret, renderForm, setFieldError, submitCreate } from "./create.js";
-import { cancelRevoke, confirmRevoke, loadList, renderList } from "./list.js";
+import { cancelRevoke, cancelRotate, confirmRevoke, confirmRotate, loadList, renderList } from "./list.js";
 
 async function setLanguage(lang) {
   const resp = await fetch("i18n/" + lang + ".json", { credentials: "same-origin" });
@@ -92,6 +92,13 @@ function wire() {
     e.preventDefault();
     cancelRevoke();
   });
+  $("rotate-ok").addEventListener("click", confirmRotate);
+  $("rotate-cancel").addEventListener("click", cancelRotate);
+  $("rotate").addEventListener("cancel", (e) => {
+    e.preventDefault();
+    cancelRotate();
+  });
+  $("cidrs").addEventListener("input", () => setFieldError("cidrs", ""));
   $("name").addEventListener("input", () => setFieldError("name", ""));
   // Relative times age in place (never re-rendering the rows, so focus stays put).
   setInterval(() => {

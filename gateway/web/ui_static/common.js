@@ -20,6 +20,7 @@ export const state = {
   scopes: [], // [{name, description}] the signed-in user may mint
   tokens: [],
   pendingRevoke: null,
+  pendingRotate: null,
   afterReveal: null,
 };
 

@@ -83,6 +83,8 @@ export function renderForm(fresh) {
   const date = $("expiry-date");
   date.min = isoDate(new Date(Date.now() + DAY * 1000));
   date.max = isoDate(new Date(Date.now() + maxTtl() * 1000));
+  $("notbefore").min = isoDate(new Date());
+  $("notbefore").max = date.max;
   $("expiry-hint").textContent = t("expiry.max_hint", { date: exactDate(Date.now() + maxTtl() * 1000) });
   expiryChanged();
 }
@@ -115,12 +117,19 @@ export function setFieldError(field, message) {
   const el = $(field + "-error");
   el.textContent = message || "";
   el.hidden = !message;
-  const inputs = { name: ["name"], project: ["project"], targets: ["targets"], expiry: ["expiry", "expiry-date"] };
+  const inputs = {
+    name: ["name"],
+    project: ["project"],
+    targets: ["targets"],
+    expiry: ["expiry", "expiry-date"],
+    cidrs: ["cidrs"],
+    notbefore: ["notbefore"],
+  };
   for (const input of inputs[field] || []) $(input).setAttribute("aria-invalid", message ? "true" : "false");
 }
 
 export function clearErrors() {
-  for (const f of ["name", "scopes", "targets", "project", "expiry"]) setFieldError(f, "");
+  for (const f of ["name", "scopes", "targets", "project", "expiry", "cidrs", "notbefore"]) setFieldError(f, "");
   $("form-error").hidden = true;
 }
 
@@ -182,6 +191,17 @@ export function readForm() {
   } else {
     body.expires_in = Math.min(Number(expiry), maxTtl());
   }
+  // Networks are checked by the API (one parser for IPv4 and IPv6); its refusal lands next to the field.
+  const cidrs = $("cidrs").value.split(/[\s,]+/).filter(Boolean);
+  if (cidrs.length) body.allowed_cidrs = cidrs;
+  const notBefore = $("notbefore").value;
+  if (notBefore) {
+    const [y, m, d] = notBefore.split("-").map(Number);
+    const start = new Date(y, m - 1, d);
+    if (!y || Number.isNaN(start.getTime())) problems.notbefore = t("valid.not_before");
+    // The start of that day, local time, as RFC 3339 in UTC (whole seconds).
+    else body.not_before = start.toISOString().replace(/\.\d{3}Z$/, "Z");
+  }
   clearErrors();
   for (const [field, message] of Object.entries(problems)) setFieldError(field, message);
   const first = Object.keys(problems)[0];
@@ -198,6 +218,8 @@ export function focusField(field) {
     project: "project",
     targets: "targets",
     expiry: $("expiry").value === "date" ? "expiry-date" : "expiry",
+    cidrs: "cidrs",
+    notbefore: "notbefore",
   }[field];
   if (target) $(target).focus();
   else (document.querySelector("input[name=preset]:checked") || $("presets")).focus();
@@ -206,15 +228,25 @@ export function focusField(field) {
 // Which field an API refusal is about: its detail starts with the field name.
 export function apiFieldError(err) {
   if (err.code === "conflict") return ["name", t("valid.name_taken")];
-  const field = (err.detail.match(/^([a-z_]+):/) || [])[1];
+  const field = (err.detail.match(/^([a-z_]+)(?:\[\d+\])?:/) || [])[1];
   const map = {
     name: ["name", t("valid.name_chars")],
     scopes: ["scopes", errorText(err)],
     targets: ["targets", t("valid.targets_format")],
     project: ["project", err.code === "invalid_request" ? t("valid.project_chars") : errorText(err)],
     expires_in: ["expiry", t("valid.expiry")],
+    allowed_cidrs: ["cidrs", cidrError(err.detail)],
+    not_before: ["notbefore", t("valid.not_before")],
   };
   return map[field] || null;
+}
+
+// The API names the entry it refused (`allowed_cidrs[1]: ...`): name it back, in the page's language.
+export function cidrError(detail) {
+  const at = (detail.match(/^allowed_cidrs\[(\d+)\]/) || [])[1];
+  const entries = $("cidrs").value.split(/[\s,]+/).filter(Boolean);
+  if (at !== undefined && entries[Number(at)] !== undefined) return t("valid.cidr_bad", { cidr: entries[Number(at)] });
+  return t("valid.cidrs");
 }
 
 export async function submitCreate(event) {
