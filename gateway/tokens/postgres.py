@@ -32,6 +32,7 @@ from ..errors import Conflict, StartupError, StoreUnavailable
 from . import pg_notices as notices
 from .migrations import SchemaTooNew
 from .pg_migrations import FEED_LOCK, migrate
+from .rows import COLUMNS, record_of, values_of
 from .store import ExpiryNotice, Status, TokenRecord
 from .url import PASSWORD_ENV, redact, split_pg_url
 
@@ -45,10 +46,6 @@ STATEMENT_TIMEOUT = 5.0
 LISTEN_BACKOFF = (0.1, 5.0)  # first and longest wait between reconnects of the listener
 LISTEN_CHECK = 2.0  # seconds between liveness checks of the listening connection
 FEED_PAGE = 10_000
-_COLUMNS = (
-    "id, name, display_prefix, owner, workspace, project, scopes, created_at, expires_at, "
-    "revoked_at, last_used_at, created_by, not_before, allowed_cidrs, rotated_from, revoke_at"
-)
 _TARGETS = (
     "COALESCE((SELECT array_agg(ARRAY[g.kind, g.target_id] ORDER BY g.position) FROM targets g "
     "WHERE g.token_id = tokens.id), '{}')"
@@ -192,9 +189,7 @@ class PostgresTokenStore:
         self, now: float, thresholds: Sequence[int], lease: float, limit: int = 100
     ) -> builtins.list[ExpiryNotice]:
         async with self._conn() as conn:
-            return await notices.claim(
-                conn, f"{_COLUMNS}, {_TARGETS}", _record, now, thresholds, lease, limit
-            )
+            return await notices.claim(conn, f"{COLUMNS}, {_TARGETS}", _record, now, thresholds, lease, limit)
 
     async def finish_expiry_notice(
         self, token_id: str, threshold: int, *, sent: bool, retry_at: float
@@ -226,7 +221,7 @@ class PostgresTokenStore:
         where = " AND ".join(clauses) or "TRUE"
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_COLUMNS}, {_TARGETS} FROM tokens WHERE {where} ORDER BY created_at, id",  # noqa: S608
+                f"SELECT {COLUMNS}, {_TARGETS} FROM tokens WHERE {where} ORDER BY created_at, id",  # noqa: S608
                 *params,
             )
         return [_record(row) for row in rows]
@@ -277,7 +272,7 @@ class PostgresTokenStore:
     async def _one(self, where: str, value: Any) -> TokenRecord | None:
         # `where` is one of two literals (by_hash, by_id); the value is bound.
         async with self._conn() as conn:
-            row = await conn.fetchrow(f"SELECT {_COLUMNS}, {_TARGETS} FROM tokens WHERE {where}", value)  # noqa: S608
+            row = await conn.fetchrow(f"SELECT {COLUMNS}, {_TARGETS} FROM tokens WHERE {where}", value)  # noqa: S608
         return None if row is None else _record(row)
 
     @asynccontextmanager
@@ -340,24 +335,9 @@ def _why(e: BaseException) -> str:
 
 async def _insert(conn: Any, record: TokenRecord, token_hash: bytes) -> None:
     await conn.execute(
-        f"INSERT INTO tokens ({_COLUMNS}, token_hash) "  # noqa: S608 - fixed column list
+        f"INSERT INTO tokens ({COLUMNS}, token_hash) "  # noqa: S608 - fixed column list
         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-        record.id,
-        record.name,
-        record.display_prefix,
-        record.owner,
-        record.workspace,
-        record.project,
-        " ".join(record.scopes),
-        record.created_at,
-        record.expires_at,
-        record.revoked_at,
-        record.last_used_at,
-        record.created_by,
-        record.not_before,
-        " ".join(record.allowed_cidrs),
-        record.rotated_from,
-        record.revoke_at,
+        *values_of(record),
         token_hash,
     )
     if record.targets:
@@ -388,22 +368,4 @@ def _conflict(e: asyncpg.UniqueViolationError, record: TokenRecord) -> Conflict:
 
 
 def _record(row: Sequence[Any]) -> TokenRecord:
-    return TokenRecord(
-        id=row[0],
-        name=row[1],
-        display_prefix=row[2],
-        owner=row[3],
-        workspace=row[4],
-        project=row[5],
-        scopes=tuple(row[6].split()),
-        targets=tuple((k, t) for k, t in (row[16] or ())),
-        created_at=row[7],
-        expires_at=row[8],
-        revoked_at=row[9],
-        last_used_at=row[10],
-        created_by=row[11],
-        not_before=row[12],
-        allowed_cidrs=tuple(row[13].split()),
-        rotated_from=row[14],
-        revoke_at=row[15],
-    )
+    return record_of(row, ((k, t) for k, t in (row[16] or ())))

@@ -13,7 +13,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import aiosqlite
 from ..errors import Conflict, StoreUnavailable
 from . import sqlite_notices as notices
 from .migrations import SchemaTooNew, migrate
+from .rows import COLUMNS, record_of, values_of
 from .store import ExpiryNotice, Status, TokenRecord
 
 log = logging.getLogger("scopegate.store")
@@ -30,12 +31,8 @@ log = logging.getLogger("scopegate.store")
 BUSY_TIMEOUT_MS = 2000
 SQLITE_HEADER = b"SQLite format 3\x00"
 FEED_PAGE = 10_000
-_COLUMNS = (
-    "id, name, display_prefix, owner, workspace, project, scopes, created_at, expires_at, "
-    "revoked_at, last_used_at, created_by, not_before, allowed_cidrs, rotated_from, revoke_at"
-)
 
-_PREFIXED = ", ".join("t." + c.strip() for c in _COLUMNS.split(","))
+_PREFIXED = ", ".join("t." + c.strip() for c in COLUMNS.split(","))
 
 
 class SqliteTokenStore:
@@ -199,7 +196,7 @@ class SqliteTokenStore:
             if not await notices.any_due(conn, now, thresholds):
                 return []
         async with self._writing() as conn:
-            return await notices.claim(conn, _PREFIXED, _record, now, thresholds, lease, limit)
+            return await notices.claim(conn, _PREFIXED, record_of, now, thresholds, lease, limit)
 
     async def finish_expiry_notice(
         self, token_id: str, threshold: int, *, sent: bool, retry_at: float
@@ -232,7 +229,7 @@ class SqliteTokenStore:
         async with self._reading() as conn:
             rows = await _fetchall(
                 conn,
-                f"SELECT {_COLUMNS} FROM tokens WHERE {where} ORDER BY created_at, id",  # noqa: S608
+                f"SELECT {COLUMNS} FROM tokens WHERE {where} ORDER BY created_at, id",  # noqa: S608
                 params,
             )
             target_rows = await _fetchall(
@@ -244,7 +241,7 @@ class SqliteTokenStore:
         targets: dict[str, builtins.list[tuple[str, str]]] = {}
         for token_id, kind, target in target_rows:
             targets.setdefault(token_id, []).append((kind, target))
-        return [_record(row, targets.get(row[0], ())) for row in rows]
+        return [record_of(row, targets.get(row[0], ())) for row in rows]
 
     async def revoke(self, token_id: str, at: float) -> bytes | None:
         async with self._writing() as conn:
@@ -287,13 +284,13 @@ class SqliteTokenStore:
     async def _one(self, where: str, params: Sequence[Any]) -> TokenRecord | None:
         # `where` is one of two literals (by_hash, by_id); values are bound.
         async with self._reading() as conn:
-            rows = await _fetchall(conn, f"SELECT {_COLUMNS} FROM tokens WHERE {where}", params)  # noqa: S608
+            rows = await _fetchall(conn, f"SELECT {COLUMNS} FROM tokens WHERE {where}", params)  # noqa: S608
             if not rows:
                 return None
             targets = await _fetchall(
                 conn, "SELECT kind, target_id FROM targets WHERE token_id = ? ORDER BY rowid", (rows[0][0],)
             )
-        return _record(rows[0], [(k, t) for k, t in targets])
+        return record_of(rows[0], [(k, t) for k, t in targets])
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -344,26 +341,8 @@ async def _insert(conn: aiosqlite.Connection, record: TokenRecord, token_hash: b
     if clash:
         raise Conflict(f"an active token named {record.name!r} already exists in this workspace and project")
     await conn.execute(
-        f"INSERT INTO tokens ({_COLUMNS}, token_hash) VALUES ({', '.join('?' * 17)})",  # noqa: S608
-        (
-            record.id,
-            record.name,
-            record.display_prefix,
-            record.owner,
-            record.workspace,
-            record.project,
-            " ".join(record.scopes),
-            record.created_at,
-            record.expires_at,
-            record.revoked_at,
-            record.last_used_at,
-            record.created_by,
-            record.not_before,
-            " ".join(record.allowed_cidrs),
-            record.rotated_from,
-            record.revoke_at,
-            token_hash,
-        ),
+        f"INSERT INTO tokens ({COLUMNS}, token_hash) VALUES ({', '.join('?' * 17)})",  # noqa: S608
+        (*values_of(record), token_hash),
     )
     await conn.executemany(
         "INSERT OR IGNORE INTO targets (token_id, kind, target_id) VALUES (?, ?, ?)",
@@ -377,28 +356,6 @@ async def _revoke(conn: aiosqlite.Connection, token_id: str, token_hash: bytes, 
     await conn.execute(
         "INSERT INTO revocations (token_id, token_hash, revoked_at) VALUES (?, ?, ?)",
         (token_id, token_hash, at),
-    )
-
-
-def _record(row: Sequence[Any], targets: Iterable[tuple[str, str]]) -> TokenRecord:
-    return TokenRecord(
-        id=row[0],
-        name=row[1],
-        display_prefix=row[2],
-        owner=row[3],
-        workspace=row[4],
-        project=row[5],
-        scopes=tuple(row[6].split()),
-        targets=tuple(targets),
-        created_at=row[7],
-        expires_at=row[8],
-        revoked_at=row[9],
-        last_used_at=row[10],
-        created_by=row[11],
-        not_before=row[12],
-        allowed_cidrs=tuple(row[13].split()),
-        rotated_from=row[14],
-        revoke_at=row[15],
     )
 
 
