@@ -32,7 +32,7 @@ from ..errors import Conflict, StartupError, StoreUnavailable
 from . import pg_notices as notices
 from .migrations import SchemaTooNew
 from .pg_migrations import FEED_LOCK, migrate
-from .rows import COLUMNS, record_of, values_of
+from .rows import COLUMNS, list_filter, record_of, values_of
 from .store import ExpiryNotice, Status, TokenRecord
 from .url import PASSWORD_ENV, redact, split_pg_url
 
@@ -206,19 +206,8 @@ class PostgresTokenStore:
     async def list(
         self, workspace: str | None, *, project_level_only: bool = False, status: Status = "active"
     ) -> builtins.list[TokenRecord]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if workspace is not None:
-            params.append(workspace)
-            clauses.append(f"workspace = ${len(params)}")
-        if project_level_only:
-            clauses.append("project IS NOT NULL")
-        if status == "active":
-            clauses.append("revoked_at IS NULL")
-        elif status == "revoked":
-            clauses.append("revoked_at IS NOT NULL")
-        # Only the fixed fragments above reach the SQL text; every value is a bound parameter.
-        where = " AND ".join(clauses) or "TRUE"
+        # Only fixed fragments reach the SQL text; every value is a bound parameter.
+        where, params = list_filter(workspace, project_level_only, status, lambda n: f"${n}")
         async with self._conn() as conn:
             rows = await conn.fetch(
                 f"SELECT {COLUMNS}, {_TARGETS} FROM tokens WHERE {where} ORDER BY created_at, id",  # noqa: S608

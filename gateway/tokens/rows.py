@@ -3,7 +3,7 @@ the column list, a record as those columns' values, and those values back as a r
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .store import TokenRecord
@@ -57,3 +57,22 @@ def record_of(row: Sequence[Any], targets: Iterable[tuple[str, str]]) -> TokenRe
         rotated_from=row[14],
         revoke_at=row[15],
     )
+
+
+def list_filter(
+    workspace: str | None, project_level_only: bool, status: str, placeholder: Callable[[int], str]
+) -> tuple[str, list[Any]]:
+    """The WHERE clause and its parameters for listing tokens; `placeholder(n)` spells the n-th
+    bound parameter in the engine's style. Only fixed fragments reach the SQL text."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if workspace is not None:
+        params.append(workspace)
+        clauses.append(f"workspace = {placeholder(len(params))}")
+    if project_level_only:
+        clauses.append("project IS NOT NULL")
+    if status == "active":
+        clauses.append("revoked_at IS NULL")
+    elif status == "revoked":
+        clauses.append("revoked_at IS NOT NULL")
+    return " AND ".join(clauses) or "1 = 1", params

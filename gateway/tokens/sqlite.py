@@ -23,7 +23,7 @@ import aiosqlite
 from ..errors import Conflict, StoreUnavailable
 from . import sqlite_notices as notices
 from .migrations import SchemaTooNew, migrate
-from .rows import COLUMNS, record_of, values_of
+from .rows import COLUMNS, list_filter, record_of, values_of
 from .store import ExpiryNotice, Status, TokenRecord
 
 log = logging.getLogger("scopegate.store")
@@ -213,19 +213,8 @@ class SqliteTokenStore:
     async def list(
         self, workspace: str | None, *, project_level_only: bool = False, status: Status = "active"
     ) -> builtins.list[TokenRecord]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if workspace is not None:
-            clauses.append("workspace = ?")
-            params.append(workspace)
-        if project_level_only:
-            clauses.append("project IS NOT NULL")
-        if status == "active":
-            clauses.append("revoked_at IS NULL")
-        elif status == "revoked":
-            clauses.append("revoked_at IS NOT NULL")
-        # Only the fixed fragments above reach the SQL text; every value is a bound parameter.
-        where = " AND ".join(clauses) or "1"
+        # Only fixed fragments reach the SQL text; every value is a bound parameter.
+        where, params = list_filter(workspace, project_level_only, status, lambda _: "?")
         async with self._reading() as conn:
             rows = await _fetchall(
                 conn,
