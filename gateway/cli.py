@@ -10,13 +10,12 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 from yarl import URL
 
 from .config import MINT_SECTIONS, STORE_SECTIONS, Config, default_config_path, load_config
 from .errors import ConfigError, GatewayError, StartupError
 from .observe import setup_logging
-from .surface.loader import load_surface
 
 T = TypeVar("T")
 
@@ -187,7 +186,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_check(default_config_path(args.config), args.format, args.openapi)
     if args.command == "routes":
-        return _routes(_config(args, {"surface", "upstreams", "management"}))
+        from .explain import print_routes
+
+        return print_routes(_config(args, {"surface", "upstreams", "management"}))
     if args.command == "explain":
         return _run(_explain(_config(args), args))
     if args.command == "token":
@@ -257,26 +258,6 @@ async def _announce(bound: list[tuple[str, int]]) -> None:
     )
 
 
-def _routes(cfg: Config) -> int:
-    surface = load_surface(cfg.surface_files, cfg.upstreams.keys(), cfg.management_mount)
-    rows = [("ID", "MATCH", "METHODS", "CLASS", "REQUIRES", "UPSTREAM")]
-    for r in surface.routes:
-        methods = ",".join(sorted(r.methods)) if r.methods else "*"
-        match = f"path {r.path}" if r.path is not None else f"prefix {r.prefix}"
-        if r.scopes:
-            need = " | ".join(r.scopes)
-        elif r.cls.value in ("public", "jwt_only"):
-            need = (r.scope or "read/write by method") + (" (JWT only)" if r.cls.value == "jwt_only" else "")
-        else:
-            need = r.requirement("GET")
-        mode = " (shadow)" if r.shadow else ""
-        rows.append((r.id, match, methods, r.cls.value + mode, need, r.upstream))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return 0
-
-
 async def _with_runtime(cfg: Config, body: Callable[[Any], Awaitable[T]]) -> T:
     from .web.runtime import Runtime
 
@@ -290,8 +271,7 @@ async def _with_runtime(cfg: Config, body: Callable[[Any], Awaitable[T]]) -> T:
 
 
 async def _explain(cfg: Config, args: argparse.Namespace) -> int:
-    from .pipeline import RouteRefused
-    from .web.runtime import Runtime
+    from .explain import explain
 
     method = args.method.upper()
     target = _raw_target(args.url)
@@ -303,46 +283,7 @@ async def _explain(cfg: Config, args: argparse.Namespace) -> int:
         if not sep:
             raise CliError(f"--header {h!r}: expected NAME:VALUE", USAGE)
         headers.add(name.strip(), value.strip())
-    rt = Runtime(cfg)
-    try:
-        await rt.start()
-        try:
-            path = rt.pipeline.vet(method, target, CIMultiDictProxy(headers))
-            d = await rt.pipeline.decide(method, path, CIMultiDictProxy(headers), "127.0.0.1")
-        except RouteRefused as exc:
-            r = exc.route
-            print(f"route:       {r.id} ({r.where})")
-            print(f"class:       {r.cls.value}")
-            print(f"requires:    {r.requirement(method)}")
-            print(f"credential:  {_cred(headers)}")
-            print(f"decision:    deny {exc.status} {exc.code} ({exc.detail})")
-            return 1
-        except GatewayError as exc:
-            print("route:       none")
-            if exc.code == "no_route":  # vet passed: say which stronger rule a variant shadows
-                shadowed = rt.matcher.match(method, path.segments, path.trailing_slash).shadowed
-                if shadowed is not None:
-                    print(f"shadows:     {shadowed.id} ({shadowed.where}), class {shadowed.cls.value}")
-            print(f"decision:    deny {exc.status} {exc.code} ({exc.detail})")
-            return 1
-    finally:
-        await rt.close()
-    r = d.route
-    print(f"route:       {r.id} ({r.where})")
-    print(f"class:       {r.cls.value}")
-    print(f"requires:    {r.requirement(method)}")
-    who = d.principal
-    cred = (
-        "none"
-        if who.kind == "anonymous"
-        else (f"{who.kind} {who.token_id or who.subject} scopes={' '.join(sorted(who.scopes)) or '-'}")
-    )
-    print(f"credential:  {cred}")
-    if d.shadow_denied is not None:
-        print(f"decision:    shadow (would deny {d.shadow_denied.status} {d.shadow_denied.code}; forwarded)")
-        return 1
-    print(f"decision:    allow ok -> upstream {r.upstream}")
-    return 0
+    return await explain(cfg, method, target, headers)
 
 
 _ABSOLUTE_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)$", re.DOTALL)
@@ -378,10 +319,6 @@ async def _store(args: argparse.Namespace) -> int:
         f"{done.revocations} revocation(s)"
     )
     return 0
-
-
-def _cred(headers: CIMultiDict[str]) -> str:
-    return "bearer credential given" if "Authorization" in headers else "none"
 
 
 async def _token(cfg: Config, args: argparse.Namespace) -> int:
