@@ -54,6 +54,8 @@ CSP = (
 PAGE_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
+    # The same rule for browsers that predate CSP's frame-ancestors (clickjacking).
+    "X-Frame-Options": "SAMEORIGIN",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
     "Cross-Origin-Opener-Policy": "same-origin",

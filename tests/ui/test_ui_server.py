@@ -58,6 +58,7 @@ async def test_page_and_assets_carry_a_strict_policy(gw: Gateway) -> None:
             assert "default-src 'none'" in csp and "frame-ancestors 'self'" in csp
             assert "unsafe" not in csp and "http" not in csp
             assert resp.headers["X-Content-Type-Options"] == "nosniff"
+            assert resp.headers["X-Frame-Options"] == "SAMEORIGIN"
             assert resp.headers["Referrer-Policy"] == "no-referrer"
 
 
