@@ -10,6 +10,7 @@ from .config import Config, load_config
 from .errors import ConfigError, Problem
 from .surface.lint import weaker_prefix_warnings
 from .surface.loader import load_surface
+from .tokens.url import weak_tls
 
 
 def run_check(config_path: str, fmt: str = "text", openapi: str | None = None) -> int:
@@ -20,6 +21,10 @@ def run_check(config_path: str, fmt: str = "text", openapi: str | None = None) -
         cfg = load_config(config_path)
         authenticator_for(cfg)  # loads the JWT key material, as serve would
         warnings += jwt_warnings(cfg)
+        if (weak := weak_tls(cfg.store)) is not None:
+            # SECURITY: token hashes and revocations cross this link; an attacker on the path
+            # could answer for the store.
+            warnings.append(Problem(cfg.path, cfg.store_line, weak))
         surface = load_surface(cfg.surface_files, cfg.upstreams.keys(), cfg.management_mount)
         routes = len(surface.routes)
         warnings += weaker_prefix_warnings(surface)

@@ -180,6 +180,7 @@ def load_config(path: str, sections: Collection[str] | None = None) -> Config:
         log=log_cfg,
         drain_timeout=r.get(top, "drain_timeout", "config", pos_duration, 30.0, "a positive duration"),
         jwt_line=line_of(top, "jwt") if "jwt" in top else 0,
+        store_line=line_of(top, "store") if "store" in top else 0,
     )
     if r.problems:
         raise ConfigError(r.problems)

@@ -117,6 +117,7 @@ class Config:
     log: LogConfig = LogConfig()
     drain_timeout: float = 30.0
     jwt_line: int = 0  # where `jwt:` stands, for problems found when its keys are loaded
+    store_line: int = 0  # where `store:` stands, for `check`'s warnings
 
     @property
     def base_dir(self) -> str:

@@ -44,6 +44,30 @@ def check_store_url(url: str) -> str | None:
     return None
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+CHECKED_SSLMODES = ("verify-ca", "verify-full")
+
+
+def weak_tls(url: str) -> str | None:
+    """Why a PostgreSQL URL's link could be read or faked on the way, or None (loopback, a Unix
+    socket, or a certificate checked). libpq's and asyncpg's default `prefer` falls back to plain
+    text and never checks the server's certificate."""
+    if not url.startswith(PG_SCHEMES):
+        return None
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host in LOOPBACK_HOSTS or host.startswith("/"):
+        return None
+    mode = dict(parse_qsl(parts.query)).get("sslmode")
+    if mode in CHECKED_SSLMODES:
+        return None
+    said = f"sslmode={mode}" if mode else "no sslmode (asyncpg's default, prefer)"
+    return (
+        f"store: {said} on {host}: the link may fall back to plain text and the server's certificate "
+        "is not checked; use sslmode=verify-full (and sslrootcert=...)"
+    )
+
+
 def split_pg_url(url: str) -> tuple[str, bool]:
     """The DSN for asyncpg, and whether to LISTEN (our own `notify` parameter removed)."""
     parts = urlsplit(url)

@@ -55,6 +55,48 @@ def test_check_warns_about_risky_jwt_settings(folder: Path, block: str, expected
     assert [(w["line"], w["message"]) for w in report["warnings"]] == [(JWT_LINE, w) for w in expected]
 
 
+STORE_LINE = CONFIG.splitlines().index("store: sqlite:///tokens.db") + 1
+WEAK = "the link may fall back to plain text and the server's certificate is not checked; "
+WEAK += "use sslmode=verify-full (and sslrootcert=...)"
+
+
+@pytest.mark.parametrize(
+    ("store", "expected"),
+    [
+        pytest.param(
+            "postgresql://gw@db.internal/tokens",
+            f"store: no sslmode (asyncpg's default, prefer) on db.internal: {WEAK}",
+            id="no-sslmode",
+        ),
+        pytest.param(
+            "postgresql://gw@db.internal/tokens?sslmode=require",
+            f"store: sslmode=require on db.internal: {WEAK}",
+            id="require",
+        ),
+        pytest.param(
+            "postgres://gw@10.0.0.5:6432/tokens?sslmode=prefer",
+            f"store: sslmode=prefer on 10.0.0.5: {WEAK}",
+            id="prefer",
+        ),
+        pytest.param("postgresql://gw@db.internal/tokens?sslmode=verify-full", None, id="verify-full"),
+        pytest.param("postgresql://gw@db.internal/tokens?sslmode=verify-ca", None, id="verify-ca"),
+        pytest.param("postgresql://gw@127.0.0.1:5432/tokens", None, id="loopback"),
+        pytest.param("postgresql://gw@localhost/tokens?sslmode=disable", None, id="localhost"),
+        pytest.param("sqlite:///tokens.db", None, id="sqlite"),
+    ],
+)
+def test_check_warns_about_a_store_link_without_a_checked_certificate(
+    folder: Path, store: str, expected: str | None
+) -> None:
+    (folder / "config.yaml").write_text(CONFIG.replace("sqlite:///tokens.db", store))
+    r = run(folder, "check")
+    assert (r.code, r.out) == (0, "ok: config.yaml and 1 surface file(s), 6 routes\n")
+    assert r.err.splitlines() == ([f"config.yaml:{STORE_LINE}: warning: {expected}"] if expected else [])
+    report = json.loads(run(folder, "check", "--format", "json").out)
+    assert report["ok"] is True
+    assert [w["message"] for w in report["warnings"]] == ([expected] if expected else [])
+
+
 def test_pyjwt_is_pinned_past_the_issuer_substring_bug() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     pins = [Requirement(d) for d in project["dependencies"] if Requirement(d).name.lower() == "pyjwt"]
