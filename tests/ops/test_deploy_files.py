@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import yaml
@@ -112,6 +113,7 @@ def test_the_sidecar_configmap_passes_check(tmp_path: Path) -> None:
         (tmp_path / name).write_text(text)
     result = check(tmp_path / "config.yaml", SCOPEGATE_JWT_SECRET=SECRET)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "warning: store:" not in result.stderr  # the example checks PostgreSQL's certificate
 
 
 def test_the_sidecar_deployment_is_locked_down_and_probed_on_the_admin_port() -> None:
@@ -222,19 +224,25 @@ def test_the_multi_replica_configmap_passes_check(tmp_path: Path) -> None:
         (tmp_path / name).write_text(text)
     result = check(tmp_path / "config.yaml", SCOPEGATE_JWT_SECRET=SECRET)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "warning: store:" not in result.stderr  # the example checks PostgreSQL's certificate
 
 
 def test_the_multi_replica_example_runs_three_replicas_on_postgresql() -> None:
     kinds = replicas()
     store = kinds["ConfigMap"]["store"]
     assert store.startswith("postgresql://") and ":" not in store.split("@")[0][len("postgresql://") :]
-    assert "sslmode=require" in store
+    query = dict(parse_qsl(urlsplit(store).query))
+    assert query["sslmode"] == "verify-full"
     deployment = kinds["Deployment"]
     assert deployment["spec"]["replicas"] == 3
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     (gate,) = pod["containers"]
     assert gate["securityContext"]["readOnlyRootFilesystem"] is True
+    # The CA that sslrootcert names is mounted where the URL says.
+    mounts = {m["mountPath"]: m["name"] for m in gate["volumeMounts"]}
+    ca_volume = mounts[os.path.dirname(query["sslrootcert"])]
+    assert {v["name"] for v in pod["volumes"]} >= {ca_volume}
     ports = {p["name"]: p["containerPort"] for p in gate["ports"]}
     assert ports == {"http": 8080, "admin": 9090}
     assert gate["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
