@@ -6,11 +6,10 @@ test_forward_auth_fronts.py; Caddy is started as tests/ops/fronts.py says.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
-from .fronts import CADDYFILE, caddy_binary
+from .fronts import CADDYFILE, caddy_binary, caddy_env
 
 
 def test_the_shipped_caddyfile_is_formatted_and_valid(tmp_path: Path) -> None:
@@ -19,12 +18,11 @@ def test_the_shipped_caddyfile_is_formatted_and_valid(tmp_path: Path) -> None:
         [binary, "fmt", str(CADDYFILE)], capture_output=True, text=True, timeout=60, check=True
     )
     assert formatted.stdout == CADDYFILE.read_text()
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
     checked = subprocess.run(
         [binary, "adapt", "--adapter", "caddyfile", "--config", str(CADDYFILE)],
         capture_output=True,
         text=True,
-        env=env,
+        env=caddy_env(tmp_path),
         timeout=60,
     )
     assert checked.returncode == 0, checked.stderr
