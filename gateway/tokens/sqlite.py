@@ -1,4 +1,5 @@
-"""The SQLite token store (aiosqlite): WAL, synchronous=FULL, one connection per process.
+"""The SQLite token store (aiosqlite): WAL, synchronous=FULL, one connection per process, plus a
+read-only one that answers lookups by hash on the event loop thread (sqlite_reader.py).
 
 Every write is its own IMMEDIATE transaction and returns only after COMMIT. Every sqlite or OS
 failure (missing directory, lock held past the busy timeout, corrupt or read-only file, closed
@@ -220,6 +221,7 @@ class SqliteTokenStore:
             except ReaderBusy:
                 pass  # locked against readers: the thread waits up to the busy timeout, or fails
             except (sqlite3.Error, OSError, ValueError) as e:
+                # SECURITY: an unreadable store is 503, never "unknown token" or a stale answer.
                 raise self._unavailable(e) from e
         return await self._one("t.token_hash = ?", (token_hash,))
 

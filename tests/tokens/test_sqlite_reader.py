@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.errors import StoreUnavailable
 from gateway.tokens.secret import hash_token
 from gateway.tokens.sqlite import SqliteTokenStore
 from gateway.tokens.sqlite_reader import BY_HASH_SQL, LoopReader, ReaderBusy
@@ -160,3 +161,23 @@ def test_the_reader_cannot_write(db_path: str) -> None:
         reader.close()
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         reader.by_hash(b"x" * 32)
+
+
+async def test_a_garbled_file_is_store_unavailable_never_unknown(
+    db_path: str, sqlite_store: SqliteTokenStore, clock: Clock
+) -> None:
+    _, secret = await mint(sqlite_store, clock)
+    assert await sqlite_store.by_hash(hash_token(secret)) is not None
+    # The WAL index (-shm) too: while it says nothing changed, a connection trusts its page cache.
+    files = [Path(db_path + suffix) for suffix in ("", "-wal", "-shm")]
+    originals = {f: f.read_bytes() for f in files}
+    try:
+        for f in files:
+            f.write_bytes(b"\xa5" * len(originals[f]))
+        # SECURITY: a store that cannot be read is 503 (fail closed, and said so), not a token
+        # the store does not know (a 401 that the negative cache would then remember).
+        with pytest.raises(StoreUnavailable):
+            await sqlite_store.by_hash(hash_token(secret))
+    finally:
+        for f, data in originals.items():
+            f.write_bytes(data)
