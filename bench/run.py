@@ -9,8 +9,9 @@ passthrough on uvloop (bench/passthrough.py), nginx as a plain reverse proxy, ng
 `auth_request` in front of a stub auth service that allows everything — and `scopegate serve`
 processes (one worker each): the main one (HS256 JWTs), one verifying RS256, surfaces of 10,
 1,000 and 10,000 rules, one with a large token store and the token cache off (every request a
-store lookup), and nginx `auth_request` asking scopegate's /auth/verify. wrk (`-t1 -c32`) runs
-every case once per round, rounds interleaved, so machine noise hits all alike. Prints one row
+store lookup), and nginx `auth_request` asking scopegate's /auth/verify. wrk (`-t1 -c32`; `-c1`
+for the rows ending `c1`, a request's own latency with no queue in front of it) runs every case
+once per round, rounds interleaved, so machine noise hits all alike. Prints one row
 per case: the median req/s (or MB/s for body cases), its ratio to its reference, p50 and p99
 latency, the peak RSS of the process under test and its CPU time per request (a steadier guide
 than req/s on a busy machine). Then the decision micro-benchmark.
@@ -48,6 +49,7 @@ class Case:
     script: str | None = None  # a wrk lua script
     body: int = 0  # bytes per request moved (request or response body): reported as MB/s
     refusal: bool = False  # non-2xx answers expected
+    connections: int | None = None  # wrk's -c for this case (default: --connections)
     rps: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)  # CPU time of `proc` per request
     p50: list[float] = field(default_factory=list)
@@ -55,7 +57,7 @@ class Case:
 
 
 def wrk(case: Case, seconds: int, connections: int) -> tuple[float, float, float]:
-    cmd = [need_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    cmd = [need_wrk(), "-t1", f"-c{case.connections or connections}", f"-d{seconds}s", "--latency"]
     for h in case.headers:
         cmd += ["-H", h]
     if case.script:
@@ -256,6 +258,13 @@ def build_cases(
              headers=[bearer + token]),
         Case("store miss", at("big", "/v1/playlists/1"), "big", ref="token",
              script=random_token(folder, tokens_file)),
+        # One connection: a request's own latency, no queue of 31 others in front of it (at -c32
+        # p50 is about 32 / req/s, whatever a request costs). The miss row's reference: a cached
+        # token, also on one connection.
+        Case("token c1", at("gw", "/v1/playlists/1"), "gw", ref="token", headers=[bearer + token],
+             connections=1),
+        Case("store miss c1", at("big", "/v1/playlists/1"), "big", ref="token c1",
+             script=random_token(folder, tokens_file), connections=1),
         Case("verify stub", at("ngx_stub", "/v1/playlists/1"), "stub"),
         Case("verify token", at("ngx_gw", "/v1/playlists/1"), "gw", ref="verify stub",
              headers=[bearer + token]),
@@ -280,7 +289,8 @@ def print_table(cases: list[Case], rss: dict[str, float], seconds: int, rounds: 
         value = statistics.median(c.rps)
         return value * c.body / MB if c.body else value
 
-    print(f"\nwrk -t1 -c{conns}, {seconds} s x {rounds} interleaved round(s), medians, {store:,} tokens")
+    print(f"\nwrk -t1 -c{conns} (rows ending c1: -c1), {seconds} s x {rounds} interleaved round(s), medians, "
+          f"{store:,} tokens")  # fmt: skip
     print(f"| {'case':<14} | {'req/s':>9} | {'MB/s':>7} | {'ratio':>5} | {'to':<14} | {'p50 ms':>7} | "
           f"{'p99 ms':>7} | {'peak RSS MB':>11} | {'CPU us/req':>10} |")  # fmt: skip
     print(f"|{'-' * 16}|{'-' * 11}|{'-' * 9}|{'-' * 7}|{'-' * 16}|{'-' * 9}|{'-' * 9}|{'-' * 13}|{'-' * 12}|")

@@ -16,13 +16,13 @@ class RouteClass(StrEnum):
     AGENCY = "agency"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Target:
     param: str
     kind: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Route:
     id: str
     file: str
@@ -70,7 +70,7 @@ def required_rung(method: str, route_scope: str | None) -> str:
     return max(base, route_scope, key=_RUNGS.index)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Surface:
     routes: tuple[Route, ...]
     files: tuple[str, ...]

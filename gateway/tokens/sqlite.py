@@ -1,4 +1,5 @@
-"""The SQLite token store (aiosqlite): WAL, synchronous=FULL, one connection per process.
+"""The SQLite token store (aiosqlite): WAL, synchronous=FULL, one connection per process, plus a
+read-only one that answers lookups by hash on the event loop thread (sqlite_reader.py).
 
 Every write is its own IMMEDIATE transaction and returns only after COMMIT. Every sqlite or OS
 failure (missing directory, lock held past the busy timeout, corrupt or read-only file, closed
@@ -24,6 +25,7 @@ from ..errors import Conflict, StoreUnavailable
 from . import sqlite_notices as notices
 from .migrations import SchemaTooNew, migrate
 from .rows import COLUMNS, list_filter, record_of, values_of
+from .sqlite_reader import PREFIXED, LoopReader, ReaderBusy, one_token_sql, token_of
 from .store import ExpiryNotice, Status, TokenRecord
 
 log = logging.getLogger("scopegate.store")
@@ -32,8 +34,6 @@ BUSY_TIMEOUT_MS = 2000
 SQLITE_HEADER = b"SQLite format 3\x00"
 FEED_PAGE = 10_000
 
-_PREFIXED = ", ".join("t." + c.strip() for c in COLUMNS.split(","))
-
 
 class SqliteTokenStore:
     def __init__(self, path: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
@@ -41,6 +41,7 @@ class SqliteTokenStore:
         self.busy_timeout_ms = int(busy_timeout_ms)
         self._directory = os.path.dirname(os.path.abspath(path))
         self._conn: aiosqlite.Connection | None = None
+        self._reader: LoopReader | None = None  # by_hash on the loop thread (sqlite_reader.py)
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
         self._replaced = False  # closed by ping() because the file was replaced; reopen there
         # One connection is shared by every coroutine; the lock keeps one coroutine's statements
@@ -78,6 +79,11 @@ class SqliteTokenStore:
             raise StoreUnavailable(f"cannot open token store {self.path}: {e}") from e
         self._identity = (st.st_dev, st.st_ino)
         self._conn = conn
+        try:
+            self._reader = await asyncio.to_thread(LoopReader.connect, self.path)
+        except (sqlite3.Error, OSError) as e:
+            # The thread path still answers every lookup, only slower.
+            log.warning("token store %s: lookups go through the thread, no reader: %s", self.path, e)
 
     async def _enable_wal(self, conn: aiosqlite.Connection) -> None:
         # Switching a fresh file to WAL needs it alone for a moment and ignores the busy handler,
@@ -96,6 +102,9 @@ class SqliteTokenStore:
 
     async def close(self) -> None:
         self._replaced = False
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             async with self._lock:
@@ -196,7 +205,7 @@ class SqliteTokenStore:
             if not await notices.any_due(conn, now, thresholds):
                 return []
         async with self._writing() as conn:
-            return await notices.claim(conn, _PREFIXED, record_of, now, thresholds, lease, limit)
+            return await notices.claim(conn, PREFIXED, record_of, now, thresholds, lease, limit)
 
     async def finish_expiry_notice(
         self, token_id: str, threshold: int, *, sent: bool, retry_at: float
@@ -205,10 +214,19 @@ class SqliteTokenStore:
             await notices.finish(conn, token_id, threshold, sent=sent, at=retry_at)
 
     async def by_hash(self, token_hash: bytes) -> TokenRecord | None:
-        return await self._one("token_hash = ?", (token_hash,))
+        reader = self._reader
+        if reader is not None:
+            try:
+                return reader.by_hash(token_hash)
+            except ReaderBusy:
+                pass  # locked against readers: the thread waits up to the busy timeout, or fails
+            except (sqlite3.Error, OSError, ValueError) as e:
+                # SECURITY: an unreadable store is 503, never "unknown token" or a stale answer.
+                raise self._unavailable(e) from e
+        return await self._one("t.token_hash = ?", (token_hash,))
 
     async def by_id(self, token_id: str) -> TokenRecord | None:
-        return await self._one("id = ?", (token_id,))
+        return await self._one("t.id = ?", (token_id,))
 
     async def list(
         self, workspace: str | None, *, project_level_only: bool = False, status: Status = "active"
@@ -273,13 +291,7 @@ class SqliteTokenStore:
     async def _one(self, where: str, params: Sequence[Any]) -> TokenRecord | None:
         # `where` is one of two literals (by_hash, by_id); values are bound.
         async with self._reading() as conn:
-            rows = await _fetchall(conn, f"SELECT {COLUMNS} FROM tokens WHERE {where}", params)  # noqa: S608
-            if not rows:
-                return None
-            targets = await _fetchall(
-                conn, "SELECT kind, target_id FROM targets WHERE token_id = ? ORDER BY rowid", (rows[0][0],)
-            )
-        return record_of(rows[0], [(k, t) for k, t in targets])
+            return token_of(await _fetchall(conn, one_token_sql(where), params))
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
