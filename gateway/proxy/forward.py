@@ -74,14 +74,19 @@ class Upstreams:
         return URL(f"{base.scheme}://{base.raw_authority}{self.target(name, raw_path, query)}", encoded=True)
 
 
+# What a failure talking to an upstream is for the client: 504 when it was too slow, else 502.
+_TIMEOUTS = (TimeoutError, aiohttp.ServerTimeoutError, UpstreamReadTimeout)
+_FAILURES = (aiohttp.ClientError, asyncio.IncompleteReadError, UpstreamError)
+
+
 @contextlib.asynccontextmanager
 async def upstream_errors(name: str) -> AsyncIterator[None]:
     """Map client-side failures to the contract's 502/504, never leaking internals."""
     try:
         yield
-    except (TimeoutError, aiohttp.ServerTimeoutError, UpstreamReadTimeout):
+    except _TIMEOUTS:
         raise UpstreamTimeout(f"upstream {name} did not answer in time") from None
-    except (aiohttp.ClientError, asyncio.IncompleteReadError, UpstreamError):
+    except _FAILURES:
         raise UpstreamUnavailable(f"upstream {name} is unavailable") from None
 
 
@@ -135,8 +140,9 @@ async def forward(
 
 
 async def exchange_plain(pool: Pool, method: str, head: bytes) -> tuple[Connection, Message]:
-    """A request without a body: its head out, the response head back (both doors use this)."""
-    async with upstream_errors(pool.name):
+    """A request without a body: its head out, the response head back (both doors use this).
+    Failures map as `upstream_errors` maps them (inline: this is every request's path)."""
+    try:
         conn, reused = await pool.acquire()
         try:
             return conn, await _plain(conn, head, method)
@@ -146,6 +152,10 @@ async def exchange_plain(pool: Pool, method: str, head: bytes) -> tuple[Connecti
         # A kept-alive connection the upstream closed as we sent: once more, on a new one.
         conn = await pool.connect()
         return conn, await _plain(conn, head, method)
+    except _TIMEOUTS:
+        raise UpstreamTimeout(f"upstream {pool.name} did not answer in time") from None
+    except _FAILURES:
+        raise UpstreamUnavailable(f"upstream {pool.name} is unavailable") from None
 
 
 async def _plain(conn: Connection, head: bytes, method: str) -> Message:

@@ -36,6 +36,7 @@ FAST_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE",
 # SECURITY: a header that frames a body or switches protocols is aiohttp's to judge: a fast
 # request never has a body, so nothing after its head can be smuggled in as part of it.
 HAND_OFF = frozenset({b"transfer-encoding", b"upgrade", b"expect", b"sec-websocket-key1"})
+VERIFY = ("verify",)  # forward-auth, under the management mount: served here too
 # Headers aiohttp refuses to see twice (its SINGLETON_HEADERS).
 SINGLE = frozenset(
     {
@@ -265,8 +266,8 @@ class FastDoor(asyncio.Protocol):
             vetted = exc
         else:
             mount = self.rt.mount_segments
-            if vetted.segments[: len(mount)] == mount:
-                self._hand_off()  # the management API is aiohttp's
+            if vetted.segments[: len(mount)] == mount and vetted.segments[len(mount) :] != VERIFY:
+                self._hand_off()  # the management API is aiohttp's, forward-auth aside
                 return
         del buf[:end]
         self._busy = True

@@ -18,9 +18,10 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..pipeline import Decision
 from ..proxy.forward import content_length, exchange_plain, pump, request_head, response_head
-from ..proxy.headers import client_ip
+from ..proxy.headers import SERVER, client_ip
 from .errors import error_parts
 from .ledger import Ledger
+from .management import forward_auth
 
 if TYPE_CHECKING:
     from ..proxy.pool import Connection, Message
@@ -51,6 +52,15 @@ async def serve_plain(door: FastDoor, req: Plain, vetted: CleanPath | Exception)
     try:
         if isinstance(vetted, Exception):
             raise vetted
+        if vetted.segments[: len(rt.mount_segments)] == rt.mount_segments:
+            # The one management endpoint the fast door serves (it hands off the others).
+            led.fields["route"] = "management"
+            out = await forward_auth(rt, req.headers, door.peer, led.rid, led.fields)
+            out.setdefault("Server", SERVER)
+            led.decision, status = "allow", 200
+            door.write(_whole(200, None, out, b"", req.method, keep_alive and not rt.draining))
+            led.done(status)
+            return not keep_alive
         client = client_ip(door.peer, req.headers, rt.cfg.trusted_proxies)
         d = await rt.pipeline.decide(req.method, vetted, req.headers, client)
         led.decided(d)
@@ -143,7 +153,8 @@ def _whole(
     status: int, reason: str | None, headers: CIMultiDict[str], body: bytes, method: str, keep_alive: bool
 ) -> bytes:
     """A response with its body, framed as aiohttp frames a `web.Response`."""
-    headers["Content-Length"] = str(len(body))
+    if body or (status != 304 and method != "HEAD"):
+        headers["Content-Length"] = str(len(body))
     if method == "HEAD":
         body = b""  # the length of what a GET would carry, and no body
     elif body:

@@ -148,6 +148,42 @@ FAST = {
     "respond-201": req("GET", "/respond?status=201"),
     "upstream-reset-502": req("GET", "/reset"),
     "upstream-truncates": req("GET", "/truncate"),
+    "verify-anonymous": req("GET", "/auth/verify", "X-Forwarded-Method: GET", "X-Forwarded-Uri: /open/x?a=1"),
+    "verify-trailing-slash": req(
+        "GET", "/auth/verify/", "X-Original-Method: GET", "X-Original-URI: /v1/health"
+    ),
+    "verify-head": req("HEAD", "/auth/verify", "X-Forwarded-Method: GET", "X-Forwarded-Uri: /open/x"),
+    "verify-no-credential-401": req(
+        "GET", "/auth/verify", "X-Forwarded-Method: GET", "X-Forwarded-Uri: /v1/playlists/1"
+    ),
+    "verify-bad-token-401": req(
+        "POST",
+        "/auth/verify",
+        "X-Forwarded-Method: GET",
+        "X-Forwarded-Uri: /v1/playlists",
+        "Authorization: Bearer x",
+    ),
+    "verify-no-method-400": req("GET", "/auth/verify", "X-Forwarded-Uri: /open/x"),
+    "verify-names-disagree-400": req(
+        "GET",
+        "/auth/verify",
+        "X-Forwarded-Method: GET",
+        "X-Original-Method: POST",
+        "X-Forwarded-Uri: /open/x",
+    ),
+    "verify-the-mount-400": req(
+        "GET", "/auth/verify", "X-Forwarded-Method: GET", "X-Forwarded-Uri: /auth/scopes"
+    ),
+    "verify-bad-path-400": req(
+        "GET", "/auth/verify", "X-Forwarded-Method: GET", "X-Forwarded-Uri: /open/../x"
+    ),
+    "verify-method-405": req(
+        "GET", "/auth/verify", "X-Forwarded-Method: DELETE", "X-Forwarded-Uri: /v1/health"
+    ),
+    "verify-keep-alive": req(
+        "GET", "/auth/verify", "X-Forwarded-Method: GET", "X-Forwarded-Uri: /a", close=False
+    )
+    + req("GET", "/auth/verify", "X-Forwarded-Method: GET", "X-Forwarded-Uri: /b"),
     "connection-named-header": req("GET", "/open/x", "Connection: X-Drop", "X-Drop: 1", close=False)
     + req("GET", "/open/y"),
 }
