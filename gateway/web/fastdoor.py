@@ -15,6 +15,7 @@ One timer per connection carries the header deadline (a head must arrive within
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,8 @@ from .peer import peer_address
 if TYPE_CHECKING:
     from ..surface.paths import CleanPath
     from .runtime import Runtime
+
+LOG = logging.getLogger("scopegate")
 
 # What a fast head may be. Anything else goes to aiohttp, which decides as it always has.
 MAX_HEAD = 8190  # bytes: under aiohttp's line (8190) and field (16384) limits, whatever the split
@@ -255,7 +258,11 @@ class FastDoor(asyncio.Protocol):
             self._hand_off()
             return
         head = bytes(buf[:end])
-        req = _plain(head, self._head)
+        try:
+            req = _plain(head, self._head)
+        except Exception:  # a bug of ours: aiohttp, which checks everything itself, decides
+            LOG.exception("the fast door failed reading a request head; handed to aiohttp")
+            req = None
         if req is None:
             self._hand_off()
             return

@@ -1,4 +1,8 @@
-"""The public listener: aiohttp's TCP site, plus a deadline for receiving a request's headers.
+"""The public listener: the fast door (fastdoor.py) in front of aiohttp's TCP site, plus a
+deadline for receiving a request's headers.
+
+Each connection starts at the fast door, which serves plain requests itself and hands anything
+else, with the connection, to aiohttp's protocol as built here (`aiohttp_protocol`).
 
 aiohttp has no header-read timeout (THREATS.md: slowloris). Each connection's protocol is
 wrapped: from the first byte of a request head until its blank line, the client has
