@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import httptools
+from aiohttp.tcp_helpers import tcp_nodelay
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .fastserve import Plain, serve_plain
@@ -187,6 +188,7 @@ class FastDoor(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        tcp_nodelay(self.transport, True)  # as aiohttp's protocol does: no Nagle delay on a response
         self.peer = peer_address(transport)
         self.scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
         self._server.connection_made(self, transport)
