@@ -117,7 +117,7 @@ async def _respond(
         return status
     length = content_length(msg)
     if no_body:
-        if length is not None and status != 204:
+        if length is not None and status not in (204, 304):  # as aiohttp drops it
             headers["Content-Length"] = str(length)
         door.write(_head(status, reason, headers, keep_alive))
         return status

@@ -27,6 +27,7 @@ from gateway.web.app import build_app
 from gateway.web.listener import GuardedSite
 from gateway.web.runtime import Runtime
 from tests.conftest import EXAMPLE_ROUTES, Upstream, write_config
+from tests.core.test_upstream_client import fixed, raw_upstream
 from tests.ops.test_tls import StartTls, TlsGateway, client_context, start_tls
 from tests.ops.tlskit import issue, make_ca
 from tests.support import captured_access_log, eventually
@@ -63,10 +64,13 @@ StartDoor = Callable[..., Awaitable[Door]]
 async def start_door(tmp_path: Path, upstream: Upstream) -> AsyncIterator[StartDoor]:
     runners: list[web.AppRunner] = []
 
-    async def start(*, fast: bool = True, extra: str = "", keepalive: float | None = None) -> Door:
+    async def start(
+        *, fast: bool = True, extra: str = "", keepalive: float | None = None, upstream_url: str = ""
+    ) -> Door:
         folder = tmp_path / f"door{len(runners)}"
         folder.mkdir()
-        rt = Runtime(load_config(str(write_config(folder, upstream.url, ROUTES, extra))))
+        config = write_config(folder, upstream_url or upstream.url, ROUTES, extra)
+        rt = Runtime(load_config(str(config)))
         if keepalive is None:
             runner = public_runner(rt)
         else:
@@ -505,3 +509,32 @@ async def test_tls_listener_on_asyncio_serves_fast_and_hands_over(tmp_path: Path
         assert rt.fast_requests == 1 and rt.handed_off == 1
     finally:
         await runner.cleanup()
+
+
+UPSTREAM_ANSWERS = {
+    "not-utf8-values-and-reason": b"HTTP/1.1 200 Fine\xe9\r\nX-Bin: caf\xe9\r\nX-Utf: caf\xc3\xa9\r\n"
+    b"Content-Length: 2\r\n\r\nok",
+    "their-ids-and-server": b"HTTP/1.1 201 Created\r\nx-request-id: theirs\r\nServer: up\r\nX-A: 1\r\n"
+    b"X-Request-ID: again\r\nConnection: x-a, keep-alive\r\nContent-Type: text/x\r\n"
+    b"Content-Length: 0\r\n\r\n",
+    "close-delimited": b"HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nConnection: close\r\n\r\n"
+    b"until the end",
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    "no-reason": b"HTTP/1.1 299 \r\nContent-Length: 1\r\n\r\nx",
+    "204-with-length": b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+    "304-with-length": b'HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: "v"\r\n\r\n',
+    "delete-in-a-value": b"HTTP/1.1 200 OK\r\nX-Odd: a\x7fb\r\nContent-Length: 1\r\n\r\nx",
+}
+
+
+@pytest.mark.parametrize("name", list(UPSTREAM_ANSWERS))
+async def test_upstream_answers_reach_the_client_as_through_aiohttp(start_door: StartDoor, name: str) -> None:
+    async with raw_upstream(fixed(UPSTREAM_ANSWERS[name])) as up:
+        url = f"http://127.0.0.1:{up.port}"
+        fast, plain = await start_door(upstream_url=url), await start_door(fast=False, upstream_url=url)
+        for method in ("GET", "HEAD"):
+            data = req(method, "/open/x", close=False) + req(method, "/open/y")
+            before = normal(await exchange(plain.port, data))
+            after = normal(await exchange(fast.port, data))
+            assert after == before
+        assert fast.rt.handed_off == 0 and fast.rt.fast_requests >= 2
