@@ -41,13 +41,7 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     rt = Runtime(cfg, worker=worker)
-    runner = web.AppRunner(
-        build_app(rt),
-        access_log=None,
-        handle_signals=False,
-        shutdown_timeout=cfg.drain_timeout,
-        keepalive_timeout=KEEPALIVE,
-    )
+    runner = public_runner(rt)
     await runner.setup()
     # Signals first: a SIGHUP or SIGTERM arriving as soon as the port accepts must not kill us.
     stop = stop or asyncio.Event()
@@ -58,15 +52,7 @@ async def serve(
     try:
         tls = _server_tls(cfg)
         loop.add_signal_handler(signal.SIGHUP, _reload, rt, tls)
-        site = GuardedSite(
-            runner,
-            host,
-            port,
-            header_timeout=cfg.limits.header_timeout,
-            reuse_port=reuse_port,
-            refused=rt.parse_refused,
-            ssl_context=tls.context if tls is not None else None,
-        )
+        site = public_site(runner, rt, host, port, reuse_port=reuse_port, tls=tls)
         await _bind(site.start(), host, port)
         if admin and cfg.admin is not None:
             admin_runner = web.AppRunner(build_admin_app(rt), access_log=None, handle_signals=False)
@@ -112,6 +98,40 @@ async def serve(
     await runner.cleanup()
     flush_log()
     LOG.info("scopegate worker %s stopped", worker)
+
+
+def public_runner(rt: Runtime, app: web.Application | None = None) -> web.AppRunner:
+    """The public listener's runner (the app, built from `rt` unless given)."""
+    return web.AppRunner(
+        app if app is not None else build_app(rt),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=rt.cfg.drain_timeout,
+        keepalive_timeout=KEEPALIVE,
+    )
+
+
+def public_site(
+    runner: web.AppRunner,
+    rt: Runtime,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    tls: ServerTls | None = None,
+    fast_door: bool = True,
+) -> GuardedSite:
+    """The public listener: the fast door, aiohttp behind it, header deadline, optional TLS."""
+    return GuardedSite(
+        runner,
+        host,
+        port,
+        header_timeout=rt.cfg.limits.header_timeout,
+        reuse_port=reuse_port,
+        refused=rt.parse_refused,
+        ssl_context=tls.context if tls is not None else None,
+        fast_door=fast_door,
+    )
 
 
 def _server_tls(cfg: Config) -> ServerTls | None:

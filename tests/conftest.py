@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
 
 from gateway.config import load_config
+from gateway.serve import public_runner, public_site
 from gateway.tokens.url import PASSWORD_ENV
 from gateway.web.app import build_app
 from gateway.web.runtime import Runtime
@@ -216,6 +218,27 @@ log: {{level: error}}
     return config
 
 
+class ListenerServer(TestServer):
+    """The gateway behind its real public listener, as `scopegate serve` runs it: the fast door,
+    aiohttp behind it for everything else, the header deadline. (aiohttp's TestServer would
+    serve the app on a plain aiohttp site, bypassing the listener.)"""
+
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__(build_app(rt), host="127.0.0.1")
+        self.rt = rt
+
+    async def start_server(self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
+        if self.runner:
+            return
+        runner = self.runner = public_runner(self.rt, self.app)
+        await runner.setup()
+        site = public_site(runner, self.rt, self.host, 0)
+        await site.start()
+        self.port = site.port
+        self.scheme = "http"
+        self._root = URL(f"http://{self.host}:{self.port}")
+
+
 @pytest.fixture
 async def make_gateway(tmp_path: Path, upstream: Upstream) -> AsyncIterator[MakeGateway]:
     """Build a gateway from a surface (YAML text) and extra config lines, on a real socket."""
@@ -231,7 +254,7 @@ async def make_gateway(tmp_path: Path, upstream: Upstream) -> AsyncIterator[Make
         folder.mkdir()
         cfg = load_config(str(write_config(folder, upstream_url or upstream.url, routes, extra, store)))
         rt = Runtime(cfg)
-        client = TestClient(TestServer(build_app(rt), host="127.0.0.1"))
+        client = TestClient(ListenerServer(rt))
         await client.start_server()
         clients.append(client)
         return Gateway(client, rt, folder)

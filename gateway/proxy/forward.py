@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -74,14 +74,19 @@ class Upstreams:
         return URL(f"{base.scheme}://{base.raw_authority}{self.target(name, raw_path, query)}", encoded=True)
 
 
+# What a failure talking to an upstream is for the client: 504 when it was too slow, else 502.
+_TIMEOUTS = (TimeoutError, aiohttp.ServerTimeoutError, UpstreamReadTimeout)
+_FAILURES = (aiohttp.ClientError, asyncio.IncompleteReadError, UpstreamError)
+
+
 @contextlib.asynccontextmanager
 async def upstream_errors(name: str) -> AsyncIterator[None]:
     """Map client-side failures to the contract's 502/504, never leaking internals."""
     try:
         yield
-    except (TimeoutError, aiohttp.ServerTimeoutError, UpstreamReadTimeout):
+    except _TIMEOUTS:
         raise UpstreamTimeout(f"upstream {name} did not answer in time") from None
-    except (aiohttp.ClientError, asyncio.IncompleteReadError, UpstreamError):
+    except _FAILURES:
         raise UpstreamUnavailable(f"upstream {name} is unavailable") from None
 
 
@@ -121,21 +126,46 @@ async def forward(
         framing = f"Content-Length: {declared}" if declared is not None else "Transfer-Encoding: chunked"
     head = request_head(method, target, pool.authority, headers, framing)
     started = time.perf_counter()
-    async with upstream_errors(name):
-        conn, reused = await pool.acquire()
-        try:
-            msg = await _exchange(request, conn, head, has_body and declared is None, max_body, scan)
-        except UpstreamError as exc:
-            if not (reused and not exc.answered and not has_body and method in IDEMPOTENT):
-                raise
-            # A kept-alive connection the upstream closed as we sent: once more, on a new one.
-            conn = await pool.connect()
-            msg = await _exchange(request, conn, head, False, max_body, None)
+    if has_body:
+        async with upstream_errors(name):
+            conn, _ = await pool.acquire()
+            msg = await _exchange(request, conn, head, declared is None, max_body, scan)
+    else:
+        conn, msg = await exchange_plain(pool, method, head)
     timings["upstream_ms"] = (time.perf_counter() - started) * 1000
     try:
         return await _respond(request, conn, msg, headers["X-Request-Id"], timings)
     finally:
         pool.release(conn)
+
+
+async def exchange_plain(pool: Pool, method: str, head: bytes) -> tuple[Connection, Message]:
+    """A request without a body: its head out, the response head back (both doors use this).
+    Failures map as `upstream_errors` maps them (inline: this is every request's path)."""
+    try:
+        conn, reused = await pool.acquire()
+        try:
+            return conn, await _plain(conn, head, method)
+        except UpstreamError as exc:
+            if not (reused and not exc.answered and method in IDEMPOTENT):
+                raise
+        # A kept-alive connection the upstream closed as we sent: once more, on a new one.
+        conn = await pool.connect()
+        return conn, await _plain(conn, head, method)
+    except _TIMEOUTS:
+        raise UpstreamTimeout(f"upstream {pool.name} did not answer in time") from None
+    except _FAILURES:
+        raise UpstreamUnavailable(f"upstream {pool.name} is unavailable") from None
+
+
+async def _plain(conn: Connection, head: bytes, method: str) -> Message:
+    try:
+        conn.send_head(head, head_request=method == "HEAD")
+        conn.request_sent()
+        return await conn.head()
+    except BaseException:
+        conn.abort()
+        raise
 
 
 async def _exchange(
@@ -150,9 +180,6 @@ async def _exchange(
     answer: asyncio.Future[Message] | None = None
     try:
         conn.send_head(head, head_request=request.method == "HEAD")
-        if not request.body_exists:
-            conn.request_sent()
-            return await conn.head()
         # The body goes up while we listen: an upstream may answer (413, 401 ...) before it has
         # all of it, and a stalled client must not keep that answer from being passed on.
         sending = asyncio.ensure_future(_send_body(request, conn, chunked, max_body, scan))
@@ -211,14 +238,7 @@ def _write(conn: Connection, chunk: bytes, chunked: bool) -> None:
 async def _respond(
     request: web.Request, conn: Connection, msg: Message, rid: str, timings: dict[str, float]
 ) -> web.StreamResponse:
-    headers_out = downstream_raw(msg.headers)
-    # The id the upstream and the decision log saw, never the upstream's own.
-    headers_out["X-Request-Id"] = rid
-    if "Server" not in headers_out:
-        headers_out["Server"] = SERVER
-    reason = msg.reason.decode("latin-1") or None
-    status = msg.status
-    no_body = request.method == "HEAD" or status in (204, 304)
+    status, reason, headers_out, no_body = response_head(msg, rid, request.method)
     if msg.complete and not no_body:
         # The whole answer is here: one write, headers and body.
         response: web.StreamResponse = web.Response(
@@ -230,7 +250,7 @@ async def _respond(
         response.force_close()  # the upstream answered before the client's body was all read
     if isinstance(response, web.Response):
         return response
-    length = _content_length(msg)
+    length = content_length(msg)
     if length is not None:
         response.content_length = length
     elif not no_body:
@@ -239,27 +259,55 @@ async def _respond(
     if no_body:
         await response.write_eof()
         return response
+    transport = request.transport
+    await pump(conn, response.write, response.write_eof, transport.close if transport else _nothing, timings)
+    return response
+
+
+async def pump(
+    conn: Connection,
+    write: Callable[[bytes], Awaitable[None]],
+    finish: Callable[[], Awaitable[None]],
+    cut: Callable[[], None],
+    timings: dict[str, float],
+) -> None:
+    """Stream an upstream body to the client (both doors): `write` each chunk, `finish`, or
+    `cut` the client's connection when the body cannot be completed."""
     try:
         while chunk := await conn.read():
-            await response.write(chunk)
-        await response.write_eof()
+            await write(chunk)
+        await finish()
     except UpstreamError:
         # The status line is gone already: the only honest signal left is a cut connection.
         timings["upstream_error"] = 1
-        if request.transport is not None:
-            request.transport.close()
+        cut()
     except ConnectionError:
         timings["client_gone"] = 1  # the client hung up mid-body; the upstream connection closes
     except Exception:
         # Past the status line a 500 cannot be sent: cut the connection, say why in the log.
         LOG.exception("unexpected failure streaming a response")
         timings["internal_error"] = 1
-        if request.transport is not None:
-            request.transport.close()
-    return response
+        cut()
 
 
-def _content_length(msg: Message) -> int | None:
+def _nothing() -> None:
+    pass
+
+
+def response_head(msg: Message, rid: str, method: str) -> tuple[int, str | None, CIMultiDict[str], bool]:
+    """What the client is told of an upstream's answer: status, reason, headers (hop-by-hop
+    removed, our request id, a Server), and whether it carries no body (HEAD, 204, 304)."""
+    headers_out = downstream_raw(msg.headers)
+    # The id the upstream and the decision log saw, never the upstream's own.
+    headers_out["X-Request-Id"] = rid
+    if "Server" not in headers_out:
+        headers_out["Server"] = SERVER
+    reason = msg.reason.decode("latin-1") or None
+    status = msg.status
+    return status, reason, headers_out, method == "HEAD" or status in (204, 304)
+
+
+def content_length(msg: Message) -> int | None:
     length = None
     for name, value in msg.headers:
         lname = name.lower()

@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..auth.principal import Principal
-from ..errors import GatewayError, InternalError, InvalidToken, StoreUnavailable
-from ..observe import escape, log_request
-from ..pipeline import Decision, RouteRefused
+from ..errors import InvalidToken, StoreUnavailable
+from ..pipeline import Decision
 from ..proxy.formscan import scanner_for
 from ..proxy.forward import forward
-from ..proxy.headers import SERVER, request_id
+from ..proxy.headers import SERVER
 from ..proxy.websocket import proxy_websocket
 from .errors import error_response
+from .ledger import Ledger
 from .management import management
 from .peer import client_of, peer_of
 from .runtime import Runtime
 
 RUNTIME = web.AppKey("runtime", Runtime)
-LOG = logging.getLogger("scopegate")
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -40,74 +37,26 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 
 async def _handle(rt: Runtime, request: web.Request) -> web.StreamResponse:
-    rid = request_id(request.headers)
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-    fields: dict[str, Any] = {
-        "request_id": rid,
-        "method": request.method,
-        "path": escape(request.raw_path.partition("?")[0])[:2048],
-        "route": None,
-        "class": None,
-        "credential": "none",
-        "token_id": None,
-        "worker": rt.worker,
-    }
-    decision = "deny"
-    reason = "ok"
+    led = Ledger(rt, request.method, request.raw_path, request.headers)
     response: web.StreamResponse
     try:
         path = rt.pipeline.vet(request.method, request.raw_path, request.headers)
         if path.segments[: len(rt.mount_segments)] == rt.mount_segments:
-            fields["route"] = "management"
-            response = await management(rt, request, path, rid, fields)
-            decision = "allow" if response.status < 400 else "deny"
+            led.fields["route"] = "management"
+            response = await management(rt, request, path, led.rid, led.fields)
+            led.decision = "allow" if response.status < 400 else "deny"
         else:
             client = client_of(request, rt.cfg.trusted_proxies)
             d = await rt.pipeline.decide(request.method, path, request.headers, client)
-            fields.update(d.log_fields())
-            if d.shadow_denied is not None:
-                decision, reason = "shadow", d.shadow_denied.code
-                rt.metrics.shadow_denied.labels(d.route.id, reason).inc()
-            else:
-                decision = "allow"
-            response = await _proxy(rt, request, d, rid, timings)
-            if d.principal.token_id and decision == "allow" and response.status < 500:
-                rt.validator.note_used(d.principal.token_id)
-    except RouteRefused as exc:
-        fields.update(exc.log_fields())
-        reason = exc.code
-        response = error_response(exc, rid, close="Upgrade" in request.headers)
-    except GatewayError as exc:
-        reason = exc.code
-        if exc.status < 500:
-            decision = "deny"  # refused while forwarding (a bad handshake or body), not allowed
-        if exc.code in ("upstream_unavailable", "upstream_timeout"):
-            rt.metrics.upstream_errors.labels(fields.get("upstream", ""), exc.code).inc()
-        response = error_response(exc, rid, close="Upgrade" in request.headers)
-    except Exception:
-        # The last resort: a bug of ours is a JSON 500, logged with its traceback and counted,
-        # never aiohttp's plain-text page.
-        LOG.exception("unexpected failure handling request %s", rid)
-        decision, reason = "deny", "internal_error"
-        response = error_response(InternalError("the gateway failed"), rid, close=True)
-    total = time.perf_counter() - started
-    status = response.status
+            led.decided(d)
+            response = await _proxy(rt, request, d, led.rid, led.timings)
+            led.forwarded(d, response.status)
+    except Exception as exc:
+        err, bug = led.refusal(exc)
+        response = error_response(err, led.rid, close=bug or "Upgrade" in request.headers)
     if not response.prepared and "Server" not in response.headers:
         response.headers["Server"] = SERVER
-    if "upstream_error" in timings:
-        rt.metrics.upstream_errors.labels(fields.get("upstream", ""), "reset").inc()
-    if "upstream_ms" in timings:
-        rt.metrics.upstream_answered(fields.get("upstream", ""), timings["upstream_ms"] / 1000)
-    rt.metrics.request_done(fields["route"] or "", fields["class"] or "", decision, reason, status, total)
-    fields.update(
-        decision=decision,
-        reason=reason,
-        status=status,
-        upstream_ms=round(timings.get("upstream_ms", 0.0), 3),
-        total_ms=round(total * 1000, 3),
-    )
-    log_request(fields)
+    led.done(response.status)
     return response
 
 

@@ -1,4 +1,8 @@
-"""The public listener: aiohttp's TCP site, plus a deadline for receiving a request's headers.
+"""The public listener: the fast door (fastdoor.py) in front of aiohttp's TCP site, plus a
+deadline for receiving a request's headers.
+
+Each connection starts at the fast door, which serves plain requests itself and hands anything
+else, with the connection, to aiohttp's protocol as built here (`aiohttp_protocol`).
 
 aiohttp has no header-read timeout (THREATS.md: slowloris). Each connection's protocol is
 wrapped: from the first byte of a request head until its blank line, the client has
@@ -20,7 +24,9 @@ from aiohttp.web_server import Server
 
 from ..errors import BadPath, BadRequest
 from ..proxy.headers import SERVER
+from .app import RUNTIME
 from .errors import error_response
+from .fastdoor import FastDoor
 
 HEAD_END = b"\r\n\r\n"
 
@@ -29,9 +35,19 @@ class _HeaderDeadline(asyncio.Protocol):
     """One timer per connection, pushed back lazily: a new request head moves the deadline,
     the timer only re-arms itself when it fires early (no timer object per request)."""
 
-    __slots__ = ("_deadline", "_handle", "_inner", "_loop", "_tail", "_timeout", "_transport", "_waiting")
+    __slots__ = (
+        "_deadline",
+        "_first",
+        "_handle",
+        "_inner",
+        "_loop",
+        "_tail",
+        "_timeout",
+        "_transport",
+        "_waiting",
+    )
 
-    def __init__(self, inner: Any, timeout: float) -> None:
+    def __init__(self, inner: Any, timeout: float, first_deadline: float | None = None) -> None:
         self._inner = inner
         self._timeout = timeout
         self._handle: asyncio.TimerHandle | None = None
@@ -41,15 +57,17 @@ class _HeaderDeadline(asyncio.Protocol):
         self._tail = b""
         self._deadline = 0.0
         self._loop = asyncio.get_running_loop()
+        # A connection handed over by the fast door mid-head keeps the deadline it had there.
+        self._first = first_deadline
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
         self._inner.connection_made(transport)
-        self._arm()
+        self._arm(self._first)
 
-    def _arm(self) -> None:
+    def _arm(self, deadline: float | None = None) -> None:
         self._waiting, self._tail = True, b""
-        self._deadline = self._loop.time() + self._timeout
+        self._deadline = deadline if deadline is not None else self._loop.time() + self._timeout
         if self._handle is None:
             self._handle = self._loop.call_at(self._deadline, self._expire)
 
@@ -146,12 +164,14 @@ class GuardedSite(web.TCPSite):
         backlog: int = 1024,
         refused: ParseRefusal | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        fast_door: bool = True,
     ) -> None:
         super().__init__(
             runner, host, port, reuse_port=reuse_port or None, backlog=backlog, ssl_context=ssl_context
         )
         self._header_timeout = header_timeout
         self._refused = refused
+        self._fast_door = fast_door
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
@@ -159,9 +179,19 @@ class GuardedSite(web.TCPSite):
         assert server is not None
         timeout, refused = self._header_timeout, self._refused
 
-        def factory() -> asyncio.Protocol:
+        def aiohttp_protocol(deadline: float | None = None) -> asyncio.Protocol:
             inner = server() if refused is None else _JsonErrorHandler(server, refused)
-            return _HeaderDeadline(inner, timeout)
+            return _HeaderDeadline(inner, timeout, deadline)
+
+        factory: Callable[[], asyncio.Protocol] = aiohttp_protocol
+        app = getattr(self._runner, "app", None)
+        if self._fast_door and app is not None and RUNTIME in app:
+            rt = app[RUNTIME]
+            # aiohttp's RequestHandler default, unless the runner was given one (serve.py is).
+            keepalive = float(server._kwargs.get("keepalive_timeout", 3630.0))
+
+            def factory() -> asyncio.Protocol:
+                return FastDoor(rt, server, aiohttp_protocol, timeout, keepalive)
 
         self._server = await asyncio.get_running_loop().create_server(
             factory,

@@ -12,10 +12,10 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..errors import BadRequest, NotFound
 from ..observe import escape
-from ..proxy.headers import identity_headers
+from ..proxy.headers import client_ip, identity_headers
 from ..surface.paths import CleanPath
 from .apidoc import document_json
-from .peer import client_of
+from .peer import peer_of
 from .tokens_api import only, tokens
 from .ui import serve_ui
 
@@ -29,7 +29,6 @@ async def management(
     rest = path.segments[len(rt.mount_segments) :]
     method = request.method
     if rest == ("verify",):
-        fields["route"] = "verify"
         return await verify(rt, request, rid, fields)
     if rest == ("scopes",):
         only(method, ("GET", "HEAD"))
@@ -68,22 +67,31 @@ def original_request(headers: CIMultiDictProxy[str]) -> tuple[str, str]:
 
 async def verify(rt: Runtime, request: web.Request, rid: str, fields: dict[str, Any]) -> web.StreamResponse:
     """Forward-auth: the same pipeline as the proxy; 200 with identity headers, or its refusal."""
-    method, uri = original_request(request.headers)
+    out = await forward_auth(rt, request.headers, peer_of(request), rid, fields)
+    return web.Response(status=200, headers=out)
+
+
+async def forward_auth(
+    rt: Runtime, headers: CIMultiDictProxy[str], peer: str | None, rid: str, fields: dict[str, Any]
+) -> CIMultiDict[str]:
+    """The answer's headers for a forward-auth question (both doors ask here); raises its refusal."""
+    fields["route"] = "verify"
+    method, uri = original_request(headers)
     fields["method"], fields["path"] = method, escape(uri.partition("?")[0])[:2048]
-    path = rt.pipeline.vet(method, uri, request.headers)
+    path = rt.pipeline.vet(method, uri, headers)
     if path.segments[: len(rt.mount_segments)] == rt.mount_segments:
         raise BadRequest("forward-auth cannot ask about the management mount")
-    d = await rt.pipeline.decide(method, path, request.headers, client_of(request, rt.cfg.trusted_proxies))
+    d = await rt.pipeline.decide(method, path, headers, client_ip(peer, headers, rt.cfg.trusted_proxies))
     fields.update(d.log_fields())
     out: CIMultiDict[str] = CIMultiDict(identity_headers(d.principal, rt.cfg.workspace_header))
     out["X-Request-Id"] = rid
     if d.principal.kind == "jwt":
         # The Authorization value the fronting proxy should pass on: a JWT's, never a token's.
-        out["X-Auth-Authorization"] = request.headers.get("Authorization", "")
+        out["X-Auth-Authorization"] = headers.get("Authorization", "")
         # Traefik's authResponseHeaders and ingress-nginx's auth-response-headers copy by name and
         # delete the request's copy when the answer lacks it: naming `Authorization` lets them
         # pass a JWT on and drop a token. Never sent for a token.
         out["Authorization"] = out["X-Auth-Authorization"]
     if d.principal.token_id:
         rt.validator.note_used(d.principal.token_id)
-    return web.Response(status=200, headers=out)
+    return out

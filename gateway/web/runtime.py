@@ -60,6 +60,10 @@ class Runtime:
         self.store_ok = False
         self.in_flight = 0  # requests being handled, for the drain on SIGTERM
         self.draining = False
+        # The public listener's doors (web/fastdoor.py): requests served by the fast door, and
+        # connections it handed to aiohttp (a body, an upgrade, the management API ...).
+        self.fast_requests = 0
+        self.handed_off = 0
         self._reopen: asyncio.Task[None] | None = None
         self.metrics.add_source(self._collect)
         if self.jwt is not None and self.jwt.jwks is not None:

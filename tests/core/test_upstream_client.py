@@ -475,17 +475,17 @@ def with_ca_file(config: Path, url: str, ca_file: str) -> Path:
 
 
 async def test_https_upstream_with_its_ca_file(tmp_path: Path) -> None:
-    from aiohttp.test_utils import TestClient, TestServer
+    from aiohttp.test_utils import TestClient
 
     from gateway.config import load_config
-    from gateway.web.app import build_app
     from gateway.web.runtime import Runtime
+    from tests.conftest import ListenerServer
 
     ca_file, server_ctx = _test_ca(tmp_path)
     async with raw_upstream(fixed(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecure"), server_ctx) as up:
         url = f"https://127.0.0.1:{up.port}"
         config = with_ca_file(write_config(tmp_path, url, ALL), url, str(ca_file))
-        client = TestClient(TestServer(build_app(Runtime(load_config(str(config)))), host="127.0.0.1"))
+        client = TestClient(ListenerServer(Runtime(load_config(str(config)))))
         await client.start_server()
         try:
             for _ in range(2):

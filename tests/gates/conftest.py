@@ -15,14 +15,13 @@ from typing import Any
 import jwt
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from gateway.config import load_config
 from gateway.tokens.store import TokenRecord
-from gateway.web.app import build_app
 from gateway.web.runtime import Runtime
-from tests.conftest import EXAMPLE_ROUTES, Gateway, Upstream, write_config
+from tests.conftest import EXAMPLE_ROUTES, Gateway, ListenerServer, Upstream, write_config
 from tests.support import WWW_AUTHENTICATE_INVALID_TOKEN
 
 SECRET = "gates-hmac-secret-that-is-long-enough-even-for-hs512-signatures-0123"
@@ -192,7 +191,7 @@ async def build_gateway(tmp_path: Path, upstream: Upstream) -> AsyncIterator[Bui
         assert "store: sqlite:///tokens.db\n" in text
         path.write_text(text.replace("store: sqlite:///tokens.db\n", f"store: {store}\n"))
         rt = Runtime(load_config(str(path)))
-        client = TestClient(TestServer(build_app(rt), host="127.0.0.1"))
+        client = TestClient(ListenerServer(rt))
         await client.start_server()
         clients.append(client)
         return Gateway(client, rt, folder)

@@ -1,0 +1,380 @@
+"""The fast door: the public listener's protocol for plain requests, with aiohttp behind it.
+
+Each connection starts here. Bytes are buffered until a request head's blank line; only that
+head is parsed (llhttp, via httptools). A head that is plain (HTTP/1.1, an origin-form target,
+no body, no upgrade, nothing unusual, see `_plain`) is served here, through the same pipeline
+and bookkeeping as the aiohttp door (fastserve.py). Anything else is handed to aiohttp before a
+byte of it is consumed: aiohttp's own protocol takes the transport and is fed exactly what the
+client sent, this request's head onwards, and keeps the connection for good. So bodies,
+WebSockets, `Expect`, HTTP/1.0 and every parser refusal behave as they do behind aiohttp.
+
+One timer per connection carries the header deadline (a head must arrive within
+`limits.header_timeout`) and the idle keep-alive timeout, pushed back lazily.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import httptools
+from aiohttp.tcp_helpers import tcp_nodelay
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from .fastserve import Plain, serve_plain
+from .peer import peer_address
+
+if TYPE_CHECKING:
+    from ..surface.paths import CleanPath
+    from .runtime import Runtime
+
+LOG = logging.getLogger("scopegate")
+
+# What a fast head may be. Anything else goes to aiohttp, which decides as it always has.
+MAX_HEAD = 8190  # bytes: under aiohttp's line (8190) and field (16384) limits, whatever the split
+MAX_HEADERS = 100  # aiohttp refuses more than 128
+BUFFER_LIMIT = 256 * 1024  # pipelined bytes buffered while a request is served, before reading stops
+FAST_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
+# SECURITY: a header that frames a body or switches protocols is aiohttp's to judge: a fast
+# request never has a body, so nothing after its head can be smuggled in as part of it.
+HAND_OFF = frozenset({b"transfer-encoding", b"upgrade", b"expect", b"sec-websocket-key1"})
+VERIFY = ("verify",)  # forward-auth, under the management mount: served here too
+# Headers aiohttp refuses to see twice (its SINGLETON_HEADERS).
+SINGLE = frozenset(
+    {
+        b"content-length",
+        b"content-location",
+        b"content-range",
+        b"content-type",
+        b"etag",
+        b"host",
+        b"max-forwards",
+        b"server",
+        b"transfer-encoding",
+        b"user-agent",
+    }
+)
+# Visible ASCII, space and tab (CR and LF are counted separately): no control bytes, no obs-text.
+_PLAIN_BYTES = bytes(range(0x20, 0x7F)) + b"\t\r\n"
+
+
+def _canonical_names() -> dict[bytes, str]:
+    # aiohttp's parser names known headers by its own constants ("content-type" arrives as
+    # "Content-Type"); the fast door does the same, so upstreams see the same names.
+    from aiohttp import hdrs
+    from multidict import istr
+
+    return {str(v).lower().encode(): str(v) for v in vars(hdrs).values() if isinstance(v, istr)}
+
+
+CANONICAL = _canonical_names()
+
+Fallback = Callable[[float | None], asyncio.Protocol]  # aiohttp's protocol, given a head deadline
+
+
+class _Head:
+    """httptools' callbacks for one head: the target, the raw headers, and what llhttp made of it."""
+
+    __slots__ = ("complete", "headers", "keep_alive", "method", "parser", "url", "version")
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.complete = False
+        self.keep_alive = False
+        self.method = b""
+        self.version = ""
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        self.keep_alive = parser.should_keep_alive()
+        self.method = parser.get_method()
+        self.version = parser.get_http_version()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+    def read(self, head: bytes) -> bool:
+        self.url, self.headers, self.complete = b"", [], False
+        try:
+            self.parser.feed_data(head)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self.parser = httptools.HttpRequestParser(self)
+            return False
+        return self.complete
+
+
+def _plain(head: bytes, parsed: _Head) -> Plain | None:
+    """The request, if the fast door may serve it; None hands it to aiohttp."""
+    if (
+        head.translate(None, _PLAIN_BYTES)
+        or head.count(b"\n") != head.count(b"\r\n")  # SECURITY: a bare LF frames differently elsewhere
+        or head.count(b"\r") != head.count(b"\r\n")
+        or b"\r\n " in head
+        or b"\r\n\t" in head  # obs-fold
+        or not parsed.read(head)
+        or parsed.version != "1.1"
+        or parsed.method not in FAST_METHODS
+        or not parsed.url.startswith(b"/")
+        or len(parsed.headers) > MAX_HEADERS
+    ):
+        return None
+    seen: set[bytes] = set()
+    pairs: list[tuple[str, str]] = []
+    for raw_name, raw_value in parsed.headers:
+        lname = raw_name.lower()
+        if lname in HAND_OFF:
+            return None
+        if lname in SINGLE:
+            if lname in seen:
+                return None
+            seen.add(lname)
+        value = raw_value.rstrip(b" \t")
+        if lname == b"content-length" and value != b"0":
+            return None  # SECURITY: a body (or a length that is not one) is aiohttp's to read
+        name = CANONICAL.get(lname)
+        pairs.append((name or raw_name.decode("latin-1"), value.decode("latin-1")))
+    if b"host" not in seen:
+        return None  # aiohttp refuses an HTTP/1.1 request without Host
+    headers = CIMultiDictProxy(CIMultiDict(pairs))
+    return Plain(parsed.method.decode(), parsed.url.decode("latin-1"), headers, parsed.keep_alive)
+
+
+class FastDoor(asyncio.Protocol):
+    """One client connection, served here while its requests are plain."""
+
+    # aiohttp's Server tracks its connections (to close them on shutdown) and reads this on
+    # connection_lost: the fast door registers there too, with no aiohttp task of its own.
+    _task_handler = None
+
+    def __init__(
+        self, rt: Runtime, server: Any, fallback: Fallback, header_timeout: float, keepalive: float
+    ) -> None:
+        self.rt = rt
+        self._server = server
+        self._fallback = fallback
+        self._header_timeout = header_timeout
+        self._keepalive = keepalive
+        self._loop = asyncio.get_running_loop()
+        self.transport: Any = None  # asyncio's, uvloop's or a TLS transport: nothing assumes a class
+        self.peer: str | None = None
+        self.scheme = "http"
+        self._buf = bytearray()
+        self._head = _Head()
+        self._task: asyncio.Task[None] | None = None
+        self._busy = False  # a request is being served; later bytes wait in the buffer
+        self._lost = False
+        self._handed = False
+        self._closing = False  # close after the current response (shutdown)
+        self._read_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._waiting_head = False
+        self._deadline = 0.0  # when the connection is closed, 0 while a request is served
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self.started = 0  # the status of a response whose head is out, while its body streams
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        tcp_nodelay(self.transport, True)  # as aiohttp's protocol does: no Nagle delay on a response
+        self.peer = peer_address(transport)
+        self.scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
+        self._server.connection_made(self, transport)
+        # SECURITY: from its first byte, a connection has `header_timeout` to send a head.
+        self._waiting_head = True
+        self._set_deadline(self._loop.time() + self._header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        if self._busy:
+            if len(self._buf) > BUFFER_LIMIT and not self._read_paused:
+                self._read_paused = True
+                self.transport.pause_reading()
+            return
+        self._next()
+
+    def eof_received(self) -> None:
+        return None  # as aiohttp's protocol: the transport closes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._wake()
+        if not self._handed:
+            self._server.connection_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake()
+
+    # -- aiohttp's Server, on shutdown ----------------------------------------------------------
+
+    def close(self) -> None:
+        """Idle connections close now, busy ones after their response."""
+        self._closing = True
+        if not self._busy and self.transport is not None:
+            self.transport.close()
+
+    async def shutdown(self, timeout: float | None) -> None:  # noqa: ASYNC109 - aiohttp's Server calls it so
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.wait((task,), timeout=timeout)
+        if self.transport is not None and not self._handed:
+            self.transport.close()
+
+    # -- framing --------------------------------------------------------------------------------
+
+    def _next(self) -> None:
+        """Idle: serve the next buffered head, wait for one, or hand the connection to aiohttp."""
+        buf = self._buf
+        if not buf:
+            self._waiting_head = False
+            self._set_deadline(self._loop.time() + self._keepalive)
+            return
+        end = buf.find(b"\r\n\r\n") + 4
+        if end < 4:
+            if len(buf) > MAX_HEAD or buf.count(b"\n") != buf.count(b"\r\n") or buf[0] in b"\r\n":
+                self._hand_off()
+            elif not self._waiting_head:
+                self._waiting_head = True
+                self._set_deadline(self._loop.time() + self._header_timeout)
+            return
+        if end > MAX_HEAD or buf[0] in b"\r\n":
+            self._hand_off()
+            return
+        head = bytes(buf[:end])
+        try:
+            req = _plain(head, self._head)
+        except Exception:  # a bug of ours: aiohttp, which checks everything itself, decides
+            LOG.exception("the fast door failed reading a request head; handed to aiohttp")
+            req = None
+        if req is None:
+            self._hand_off()
+            return
+        vetted: CleanPath | Exception
+        try:
+            vetted = self.rt.pipeline.vet(req.method, req.target, req.headers)
+        except Exception as exc:  # answered here, by the same refusal path as any other
+            vetted = exc
+        else:
+            mount = self.rt.mount_segments
+            if vetted.segments[: len(mount)] == mount and vetted.segments[len(mount) :] != VERIFY:
+                self._hand_off()  # the management API is aiohttp's, forward-auth aside
+                return
+        del buf[:end]
+        self._busy = True
+        self._waiting_head = False
+        self._deadline = 0.0
+        self._task = self._loop.create_task(self._serve(req, vetted))
+
+    async def _serve(self, req: Plain, vetted: CleanPath | Exception) -> None:
+        rt = self.rt
+        rt.in_flight += 1
+        rt.fast_requests += 1
+        close = True
+        try:
+            close = await serve_plain(self, req, vetted)
+        finally:
+            rt.in_flight -= 1
+            self._task = None
+            if (close or not req.keep_alive or rt.draining or self._closing) and not self._lost:
+                self.transport.close()
+        if self._lost or self.transport.is_closing():
+            return
+        if self._write_paused:
+            try:
+                await self.drain()
+            except ConnectionError:
+                return
+        self._busy = False
+        if self._read_paused:
+            self._read_paused = False
+            self.transport.resume_reading()
+        self._next()
+
+    def _hand_off(self) -> None:
+        """aiohttp takes the connection, and every byte not consumed here, for good."""
+        self._handed = True
+        self.rt.handed_off += 1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._server.connection_lost(self, None)
+        deadline = self._deadline if self._waiting_head else None
+        inner = self._fallback(deadline)
+        transport = self.transport
+        transport.set_protocol(inner)
+        inner.connection_made(transport)
+        data = bytes(self._buf)
+        self._buf.clear()
+        if data:
+            inner.data_received(data)
+        if self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()
+
+    # -- writing --------------------------------------------------------------------------------
+
+    @property
+    def gone(self) -> bool:
+        return self._lost or self.transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        """Bytes for the client; dropped if it is gone (the caller's next drain says so)."""
+        if not self.gone:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the client's socket buffer is full; ConnectionResetError if it left."""
+        while self._write_paused and not self._lost:
+            waiter = self._drain_waiter = self._loop.create_future()
+            await waiter
+        if self.gone:
+            raise ConnectionResetError("the client closed the connection")
+
+    def cut(self) -> None:
+        """Past the status line, the only honest signal of a failure is a cut connection."""
+        if not self._lost:
+            self.transport.close()
+
+    def _wake(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- the one timer ----------------------------------------------------------------------------
+
+    def _set_deadline(self, at: float) -> None:
+        self._deadline = at
+        if self._timer is None or self._timer_at > at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = self._loop.call_at(at, self._expire), at
+
+    def _expire(self) -> None:
+        self._timer = None
+        if not self._deadline or self._lost or self._handed:
+            return
+        if self._loop.time() < self._deadline:
+            self._timer, self._timer_at = self._loop.call_at(self._deadline, self._expire), self._deadline
+            return
+        self.transport.close()  # a head too slow, or idle past the keep-alive timeout

@@ -1,0 +1,184 @@
+"""A plain request through the fast door: the pipeline, the forward, the response as bytes.
+
+The same stages as the aiohttp door (`_handle` in app.py), in the same order, through the same
+`Ledger`; only the HTTP framing is written here. Responses carry what aiohttp would add to them
+(Content-Length or chunked framing, a default Content-Type, Date, `Connection: close`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from ..pipeline import Decision
+from ..proxy.forward import content_length, exchange_plain, pump, request_head, response_head
+from ..proxy.headers import SERVER, client_ip
+from .errors import error_parts
+from .ledger import Ledger
+from .management import forward_auth
+
+if TYPE_CHECKING:
+    from ..proxy.pool import Connection, Message
+    from ..surface.paths import CleanPath
+    from .fastdoor import FastDoor
+
+REASONS = {s.value: s.phrase for s in HTTPStatus}
+_LAST_CHUNK = b"0\r\n\r\n"
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@dataclass(slots=True)
+class Plain:
+    """A request the fast door serves: no body, HTTP/1.1, an origin-form target."""
+
+    method: str
+    target: str
+    headers: CIMultiDictProxy[str]
+    keep_alive: bool
+
+
+async def serve_plain(door: FastDoor, req: Plain, vetted: CleanPath | Exception) -> bool:
+    """Answer one request; True when the connection must close afterwards."""
+    rt = door.rt
+    led = Ledger(rt, req.method, req.target, req.headers)
+    keep_alive = req.keep_alive
+    door.started = 0
+    try:
+        if isinstance(vetted, Exception):
+            raise vetted
+        if vetted.segments[: len(rt.mount_segments)] == rt.mount_segments:
+            # The one management endpoint the fast door serves (it hands off the others).
+            led.fields["route"] = "management"
+            out = await forward_auth(rt, req.headers, door.peer, led.rid, led.fields)
+            out.setdefault("Server", SERVER)
+            led.decision, status = "allow", 200
+            door.write(_whole(200, None, out, b"", req.method, keep_alive and not rt.draining))
+            led.done(status)
+            return not keep_alive
+        client = client_ip(door.peer, req.headers, rt.cfg.trusted_proxies)
+        d = await rt.pipeline.decide(req.method, vetted, req.headers, client)
+        led.decided(d)
+        status = await _proxy(door, req, d, led, keep_alive)
+        led.forwarded(d, status)
+    except Exception as exc:
+        err, bug = led.refusal(exc)
+        if door.started:  # a failure past the status line (pump handles its own): cut
+            door.cut()
+            status = door.started
+        else:
+            keep_alive = keep_alive and not bug
+            headers, body = error_parts(err, led.rid)
+            status = err.status
+            ka = keep_alive and not rt.draining
+            door.write(_whole(status, None, CIMultiDict(headers), body, req.method, ka))
+    led.done(status)
+    return not keep_alive
+
+
+async def _proxy(door: FastDoor, req: Plain, d: Decision, led: Ledger, keep_alive: bool) -> int:
+    rt = door.rt
+    principal = d.principal
+    headers = rt.headers.upstream_request(
+        req.headers,
+        principal,
+        peer=door.peer,
+        scheme=door.scheme,
+        host=req.headers.get("Host"),
+        rid=led.rid,
+        keep_authorization=principal.kind == "jwt",
+    )
+    upstream = d.route.upstream
+    pool = rt.upstreams.pools[upstream]
+    target = rt.upstreams.target(upstream, d.path.raw, d.path.query)
+    head = request_head(req.method, target, pool.authority, headers, None)
+    started = time.perf_counter()
+    conn, msg = await exchange_plain(pool, req.method, head)
+    led.timings["upstream_ms"] = (time.perf_counter() - started) * 1000
+    try:
+        return await _respond(door, req, conn, msg, led, keep_alive)
+    finally:
+        pool.release(conn)
+
+
+async def _respond(
+    door: FastDoor, req: Plain, conn: Connection, msg: Message, led: Ledger, keep_alive: bool
+) -> int:
+    status, reason, headers, no_body = response_head(msg, led.rid, req.method)
+    keep_alive = keep_alive and not door.rt.draining  # no keep-alive while shutting down
+    if msg.complete and not no_body:
+        # The whole answer is here: one write, headers and body.
+        door.write(_whole(status, reason, headers, conn.take_body(), req.method, keep_alive))
+        return status
+    length = content_length(msg)
+    if no_body:
+        if length is not None and status not in (204, 304):  # as aiohttp drops it
+            headers["Content-Length"] = str(length)
+        door.write(_head(status, reason, headers, keep_alive))
+        return status
+    if length is not None:
+        headers["Content-Length"] = str(length)
+        if length:
+            headers.setdefault("Content-Type", "application/octet-stream")
+    else:
+        headers["Transfer-Encoding"] = "chunked"
+        headers.setdefault("Content-Type", "application/octet-stream")
+    head = _head(status, reason, headers, keep_alive)
+    door.started = status
+    door.write(head)
+    chunked = length is None
+
+    async def write(chunk: bytes) -> None:
+        if chunked:
+            door.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            door.write(chunk)
+        await door.drain()
+
+    async def finish() -> None:
+        if chunked:
+            door.write(_LAST_CHUNK)
+        await door.drain()
+
+    await pump(conn, write, finish, door.cut, led.timings)
+    return status
+
+
+def _whole(
+    status: int, reason: str | None, headers: CIMultiDict[str], body: bytes, method: str, keep_alive: bool
+) -> bytes:
+    """A response with its body, framed as aiohttp frames a `web.Response`."""
+    if body or (status != 304 and method != "HEAD"):
+        headers["Content-Length"] = str(len(body))
+    if method == "HEAD":
+        body = b""  # the length of what a GET would carry, and no body
+    elif body:
+        headers.setdefault("Content-Type", "application/octet-stream")
+    return _head(status, reason, headers, keep_alive) + body
+
+
+_date: list[object] = [0, ""]
+
+
+def _head(status: int, reason: str | None, headers: CIMultiDict[str], keep_alive: bool) -> bytes:
+    now = int(time.time())
+    if now != _date[0]:  # formatted once per second
+        _date[:] = [now, formatdate(now, usegmt=True)]
+    if "Date" not in headers:
+        headers["Date"] = str(_date[1])
+    if not keep_alive and "Connection" not in headers:
+        headers["Connection"] = "close"
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, '') if reason is None else reason}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    text = "\r\n".join(lines)
+    seps = len(lines) - 1
+    if text.count("\n") != seps or text.count("\r") != seps or _CONTROL.search(text):
+        # aiohttp refuses to write these too: a bug of ours, or an upstream's, never sent.
+        raise ValueError("a control character in a response header")
+    # Lone surrogates (bytes an upstream sent that are not UTF-8) are dropped, as aiohttp does.
+    return (text + "\r\n\r\n").encode("utf-8", "ignore")

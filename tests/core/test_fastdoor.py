@@ -1,0 +1,540 @@
+"""The fast door (gateway/web/fastdoor.py) against real sockets.
+
+Every request here goes byte for byte to two gateways built from the same configuration: one
+behind the public listener as `scopegate serve` runs it (the fast door, aiohttp behind it), one
+with the fast door switched off (aiohttp alone, as before). Their answers must be the same bytes,
+apart from the Date header and the request id; and the counters say which door took each request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import resource
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from gateway.config import load_config
+from gateway.serve import public_runner, public_site
+from gateway.web.app import build_app
+from gateway.web.listener import GuardedSite
+from gateway.web.runtime import Runtime
+from tests.conftest import EXAMPLE_ROUTES, Upstream, write_config
+from tests.core.test_upstream_client import fixed, raw_upstream
+from tests.ops.test_tls import StartTls, TlsGateway, client_context, start_tls
+from tests.ops.tlskit import issue, make_ca
+from tests.support import captured_access_log, eventually
+
+__all__ = ["start_tls"]  # the fixture, from the TLS tests
+
+ROUTES = (
+    EXAMPLE_ROUTES
+    + """
+  - id: everything
+    match: {prefix: /}
+    class: anonymous
+"""
+)
+
+
+@dataclass
+class Door:
+    rt: Runtime
+    port: int
+    runner: web.AppRunner
+
+
+@dataclass
+class Doors:
+    fast: Door
+    plain: Door  # the same gateway with the fast door off: aiohttp's answers
+
+
+StartDoor = Callable[..., Awaitable[Door]]
+
+
+@pytest.fixture
+async def start_door(tmp_path: Path, upstream: Upstream) -> AsyncIterator[StartDoor]:
+    runners: list[web.AppRunner] = []
+
+    async def start(
+        *, fast: bool = True, extra: str = "", keepalive: float | None = None, upstream_url: str = ""
+    ) -> Door:
+        folder = tmp_path / f"door{len(runners)}"
+        folder.mkdir()
+        config = write_config(folder, upstream_url or upstream.url, ROUTES, extra)
+        rt = Runtime(load_config(str(config)))
+        if keepalive is None:
+            runner = public_runner(rt)
+        else:
+            runner = web.AppRunner(build_app(rt), access_log=None, keepalive_timeout=keepalive)
+        await runner.setup()
+        runners.append(runner)
+        site = public_site(runner, rt, "127.0.0.1", 0, fast_door=fast)
+        await site.start()
+        return Door(rt, site.port, runner)
+
+    yield start
+    for runner in runners:
+        if runner.server is not None:
+            await runner.cleanup()
+
+
+@pytest.fixture
+async def doors(start_door: StartDoor) -> Doors:
+    return Doors(await start_door(), await start_door(fast=False))
+
+
+async def exchange(port: int, data: bytes, *, timeout: float = 10.0) -> bytes:
+    """Send bytes exactly as given; everything the server sends until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
+_RID = re.compile(rb"[0-9a-f]{32}")
+_DATE = re.compile(rb"\r\nDate: [^\r]*")
+
+
+def normal(reply: bytes) -> bytes:
+    return _DATE.sub(b"\r\nDate: -", _RID.sub(b"R" * 32, reply))
+
+
+def req(method: str, target: str, *headers: str, close: bool = True, body: bytes = b"") -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", "Host: gw.test", *headers]
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+FAST = {
+    "get": req("GET", "/open/x?a=1&b=%2F"),
+    "head": req("HEAD", "/open/x"),
+    "keep-alive-then-close": req("GET", "/open/1", close=False) + req("GET", "/open/2"),
+    "pipelined-three": req("GET", "/open/1", close=False) + req("HEAD", "/a", close=False) + req("GET", "/b"),
+    "names-as-aiohttp-names-them": req(
+        "GET", "/open/x", "content-type: text/x", "x-request-id: mine", "x-b: 1", "X-B: 2", "accept:  a  "
+    ),
+    "post-empty": req("POST", "/open/x", "Content-Length: 0"),
+    "options": req("OPTIONS", "/open/x"),
+    "delete": req("DELETE", "/open/x"),
+    "no-credential-401": req("GET", "/v1/playlists/1"),
+    "bad-token-401": req("GET", "/v1/playlists/1", "Authorization: Bearer nope"),
+    "two-authorizations-400": req(
+        "GET", "/v1/playlists/1", "Authorization: Bearer a", "Authorization: Bearer b"
+    ),
+    "head-refused-401": req("HEAD", "/v1/playlists/1"),
+    "method-405": req("DELETE", "/v1/health"),
+    "method-outside-config-405": req("PATCH", "/v1/health"),
+    "bad-path-400": req("GET", "/open/%2e%2e/v1/admin"),
+    "method-parameter-400": req("GET", "/open/x?_method=DELETE"),
+    "spoofed-identity-dropped": req("GET", "/open/x", "X-Auth-Subject: root", "X-Forwarded-For: 1.2.3.4"),
+    "status-204": req("GET", "/status/204"),
+    "status-304": req("GET", "/status/304"),
+    "head-304": req("HEAD", "/status/304"),
+    "status-500": req("GET", "/status/500"),
+    "chunked-download": req("GET", "/download/200000"),
+    "head-of-chunked": req("HEAD", "/download/200000"),
+    "cookies": req("GET", "/cookies"),
+    "gzip": req("GET", "/gzip"),
+    "hop-by-hop-removed": req("GET", "/hop"),
+    "respond-201": req("GET", "/respond?status=201"),
+    "upstream-reset-502": req("GET", "/reset"),
+    "upstream-truncates": req("GET", "/truncate"),
+    "verify-anonymous": req("GET", "/auth/verify", "X-Forwarded-Method: GET", "X-Forwarded-Uri: /open/x?a=1"),
+    "verify-trailing-slash": req(
+        "GET", "/auth/verify/", "X-Original-Method: GET", "X-Original-URI: /v1/health"
+    ),
+    "verify-head": req("HEAD", "/auth/verify", "X-Forwarded-Method: GET", "X-Forwarded-Uri: /open/x"),
+    "verify-no-credential-401": req(
+        "GET", "/auth/verify", "X-Forwarded-Method: GET", "X-Forwarded-Uri: /v1/playlists/1"
+    ),
+    "verify-bad-token-401": req(
+        "POST",
+        "/auth/verify",
+        "X-Forwarded-Method: GET",
+        "X-Forwarded-Uri: /v1/playlists",
+        "Authorization: Bearer x",
+    ),
+    "verify-no-method-400": req("GET", "/auth/verify", "X-Forwarded-Uri: /open/x"),
+    "verify-names-disagree-400": req(
+        "GET",
+        "/auth/verify",
+        "X-Forwarded-Method: GET",
+        "X-Original-Method: POST",
+        "X-Forwarded-Uri: /open/x",
+    ),
+    "verify-the-mount-400": req(
+        "GET", "/auth/verify", "X-Forwarded-Method: GET", "X-Forwarded-Uri: /auth/scopes"
+    ),
+    "verify-bad-path-400": req(
+        "GET", "/auth/verify", "X-Forwarded-Method: GET", "X-Forwarded-Uri: /open/../x"
+    ),
+    "verify-method-405": req(
+        "GET", "/auth/verify", "X-Forwarded-Method: DELETE", "X-Forwarded-Uri: /v1/health"
+    ),
+    "verify-keep-alive": req(
+        "GET", "/auth/verify", "X-Forwarded-Method: GET", "X-Forwarded-Uri: /a", close=False
+    )
+    + req("GET", "/auth/verify", "X-Forwarded-Method: GET", "X-Forwarded-Uri: /b"),
+    "connection-named-header": req("GET", "/open/x", "Connection: X-Drop", "X-Drop: 1", close=False)
+    + req("GET", "/open/y"),
+}
+
+HANDED = {
+    "post-body": req("POST", "/open/x", "Content-Length: 5", body=b"hello"),
+    "chunked-body": req("POST", "/open/x", "Transfer-Encoding: chunked", body=b"5\r\nhello\r\n0\r\n\r\n"),
+    "expect-continue": req("PUT", "/open/x", "Expect: 100-continue", "Content-Length: 2", body=b"ok"),
+    "http-1.0": b"GET /open/x HTTP/1.0\r\nHost: gw.test\r\n\r\n",
+    "bare-lf": b"GET /open/x HTTP/1.1\nHost: gw.test\nConnection: close\n\n",
+    "bare-lf-in-one-line": b"GET /open/x HTTP/1.1\r\nHost: gw.test\nX: y\r\nConnection: close\r\n\r\n",
+    "no-colon-400": req("GET", "/open/x", "Bad Header"),
+    "nul-in-value-400": req("GET", "/open/x", "X-A: a\x00b"),
+    "obs-fold": req("GET", "/open/x", "X-A: a", " folded"),
+    "space-before-colon": req("GET", "/open/x", "X-A : a"),
+    "non-websocket-upgrade-400": req("GET", "/open/x", "Connection: Upgrade", "Upgrade: h2c", close=False),
+    "no-host-400": b"GET /open/x HTTP/1.1\r\nConnection: close\r\n\r\n",
+    "two-hosts-400": req("GET", "/open/x", "Host: other"),
+    "two-user-agents-400": req("GET", "/open/x", "User-Agent: a", "User-Agent: b"),
+    "management": req("GET", "/auth/scopes"),
+    "management-unknown": req("GET", "/auth/nothing"),
+    "absolute-form": req("GET", "http://gw.test/open/x"),
+    "asterisk-form": req("OPTIONS", "*"),
+    "lowercase-method": req("get", "/open/x"),
+    "unknown-method": req("BREW", "/open/x"),
+    "utf8-header": req("GET", "/open/x", "X-Name: caf\u00e9"),
+    "long-head": req("GET", "/open/x", "X-Big: " + "b" * 9000),
+    "leading-crlf": b"\r\n" + req("GET", "/open/x"),
+    "content-length-with-smuggled-request": req(
+        "GET", "/open/x", "Content-Length: 35", close=False, body=b"GET /v1/admin HTTP/1.1\r\nHost: g\r\n\r\n"
+    )
+    + req("GET", "/open/after"),
+    "negative-length": req("GET", "/open/x", "Content-Length: -1"),
+    "two-lengths": req("GET", "/open/x", "Content-Length: 0", "Content-Length: 0"),
+    "pipelined-fast-then-body-then-fast": req("GET", "/open/1", close=False)
+    + req("POST", "/open/2", "Content-Length: 3", close=False, body=b"abc")
+    + req("GET", "/open/3"),
+}
+
+
+@pytest.mark.parametrize("name", list(FAST))
+async def test_the_fast_door_answers_byte_for_byte_as_aiohttp(
+    doors: Doors, upstream: Upstream, name: str
+) -> None:
+    data = FAST[name]
+    before = normal(await exchange(doors.plain.port, data))
+    seen = [(s.method, s.raw_path, s.body_len) for s in upstream.seen]
+    upstream.seen.clear()
+    after = normal(await exchange(doors.fast.port, data))
+    assert after == before
+    assert [(s.method, s.raw_path, s.body_len) for s in upstream.seen] == seen
+    assert doors.fast.rt.fast_requests == data.count(b" HTTP/1.1\r\n")
+    assert doors.fast.rt.handed_off == 0
+
+
+@pytest.mark.parametrize("name", list(HANDED))
+async def test_what_is_not_plain_goes_to_aiohttp_untouched(
+    doors: Doors, upstream: Upstream, name: str
+) -> None:
+    data = HANDED[name]
+    before = normal(await exchange(doors.plain.port, data))
+    seen = [(s.method, s.raw_path, s.body_len) for s in upstream.seen]
+    upstream.seen.clear()
+    after = normal(await exchange(doors.fast.port, data))
+    assert after == before
+    assert [(s.method, s.raw_path, s.body_len) for s in upstream.seen] == seen
+    assert doors.fast.rt.handed_off == 1
+
+
+async def test_a_body_never_carries_a_second_request_past_the_gate(doors: Doors, upstream: Upstream) -> None:
+    # SECURITY: the fast door consumes a head only; a request with a body goes to aiohttp whole,
+    # so a request hidden in the body is the body, never a request of its own.
+    smuggled = b"GET /v1/admin HTTP/1.1\r\nHost: g\r\n\r\n"
+    for framing, body in (
+        (f"Content-Length: {len(smuggled)}", smuggled),
+        ("Transfer-Encoding: chunked", b"%x\r\n%b\r\n0\r\n\r\n" % (len(smuggled), smuggled)),
+    ):
+        upstream.seen.clear()
+        reply = await exchange(doors.fast.port, req("GET", "/open/x", framing, body=body))
+        assert reply.count(b"HTTP/1.1 ") == 1 and reply.startswith(b"HTTP/1.1 200 ")
+        assert [(s.raw_path, s.body_len) for s in upstream.seen] == [("/open/x", len(smuggled))]
+    assert doors.fast.rt.handed_off == 2
+
+
+async def test_pipelined_requests_are_answered_in_order(doors: Doors, upstream: Upstream) -> None:
+    data = b"".join(req("GET", f"/open/{i}", close=False) for i in range(20)) + req("GET", "/open/last")
+    reply = await exchange(doors.fast.port, data)
+    paths = re.findall(rb'"path": ?"(/open/[^"]+)"', reply)
+    assert paths == [f"/open/{i}".encode() for i in range(20)] + [b"/open/last"]
+    assert doors.fast.rt.fast_requests == 21 and doors.fast.rt.handed_off == 0
+
+
+async def test_a_mix_of_fast_and_handed_requests_keeps_its_order(doors: Doors, upstream: Upstream) -> None:
+    data = (
+        req("GET", "/open/1", close=False)
+        + req("GET", "/open/2", close=False)
+        + req("POST", "/open/3", "Content-Length: 3", close=False, body=b"abc")
+        + req("GET", "/open/4", close=False)
+        + req("GET", "/auth/scopes", close=False)
+        + req("GET", "/open/5")
+    )
+    reply = await exchange(doors.fast.port, data)
+    assert reply.count(b"HTTP/1.1 200 ") == 6
+    paths = re.findall(rb'"path": ?"(/open/[^"]+)"', reply)
+    assert paths == [b"/open/1", b"/open/2", b"/open/3", b"/open/4", b"/open/5"]
+    assert reply.index(b'"scopes"') > reply.index(b"/open/4")
+    assert doors.fast.rt.fast_requests == 2 and doors.fast.rt.handed_off == 1
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = int(re.search(rb"\r\nContent-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+    return head, await asyncio.wait_for(reader.readexactly(length), 10)
+
+
+async def test_keep_alive_reuses_the_connection_and_close_closes_it(doors: Doors, upstream: Upstream) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", doors.fast.port)
+    try:
+        for i in range(3):
+            writer.write(req("GET", f"/open/{i}", close=False))
+            head, _ = await _read_response(reader)
+            assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection:" not in head
+        writer.write(req("GET", "/open/last"))
+        head, _ = await _read_response(reader)
+        assert b"\r\nConnection: close\r\n" in head
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        writer.close()
+    assert doors.fast.rt.fast_requests == 4 and doors.fast.rt.handed_off == 0
+
+
+async def test_a_slow_head_is_cut_at_the_header_deadline(start_door: StartDoor, upstream: Upstream) -> None:
+    door = await start_door(extra="limits: {header_timeout: 0.5}\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", door.port)
+    try:
+        writer.write(req("GET", "/open/1", close=False))
+        await _read_response(reader)
+        await asyncio.sleep(0.7)  # idle time between requests is not head time
+        started = time.monotonic()
+        for part in (b"GET /open/2 HTTP/1.1\r\n", b"Host: x\r\n", b"X-A: 1\r\n"):
+            writer.write(part)
+            await asyncio.sleep(0.1)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert 0.4 <= time.monotonic() - started < 2.0
+    finally:
+        writer.close()
+    assert [s.raw_path for s in upstream.seen] == ["/open/1"]
+
+
+async def test_a_head_handed_over_mid_way_keeps_its_deadline(
+    start_door: StartDoor, upstream: Upstream
+) -> None:
+    door = await start_door(extra="limits: {header_timeout: 1.0}\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", door.port)
+    started = time.monotonic()
+    try:
+        writer.write(b"GET /open/x HTTP/1.1\r\n")
+        await asyncio.sleep(0.6)
+        writer.write(b"X-Big: " + b"b" * 9000)  # past the fast door's head size: aiohttp's now,
+        await asyncio.sleep(0.1)  # with 0.4 s left of the deadline, not a new 1 s
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert 0.9 <= time.monotonic() - started < 1.5
+    finally:
+        writer.close()
+    assert door.rt.handed_off == 1 and upstream.seen == []
+
+
+async def test_an_idle_keep_alive_connection_is_closed(start_door: StartDoor, upstream: Upstream) -> None:
+    door = await start_door(keepalive=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", door.port)
+    try:
+        writer.write(req("GET", "/open/1", close=False))
+        await _read_response(reader)
+        started = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert 0.4 <= time.monotonic() - started < 3.0
+    finally:
+        writer.close()
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def test_a_slow_client_reads_50_mb_with_memory_flat(doors: Doors, upstream: Upstream) -> None:
+    size = 50 * 1024 * 1024
+    reader, writer = await asyncio.open_connection("127.0.0.1", doors.fast.port, limit=64 * 1024)
+    try:
+        writer.write(req("GET", f"/download/{size}"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nTransfer-Encoding: chunked\r\n" in head
+        baseline = _rss_mb()
+        got = 0
+        peak = baseline
+        while chunk := await asyncio.wait_for(reader.read(65536), 20):
+            got += len(chunk)
+            if got < 8 * 1024 * 1024:
+                await asyncio.sleep(0.002)  # a slow client for the first megabytes
+            peak = max(peak, _rss_mb())
+        # Chunked framing around 50 MB of body, all of it arrived.
+        assert got > size and got < size + size // 100
+        assert peak - baseline < 40, (baseline, peak)
+    finally:
+        writer.close()
+    assert doors.fast.rt.fast_requests == 1
+
+
+async def test_a_client_gone_mid_body_frees_the_upstream_connection(doors: Doors, upstream: Upstream) -> None:
+    rt = doors.fast.rt
+    with captured_access_log(lambda line: line) as lines:
+        reader, writer = await asyncio.open_connection("127.0.0.1", doors.fast.port)
+        writer.write(req("GET", f"/download/{20 * 1024 * 1024}"))
+        await asyncio.wait_for(reader.readexactly(256 * 1024), 10)
+        writer.close()
+        await eventually(lambda: rt.in_flight == 0 and len(lines) == 1)
+    pool = rt.upstreams.pools["default"]
+    assert not pool._idle  # the half-read response's connection is closed, never reused
+    assert '"status":200' in lines[0] or "'status': 200" in str(lines[0])
+    # The door goes on serving.
+    assert (await exchange(doors.fast.port, req("GET", "/open/next"))).startswith(b"HTTP/1.1 200 ")
+
+
+async def test_drain_counts_fast_requests_and_shutdown_closes_idle_connections(
+    start_door: StartDoor, upstream: Upstream
+) -> None:
+    door = await start_door()
+    reader, writer = await asyncio.open_connection("127.0.0.1", door.port)
+    slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", door.port)
+    try:
+        writer.write(req("GET", "/open/idle", close=False))
+        await _read_response(reader)
+        slow_writer.write(req("GET", "/slow?s=0.5", close=False))
+        await eventually(lambda: door.rt.in_flight == 1)
+        door.rt.draining = True
+        head, _ = await _read_response(slow_reader)
+        assert b"\r\nConnection: close\r\n" in head  # no keep-alive while draining
+        assert door.rt.in_flight == 0
+        # aiohttp's shutdown knows the fast connections too: the idle one is closed.
+        await door.runner.cleanup()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        slow_writer.close()
+        writer.close()
+
+
+async def test_guarded_site_uses_the_fast_door_only_with_a_runtime(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    # A runner without the gateway's runtime (any other aiohttp app) is served by aiohttp alone.
+    async def hello(_request: web.Request) -> web.Response:
+        return web.Response(text="hi")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = GuardedSite(runner, "127.0.0.1", 0, header_timeout=1.0)
+    await site.start()
+    try:
+        reply = await exchange(site.port, req("GET", "/"))
+        assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"hi")
+    finally:
+        await runner.cleanup()
+
+
+def _tls_exchange(port: int, ctx: ssl.SSLContext, data: bytes) -> bytes:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s,
+    ):
+        s.sendall(data)
+        chunks = []
+        while got := s.recv(65536):
+            chunks.append(got)
+    return b"".join(chunks)
+
+
+# Over one TLS connection: a fast request, then one with a (empty, chunked) body that goes to
+# aiohttp mid-connection (set_protocol on a TLS transport), then one more, aiohttp's by then.
+TLS_PIPELINE = (
+    req("GET", "/v1/health", close=False)
+    + req("GET", "/v1/health", "Transfer-Encoding: chunked", close=False, body=b"0\r\n\r\n")
+    + req("GET", "/v1/health")
+)
+
+
+def _three_answers(reply: bytes, upstream: Upstream) -> None:
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == 3, reply
+    assert [(s.raw_path, s.header("X-Forwarded-Proto")) for s in upstream.seen] == [
+        ("/v1/health", "https")
+    ] * 3
+
+
+async def test_tls_listener_on_uvloop_serves_fast_and_hands_over(
+    start_tls: StartTls, upstream: Upstream
+) -> None:
+    gw: TlsGateway = await start_tls()  # `scopegate serve`: uvloop, listen.tls
+    reply = await asyncio.to_thread(_tls_exchange, gw.port, client_context(gw.ca), TLS_PIPELINE)
+    _three_answers(reply, upstream)
+
+
+async def test_tls_listener_on_asyncio_serves_fast_and_hands_over(tmp_path: Path, upstream: Upstream) -> None:
+    ca = make_ca()
+    cert, key = issue(ca, "scopegate server", server=True).write(tmp_path, "server")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    rt = Runtime(load_config(str(write_config(tmp_path, upstream.url))))
+    runner = public_runner(rt)
+    await runner.setup()
+    site = GuardedSite(runner, "127.0.0.1", 0, header_timeout=5.0, ssl_context=server_ctx)
+    await site.start()
+    try:
+        reply = await asyncio.to_thread(_tls_exchange, site.port, client_context(ca), TLS_PIPELINE)
+        _three_answers(reply, upstream)
+        assert rt.fast_requests == 1 and rt.handed_off == 1
+    finally:
+        await runner.cleanup()
+
+
+UPSTREAM_ANSWERS = {
+    "not-utf8-values-and-reason": b"HTTP/1.1 200 Fine\xe9\r\nX-Bin: caf\xe9\r\nX-Utf: caf\xc3\xa9\r\n"
+    b"Content-Length: 2\r\n\r\nok",
+    "their-ids-and-server": b"HTTP/1.1 201 Created\r\nx-request-id: theirs\r\nServer: up\r\nX-A: 1\r\n"
+    b"X-Request-ID: again\r\nConnection: x-a, keep-alive\r\nContent-Type: text/x\r\n"
+    b"Content-Length: 0\r\n\r\n",
+    "close-delimited": b"HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nConnection: close\r\n\r\n"
+    b"until the end",
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    "no-reason": b"HTTP/1.1 299 \r\nContent-Length: 1\r\n\r\nx",
+    "204-with-length": b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+    "304-with-length": b'HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: "v"\r\n\r\n',
+    "delete-in-a-value": b"HTTP/1.1 200 OK\r\nX-Odd: a\x7fb\r\nContent-Length: 1\r\n\r\nx",
+}
+
+
+@pytest.mark.parametrize("name", list(UPSTREAM_ANSWERS))
+async def test_upstream_answers_reach_the_client_as_through_aiohttp(start_door: StartDoor, name: str) -> None:
+    async with raw_upstream(fixed(UPSTREAM_ANSWERS[name])) as up:
+        url = f"http://127.0.0.1:{up.port}"
+        fast, plain = await start_door(upstream_url=url), await start_door(fast=False, upstream_url=url)
+        for method in ("GET", "HEAD"):
+            data = req(method, "/open/x", close=False) + req(method, "/open/y")
+            before = normal(await exchange(plain.port, data))
+            after = normal(await exchange(fast.port, data))
+            assert after == before
+        assert fast.rt.handed_off == 0 and fast.rt.fast_requests >= 2
