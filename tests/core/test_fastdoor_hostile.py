@@ -575,6 +575,56 @@ async def test_a_connection_that_sends_nothing_is_cut(start_door: StartDoor, ups
     assert 0.4 <= time.monotonic() - started < 2.0
 
 
+async def test_an_endless_head_is_refused_long_before_the_deadline(
+    start_door: StartDoor, upstream: Upstream
+) -> None:
+    # SECURITY: a head without its blank line is not buffered past MAX_HEAD: aiohttp takes it and
+    # refuses the over-long line, however fast the bytes come (no memory, no rescanning).
+    door = await start_door(extra="limits: {header_timeout: 30}\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", door.port)
+    started = time.monotonic()
+    try:
+        writer.write(b"GET /open/x HTTP/1.1\r\nHost: a\r\nX-A: ")
+        try:
+            for _ in range(256):
+                writer.write(b"a" * 16384)
+                await asyncio.wait_for(writer.drain(), 5)
+        except (ConnectionError, TimeoutError):
+            pass  # the gateway answered and closed while we were still sending
+        got = await asyncio.wait_for(reader.read(), 10)
+    except ConnectionError:
+        got = b""
+    finally:
+        writer.close()
+    assert got.startswith(b"HTTP/1.0 400 ") or got == b""
+    assert time.monotonic() - started < 10
+    assert door.rt.handed_off == 1 and upstream.seen == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 1: empty lines before a request line end the header deadline (listener._HeaderDeadline)",
+)
+@pytest.mark.parametrize("fast", [True, False])
+async def test_empty_lines_before_a_head_do_not_stop_the_header_deadline(
+    start_door: StartDoor, upstream: Upstream, fast: bool
+) -> None:
+    # `\r\n\r\n` is the end of a head to the deadline's watcher, and nothing at all to the parser
+    # (RFC 9112 2.2: empty lines before a request line are skipped). The fast door hands such a
+    # connection to aiohttp with its deadline; the watcher there sees a "head end" and stands
+    # down, so the connection lives until the keep-alive timeout (75 s in `serve`), not
+    # `header_timeout`: a slowloris connection for 4 bytes.
+    door = await start_door(fast=fast, extra="limits: {header_timeout: 0.5}\n", keepalive=6.0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", door.port)
+    started = time.monotonic()
+    try:
+        writer.write(b"\r\n\r\n")
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+    finally:
+        writer.close()
+    assert time.monotonic() - started < 3.0
+
+
 # -- resources ------------------------------------------------------------------------------------
 
 
