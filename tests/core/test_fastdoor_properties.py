@@ -140,11 +140,11 @@ def heads(draw: st.DrawFn) -> bytes:
     target = draw(st.sampled_from(TARGETS))
     version = draw(st.sampled_from(VERSIONS))
     lines = [f"{method} {target} {version}"]
-    if draw(st.booleans()):
+    if draw(st.integers(0, 5)):  # mostly a Host: heads the fast door might serve
         lines.append("Host: gw.test")
-    for _ in range(draw(st.integers(0, 5))):
+    for _ in range(draw(st.integers(0, 4))):
         name = draw(st.sampled_from(NAMES))
-        value = "".join(draw(st.lists(st.sampled_from(VALUE_PARTS), max_size=4)))
+        value = "".join(draw(st.lists(st.sampled_from(VALUE_PARTS), max_size=3)))
         sep = draw(st.sampled_from([": ", ":", " : ", ":\t"]))
         lines.append(f"{name}{sep}{value}")
     lines.append("Connection: close")
