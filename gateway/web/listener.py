@@ -92,6 +92,10 @@ class _HeaderDeadline(asyncio.Protocol):
             self._arm()
         if self._waiting:
             window = self._tail + data
+            if not self._tail:
+                # SECURITY: empty lines before a request line are skipped by the parser (RFC 9112
+                # section 2.2): they end no head, so they never stand the header deadline down.
+                window = window.lstrip(b"\r\n")
             if HEAD_END in window:
                 self._waiting = False
             else:
