@@ -260,23 +260,31 @@ def test_ten_thousand_rules_match_right_with_constant_walk(monkeypatch: pytest.M
 
 # Contract section 4: a request that would match a more specific rule with its trailing slash
 # dropped or its letter case ignored is a miss, never judged by the less specific rule.
+SLASH = "without its trailing slash"
+CASE = "with letter case ignored"
+CASE_SLASH = "with letter case ignored and its trailing slash dropped"
+SUFFIX = "with its format suffix dropped"
 SHADOWS = [
-    ("GET", "/v1/health/", "health", "trailing slash", "exact-path-trailing-slash"),
-    ("GET", "/v1/playlists/7/", "playlist-one", "trailing slash", "param-path-trailing-slash"),
-    ("POST", "/v1/devices/5/reboot/", "reboot", "trailing slash", "reboot-trailing-slash"),
-    ("GET", "/v1/devices/5/reboot/", "reboot", "trailing slash", "wrong-method-still-a-miss"),
-    ("POST", "/V1/Devices/5/Reboot", "reboot", "letter case", "reboot-case"),
-    ("POST", "/V1/DEVICES/5/REBOOT/", "reboot", "letter case", "reboot-case-and-slash"),
-    ("GET", "/V1/health", "health", "letter case", "case-in-prefix-part"),
-    ("GET", "/v1/Playlists/7/tracks", "playlists", "letter case", "case-reaches-a-longer-prefix"),
-    ("GET", "/X/Y/Z/1", "deep", "letter case", "case-deeper-prefix"),
-    ("GET", "/D/e/f", "d-e-f", "letter case", "case-literal-beats-exact-param-match"),
+    ("GET", "/v1/health/", "health", SLASH, "exact-path-trailing-slash"),
+    ("GET", "/v1/playlists/7/", "playlist-one", SLASH, "param-path-trailing-slash"),
+    ("POST", "/v1/devices/5/reboot/", "reboot", SLASH, "reboot-trailing-slash"),
+    ("GET", "/v1/devices/5/reboot/", "reboot", SLASH, "wrong-method-still-a-miss"),
+    ("POST", "/V1/Devices/5/Reboot", "reboot", CASE, "reboot-case"),
+    ("POST", "/V1/DEVICES/5/REBOOT/", "reboot", CASE_SLASH, "reboot-case-and-slash"),
+    ("GET", "/V1/health", "health", CASE, "case-in-prefix-part"),
+    ("GET", "/v1/Playlists/7/tracks", "playlists", CASE, "case-reaches-a-longer-prefix"),
+    ("GET", "/X/Y/Z/1", "deep", CASE, "case-deeper-prefix"),
+    ("GET", "/D/e/f", "d-e-f", CASE, "case-literal-beats-exact-param-match"),
+    # Matched as sent by `/a/{x}/c`, but `/a/b/c` is `/a/b/{y}` (literal first) to a case-blind upstream.
+    ("GET", "/a/B/c", "a-b-y", CASE, "case-literal-beats-the-param-rule-it-matched"),
     # Rails' `(.:format)` and Spring's suffix patterns route `/reboot.json` as `/reboot`.
-    ("POST", "/v1/devices/5/reboot.json", "reboot", "format suffix", "format-suffix"),
-    ("GET", "/v1/health.json", "health", "format suffix", "format-suffix-under-a-prefix"),
-    ("GET", "/v1/playlists/new.xml", "playlist-new", "format suffix", "format-suffix-beats-a-param"),
-    ("GET", "/x/y/z.html", "deep", "format suffix", "format-suffix-reaches-a-deeper-prefix"),
-    ("POST", "/V1/Devices/5/Reboot.json", "reboot", "format suffix", "format-suffix-and-case"),
+    ("POST", "/v1/devices/5/reboot.json", "reboot", SUFFIX, "format-suffix"),
+    ("POST", "/v1/devices/5/reboot.tar.gz", "reboot", SUFFIX, "format-suffix-cut-at-the-first-dot"),
+    ("GET", "/v1/health.json", "health", SUFFIX, "format-suffix-under-a-prefix"),
+    ("GET", "/v1/playlists/new.xml", "playlist-new", SUFFIX, "format-suffix-beats-a-param"),
+    ("GET", "/x/y/z.html", "deep", SUFFIX, "format-suffix-reaches-a-deeper-prefix"),
+    ("GET", "/x.json", "shallow", SUFFIX, "format-suffix-reaches-a-top-level-prefix"),
+    ("POST", "/V1/Devices/5/Reboot.json", "reboot", SUFFIX, "format-suffix-and-case"),
 ]
 
 
@@ -288,7 +296,8 @@ def test_variant_of_a_more_specific_rule_is_a_miss(method: str, target: str, sha
     assert found.verdict is Verdict.NONE
     assert found.route is None
     assert found.shadowed is not None and found.shadowed.id == shadowed
-    assert how in found.why
+    # The 404's detail: the client hears why, not which rule.
+    assert found.why == f"this path matches a more specific rule {how}"
 
 
 UNSHADOWED = [
@@ -347,3 +356,47 @@ def test_letters_a_simple_case_mapping_makes_ascii_shadow_the_ascii_rule(target:
     found = match(m, "GET", target)
     assert found.verdict is Verdict.NONE, target
     assert found.shadowed is not None and found.shadowed.id != "root"
+
+
+def test_one_mixed_case_literal_makes_every_request_case_blind() -> None:
+    """A literal that case folding changes, wherever it sits in the surface (before or after
+    all-lowercase rules), makes a lowercase request a case twin of its rule."""
+    for order in ((0, 1, 2), (1, 0, 2), (2, 1, 0)):
+        rules = [rule("admin", path="/v1/Admin"), rule("x", path="/v1/x"), rule("v1", prefix="/v1")]
+        m = build(*(rules[i] for i in order))
+        found = match(m, "GET", "/v1/admin")
+        assert found.verdict is Verdict.NONE, order
+        assert found.shadowed is not None and found.shadowed.id == "admin", order
+        assert found.why == f"this path matches a more specific rule {CASE}"
+        assert match(m, "GET", "/v1/y").route == rules[2]
+
+
+def test_format_suffix_of_a_mixed_case_rule_is_a_miss() -> None:
+    m = build(rule("reboot", path="/v1/Reboot", methods="POST"), rule("v1", prefix="/v1"))
+    for target in ("/v1/reboot.json", "/v1/Reboot.json"):
+        found = match(m, "POST", target)
+        assert found.shadowed is not None and found.shadowed.id == "reboot", target
+        assert found.why == f"this path matches a more specific rule {SUFFIX}"
+    # Even a literal rule for the suffixed name yields to the case twin of its stem.
+    m = build(rule("dotted", path="/v1/reboot.json"), rule("reboot", path="/v1/Reboot", methods="POST"))
+    found = match(m, "POST", "/v1/reboot.json")
+    assert found.shadowed is not None and found.shadowed.id == "reboot"
+
+
+def test_format_twin_names_the_rule_its_stem_matches_exactly() -> None:
+    # Two rules one letter case apart: the stem `reboot` is the lowercase one's, not its twin's.
+    m = build(rule("upper", path="/v1/REBOOT"), rule("lower", path="/v1/reboot"), rule("v1", prefix="/v1"))
+    found = match(m, "GET", "/v1/reboot.json")
+    assert found.shadowed is not None and found.shadowed.id == "lower"
+    found = match(m, "GET", "/v1/REBOOT.json")
+    assert found.shadowed is not None and found.shadowed.id == "upper"
+
+
+def test_literals_are_kept_whole() -> None:
+    """Patterns are cut at `/` only: a literal that begins or ends with any other character
+    (here `X`) keeps it."""
+    m = build(rule("box", path="/v1/BOX"), rule("xray", path="/Xray/{id}"), rule("lux", prefix="/LUX"))
+    assert match(m, "GET", "/v1/BOX").route == m.surface.routes[0]
+    assert match(m, "GET", "/Xray/1").route == m.surface.routes[1]
+    assert match(m, "GET", "/LUX/1").route == m.surface.routes[2]
+    assert match(m, "GET", "/v1/BO").verdict is Verdict.NONE

@@ -7,10 +7,12 @@ tools/mutation.py over gateway/authz.py.
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from gateway.auth.principal import Principal
-from gateway.authz import authorize
+from gateway.authz import authorize, network_gate
 from gateway.errors import GatewayError, InsufficientScope, JwtRequired, TargetDenied
 from gateway.surface.model import Route, RouteClass, Target
 
@@ -143,3 +145,44 @@ def test_refused(
         assert isinstance(info.value, InsufficientScope)
         assert info.value.scope == scope
         assert info.value.headers()["WWW-Authenticate"].endswith(f'scope="{scope}"')
+
+
+def bound(*cidrs: str) -> Principal:
+    nets = tuple(ipaddress.ip_network(c) for c in cidrs)
+    return Principal("token", "svc", frozenset({"read"}), workspace="w1", allowed_cidrs=nets)
+
+
+@pytest.mark.parametrize(
+    ("cidrs", "client"),
+    [
+        ((), None),  # unbound: no address needed
+        ((), "not an address"),
+        (("10.0.0.0/8",), "10.1.2.3"),
+        (("192.0.2.0/24", "10.0.0.0/8"), "10.1.2.3"),  # any one network admits
+        (("10.0.0.0/8",), "::ffff:10.1.2.3"),  # a dual-stack listener's view of an IPv4 client
+        (("fe80::/10",), "fe80::1%eth0"),  # a link-local peer with its zone
+        (("2001:db8::/32",), "2001:db8::7"),
+    ],
+    ids=["unbound-none", "unbound-garbage", "inside", "second-network", "v4-mapped", "zone-id", "ipv6"],
+)
+def test_network_gate_admits(cidrs: tuple[str, ...], client: str | None) -> None:
+    network_gate(bound(*cidrs), client)
+
+
+@pytest.mark.parametrize(
+    ("cidrs", "client"),
+    [
+        (("10.0.0.0/8",), "11.0.0.1"),
+        (("10.0.0.0/8",), "::ffff:11.0.0.1"),
+        (("10.0.0.0/8",), "fe80::1%eth0"),
+        (("10.0.0.0/8",), None),  # an unknown client is outside every network
+        (("10.0.0.0/8",), ""),
+        (("10.0.0.0/8",), "10.1.2.3.4"),
+        (("2001:db8::/32",), "10.1.2.3"),
+    ],
+    ids=["outside", "v4-mapped-outside", "v6-on-v4", "none", "empty", "garbage", "v4-on-v6"],
+)
+def test_network_gate_refuses(cidrs: tuple[str, ...], client: str | None) -> None:
+    with pytest.raises(TargetDenied) as info:
+        network_gate(bound(*cidrs), client)
+    assert info.value.detail == "this token may not be used from this address"
