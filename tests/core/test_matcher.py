@@ -371,6 +371,16 @@ def test_one_mixed_case_literal_makes_every_request_case_blind() -> None:
         assert match(m, "GET", "/v1/y").route == rules[2]
 
 
+def test_a_surface_whose_only_literals_are_mixed_case_is_case_blind() -> None:
+    """No all-lowercase literal anywhere (the weaker rule is parameters only): a lowercase request
+    is still a case twin of the mixed-case rule, never the weaker rule's."""
+    m = build(rule("admin", path="/V1/Admin"), rule("any", path="/{a}/{b}"))
+    found = match(m, "GET", "/v1/admin")
+    assert found.verdict is Verdict.NONE
+    assert found.shadowed is not None and found.shadowed.id == "admin"
+    assert match(m, "GET", "/v1/other").route == m.surface.routes[1]
+
+
 def test_format_suffix_of_a_mixed_case_rule_is_a_miss() -> None:
     m = build(rule("reboot", path="/v1/Reboot", methods="POST"), rule("v1", prefix="/v1"))
     for target in ("/v1/reboot.json", "/v1/Reboot.json"):
