@@ -58,7 +58,13 @@ MODULES: dict[str, list[str]] = {
     "gateway/surface/loader.py": ["tests/core/test_surface_loader.py"],
     "gateway/surface/model.py": ["tests/core/test_matcher.py", "tests/gates/test_scope_matrix.py"],
     "gateway/auth/bearer.py": ["tests/auth/test_bearer.py", "tests/gates/test_refusals.py"],
-    "gateway/auth/jwt.py": ["tests/auth/test_jwt.py"],
+    "gateway/auth/jwt.py": [
+        "tests/auth/test_jwt.py",
+        "tests/auth/test_jwt_edges.py",
+        "tests/auth/test_jwks.py",  # key withdrawal, the cache's absolute age, jwks_max_stale
+        "tests/core/test_config_jwt_limits.py",
+        "tests/gates/test_jwt_scope_rule.py",  # through authenticator_for, in process
+    ],
     "gateway/auth/jwks.py": ["tests/auth/test_jwks.py"],
     "gateway/auth/ratelimit.py": ["tests/gates/test_refusals.py"],
     "gateway/auth/principal.py": ["tests/gates/test_identity.py", "tests/gates/test_scope_matrix.py"],

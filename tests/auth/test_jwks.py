@@ -220,8 +220,10 @@ async def test_redirects_are_not_followed(jwks: JwksServer, keys: Keys, clock: C
 async def test_keys_that_do_not_fit_the_allowlist_are_ignored(
     jwks: JwksServer, keys: Keys, clock: Clock, publish: dict[str, Any], alg: str
 ) -> None:
-    private = getattr(keys, publish.pop("key"))
-    jwks.publish(private, "k1", **publish)
+    # The parameter dict is shared by every run of the test (mutmut runs it more than once).
+    extra = {k: v for k, v in publish.items() if k != "key"}
+    private = getattr(keys, publish["key"])
+    jwks.publish(private, "k1", **extra)
     cfg = JwtConfig(algorithms=(alg,), jwks_url=jwks.url, issuer=ISS, audience=AUD)
     signing_key = keys.rsa if alg.startswith("RS") else private
     token = sign(
