@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -331,7 +332,7 @@ async def test_a_rotation_overlap_that_came_due_is_revoked_by_the_poll(
     with caplog.at_level(logging.INFO, logger="scopegate.audit"):
         await validator.poll_once()
     lines = [r.getMessage() for r in caplog.records if r.name == "scopegate.audit"]
-    assert any('"by": "rotation"' in m and old.id in m and "token.revoke" in m for m in lines)
+    assert {"event": "token.revoke", "by": "rotation", "token_id": old.id} in [json.loads(m) for m in lines]
     stored = await store.by_id(old.id)
     assert stored is not None and stored.revoked_at == clock()
     await store.close()
@@ -504,3 +505,103 @@ async def test_the_background_loop_logs_an_outage_once_and_survives_bugs(
         (logging.WARNING, "probe: token store unavailable: down"),
         (logging.INFO, "probe: token store reachable again"),
     ]
+
+
+# --- each refusal says exactly why (the detail a client sees) ------------------------------------
+
+
+async def refusal(validator: TokenValidator, credential: str) -> str:
+    with pytest.raises(InvalidToken) as caught:
+        await validator.authenticate(credential)
+    return str(caught.value)
+
+
+async def test_each_refusal_says_exactly_why(
+    store: SqliteTokenStore, idle_validator: TokenValidator, clock: Clock
+) -> None:
+    v = idle_validator
+    good = generate(PREFIX)
+    assert await refusal(v, good[:-1]) == "malformed token"
+    stranger = generate(PREFIX)
+    assert [await refusal(v, stranger) for _ in range(2)] == ["unknown token"] * 2
+    assert (v.cache_hits, v.cache_misses) == (1, 1)  # the second from the negative cache
+    another = generate(PREFIX)
+    assert [await refusal(v, another) for _ in range(2)] == ["unknown token"] * 2
+    assert (v.cache_hits, v.cache_misses) == (2, 2)
+    revoked, revoked_secret = await mint(store, clock, name="revoked")
+    await store.revoke(revoked.id, clock())
+    assert [await refusal(v, revoked_secret) for _ in range(2)] == ["token revoked"] * 2
+    _, expired = await mint(store, clock, name="expired", expires_at=clock())
+    assert await refusal(v, expired) == "token expired"
+    _, early = await mint(store, clock, name="early", not_before=clock() + 1)
+    assert await refusal(v, early) == "token not yet valid"
+    _, idle = await mint(store, clock, name="idle", created_at=clock() - IDLE - 1)
+    assert await refusal(v, idle) == "token expired (idle)"
+
+
+async def test_a_store_revocation_is_remembered_until_the_token_would_expire(
+    store: SqliteTokenStore, validator: TokenValidator, clock: Clock
+) -> None:
+    record, secret = await mint(store, clock, expires_at=T0 + 600)
+    await store.revoke(record.id, clock())
+    assert await refusal(validator, secret) == "token revoked"
+    await store.close()
+    clock.advance(599)
+    assert await refusal(validator, secret) == "token revoked"
+    clock.advance(1)  # the mark lasts exactly as long as the token would have
+    with pytest.raises(StoreUnavailable):
+        await validator.authenticate(secret)
+
+
+async def test_counters_count(store: SqliteTokenStore, validator: TokenValidator, clock: Clock) -> None:
+    assert (validator.last_poll, validator.cache_hits, validator.cache_misses, validator.store_writes) == (
+        0.0,
+        0,
+        0,
+        0,
+    )
+    record, secret = await mint(store, clock)
+    for _ in range(3):
+        assert await validator.authenticate(secret) is not None
+    assert (validator.cache_hits, validator.cache_misses) == (2, 1)
+    assert validator._hashes == {secret: hash_token(secret)}
+    for _ in range(2):
+        validator.note_used(record.id)
+        await validator.flush()
+    assert validator.store_writes == 2
+    await validator.stop()  # never started: nothing to cancel, nothing pending
+
+
+async def test_an_expired_token_is_dropped_from_the_cache(
+    store: SqliteTokenStore, validator: TokenValidator, clock: Clock
+) -> None:
+    _, secret = await mint(store, clock, expires_at=T0 + 10)
+    assert await validator.authenticate(secret) is not None
+    clock.advance(10)
+    for _ in range(2):
+        assert await refusal(validator, secret) == "token expired"
+    assert (validator.cache_hits, validator.cache_misses) == (1, 2)
+
+
+async def test_each_background_loop_names_itself_in_the_log(
+    store: SqliteTokenStore, tokens_cfg: TokensConfig, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = replace(tokens_cfg, revocation_poll=0.01, last_used_flush=0.01)
+    validator = TokenValidator(store, cfg, PREFIX, clock)
+    record, _ = await mint(store, clock)
+    with caplog.at_level(logging.INFO, logger="scopegate.tokens"):
+        async with validator:
+            await store.close()
+            validator.note_used(record.id)
+            wanted = {
+                "revocation poll: token store unavailable: token store is not open",
+                "last_used flush: token store unavailable: token store is not open",
+            }
+            for _ in range(500):
+                await asyncio.sleep(0.01)
+                if wanted <= {r.getMessage() for r in caplog.records}:
+                    break
+            else:
+                pytest.fail(f"missing loop warnings: {wanted - {r.getMessage() for r in caplog.records}}")
+            await store.open()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
