@@ -429,7 +429,9 @@ async def test_stop_logs_a_final_flush_that_failed(
     await store.close()
     with caplog.at_level(logging.WARNING, logger="scopegate.tokens"):
         await validator.stop()  # does not raise
-    assert any("final last_used flush failed, 1 token(s)" in r.getMessage() for r in caplog.records)
+    assert [r.getMessage() for r in caplog.records if r.name == "scopegate.tokens"] == [
+        "final last_used flush failed, 1 token(s) not updated: token store is not open"
+    ]
     await validator.stop()  # a second stop is harmless
 
 
@@ -605,3 +607,11 @@ async def test_each_background_loop_names_itself_in_the_log(
                 pytest.fail(f"missing loop warnings: {wanted - {r.getMessage() for r in caplog.records}}")
             await store.open()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_the_first_poll_records_its_time(
+    store: SqliteTokenStore, validator: TokenValidator, clock: Clock
+) -> None:
+    clock.advance(7)
+    await validator.poll_once()  # the very first: it only fixes the feed position
+    assert validator.last_poll == T0 + 7
