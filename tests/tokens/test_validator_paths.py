@@ -129,7 +129,8 @@ async def test_idle_token_is_refused_just_past_idle_ttl(
     # dropped from the cache: the store is asked again, and says the same
     with pytest.raises(InvalidToken, match="idle"):
         await idle_validator.authenticate(secret)
-    assert idle_validator.cache_misses == 3
+    # the refused entry was dropped: the third request is a miss, not a hit
+    assert (idle_validator.cache_hits, idle_validator.cache_misses) == (1, 3)
 
 
 async def test_without_idle_ttl_an_unused_token_stays_valid(
@@ -615,3 +616,59 @@ async def test_the_first_poll_records_its_time(
     clock.advance(7)
     await validator.poll_once()  # the very first: it only fixes the feed position
     assert validator.last_poll == T0 + 7
+
+
+class PausedTouch(SqliteTokenStore):
+    """The real SQLite store; each touch waits at a gate first, so uses can land meanwhile."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.started = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def touch(self, last_used: dict[str, float]) -> None:
+        self.started.set()
+        await self.gate.wait()
+        await super().touch(last_used)
+
+
+async def test_uses_noted_during_a_failed_flush_are_not_overwritten_by_older_ones(
+    db_path: str, store: SqliteTokenStore, tokens_cfg: TokensConfig, clock: Clock
+) -> None:
+    a, _ = await mint(store, clock, name="a")
+    paused = PausedTouch(db_path)
+    await paused.open()
+    validator = TokenValidator(paused, tokens_cfg, PREFIX, clock)
+    validator.note_used(a.id)  # T0, in the batch being written
+    flushing = asyncio.create_task(validator.flush())
+    await asyncio.wait_for(paused.started.wait(), 10)
+    clock.advance(1)
+    validator.note_used(a.id)  # T0 + 1, while that write is in flight
+    await paused.close()
+    paused.gate.set()
+    with pytest.raises(StoreUnavailable):
+        await asyncio.wait_for(flushing, 10)
+    await paused.open()
+    try:
+        paused.started.clear()
+        await validator.flush()
+    finally:
+        await paused.close()
+    got = await store.by_id(a.id)
+    assert got is not None and got.last_used_at == T0 + 1  # the later use, not the failed batch's
+
+
+async def test_an_idle_cached_entry_is_dropped_even_when_the_store_cannot_answer(
+    store: SqliteTokenStore, tokens_cfg: TokensConfig, clock: Clock
+) -> None:
+    v = TokenValidator(store, replace(tokens_cfg, idle_ttl=IDLE, cache_ttl=600.0), PREFIX, clock)
+    _, secret = await mint(store, clock)
+    assert await v.authenticate(secret) is not None
+    clock.advance(IDLE + 1)
+    await store.close()
+    with pytest.raises(StoreUnavailable):  # idle by the cache: the store must be asked
+        await v.authenticate(secret)
+    await store.open()
+    assert await refusal(v, secret) == "token expired (idle)"
+    # the idle entry did not outlive the failed re-check: the last request was a miss
+    assert (v.cache_hits, v.cache_misses) == (1, 3)
