@@ -23,8 +23,10 @@ from gateway.tokens.secret import generate, hash_token
 from gateway.tokens.service import TokenService
 from gateway.tokens.sqlite import SqliteTokenStore
 from gateway.tokens.validator import TokenValidator
+from tests.pg import PgServer
 
 from .conftest import PREFIX, T0, Clock, mint
+from .test_pg_store import opened, wait_for
 
 IDLE = 100.0
 CATALOGUE = Catalogue.build({"playlists:read": "read playlists"})
@@ -672,3 +674,31 @@ async def test_an_idle_cached_entry_is_dropped_even_when_the_store_cannot_answer
     assert await refusal(v, secret) == "token expired (idle)"
     # the idle entry did not outlive the failed re-check: the last request was a miss
     assert (v.cache_hits, v.cache_misses) == (1, 3)
+
+
+async def test_start_subscribes_to_pushed_revocations(
+    pg_server: PgServer, pg_database: str, tokens_cfg: TokensConfig, clock: Clock
+) -> None:
+    """PostgreSQL pushes revocations (NOTIFY): a started validator refuses at once, no poll needed."""
+    url = pg_server.url(pg_database)
+    other, mine = await opened(url), await opened(url)
+    # A poll an hour away and a frozen clock: only the push can end the cached admission.
+    validator = TokenValidator(mine, replace(tokens_cfg, revocation_poll=3600.0), PREFIX, clock)
+    try:
+        async with validator:
+            await wait_for(lambda: mine.push_connected)
+            record, secret = await mint(other, clock)
+            assert await validator.authenticate(secret) is not None
+            await other.revoke(record.id, clock())
+            for _ in range(250):
+                try:
+                    await validator.authenticate(secret)
+                except InvalidToken as e:
+                    assert str(e) == "token revoked"
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                pytest.fail("the pushed revocation was not applied")
+    finally:
+        await other.close()
+        await mine.close()
