@@ -69,7 +69,11 @@ MODULES: dict[str, list[str]] = {
     "gateway/auth/ratelimit.py": ["tests/gates/test_refusals.py"],
     "gateway/auth/principal.py": ["tests/gates/test_identity.py", "tests/gates/test_scope_matrix.py"],
     "gateway/tokens/secret.py": ["tests/tokens/test_secret.py", "tests/tokens/test_validator.py"],
-    "gateway/tokens/validator.py": ["tests/tokens/test_validator.py", "tests/tokens/test_validator_races.py"],
+    "gateway/tokens/validator.py": [
+        "tests/tokens/test_validator.py",
+        "tests/tokens/test_validator_races.py",
+        "tests/tokens/test_validator_paths.py",
+    ],
     "gateway/tokens/service.py": ["tests/tokens/test_service.py"],
     "gateway/tokens/sqlite.py": ["tests/tokens/test_sqlite_store.py"],
     "gateway/proxy/headers.py": ["tests/core/test_hostile.py", "tests/gates/test_identity.py"],
