@@ -79,6 +79,13 @@ MODULES: dict[str, list[str]] = {
     "gateway/proxy/headers.py": ["tests/core/test_hostile.py", "tests/gates/test_identity.py"],
     "gateway/proxy/forward.py": ["tests/core/test_proxy.py"],
     "gateway/proxy/websocket.py": ["tests/core/test_websocket_credentials.py"],
+    # Security-deciding modules the first map missed: JWT claim mapping, the minting ceiling,
+    # the form-body method-override scan, the loop-thread token read and the upstream client.
+    "gateway/auth/claims.py": ["tests/auth/test_jwt.py", "tests/gates/test_jwt_scope_rule.py"],
+    "gateway/tokens/policy.py": ["tests/tokens/test_service.py"],
+    "gateway/proxy/formscan.py": ["tests/core/test_formscan.py", "tests/core/test_form_bodies.py"],
+    "gateway/tokens/sqlite_reader.py": ["tests/tokens/test_sqlite_reader.py"],
+    "gateway/proxy/pool.py": ["tests/core/test_upstream_client.py"],
 }
 HIGH = [
     "gateway/authz.py",
