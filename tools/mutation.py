@@ -72,7 +72,8 @@ MODULES: dict[str, list[str]] = {
     "gateway/tokens/validator.py": [
         "tests/tokens/test_validator.py",
         "tests/tokens/test_validator_races.py",
-        "tests/tokens/test_validator_paths.py",
+        "tests/tokens/validator/test_decisions.py",
+        "tests/tokens/validator/test_loops.py",
     ],
     "gateway/tokens/service.py": ["tests/tokens/test_service.py"],
     "gateway/tokens/sqlite.py": ["tests/tokens/test_sqlite_store.py"],
