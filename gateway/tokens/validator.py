@@ -131,24 +131,31 @@ class TokenValidator:
             entry = await self._lookup(token_hash)
         else:
             self.cache_hits += 1
-        principal = entry.principal
         now = self.clock()
-        # SECURITY: expiry is checked on every request, cached or not.
-        if principal.expires_at is not None and principal.expires_at <= now:
-            self._drop(token_hash)
-            raise InvalidToken("token expired")
-        if entry.not_before is not None and now < entry.not_before:
-            raise InvalidToken("token not yet valid")
+        self._check_times(token_hash, entry, now)
         if self.cfg.idle_ttl is not None and self._idle(entry, now):
             # Another process may have used it since this entry was cached: ask the store before
             # refusing, so that only uses not yet flushed anywhere can be missed.
             if not fresh:
                 self._drop(token_hash)
                 entry = await self._lookup(token_hash)
+                # SECURITY: the record just read is the one judged and returned: another
+                # process may have moved its expiry earlier (a rotation's overlap).
+                now = self.clock()
+                self._check_times(token_hash, entry, now)
             if self._idle(entry, now):
                 self._drop(token_hash)
                 raise InvalidToken("token expired (idle)")
-        return principal
+        return entry.principal
+
+    def _check_times(self, token_hash: bytes, entry: _Entry, now: float) -> None:
+        # SECURITY: expiry is checked on every request, cached or not.
+        expires_at = entry.principal.expires_at
+        if expires_at is not None and expires_at <= now:
+            self._drop(token_hash)
+            raise InvalidToken("token expired")
+        if entry.not_before is not None and now < entry.not_before:
+            raise InvalidToken("token not yet valid")
 
     def _idle(self, entry: _Entry, now: float) -> bool:
         assert self.cfg.idle_ttl is not None

@@ -20,7 +20,7 @@ from gateway.tokens.service import TokenService
 from gateway.tokens.sqlite import SqliteTokenStore
 from gateway.tokens.validator import TokenValidator
 
-from ..conftest import PREFIX, T0, Clock, mint
+from ..conftest import PREFIX, T0, Clock, make_record, mint
 from .conftest import IDLE
 
 CATALOGUE = Catalogue.build({"playlists:read": "read playlists"})
@@ -164,6 +164,50 @@ async def test_a_use_by_another_process_is_found_before_refusing(
     assert idle_validator.cache_misses == 2  # the store was asked before refusing
     clock.advance(31)
     with pytest.raises(InvalidToken, match="idle"):
+        await idle_validator.authenticate(secret)
+
+
+async def rotated_elsewhere(
+    replica: SqliteTokenStore, clock: Clock, token_id: str, overlap_end: float
+) -> None:
+    """Another replica used the token at +50, then rotated it with an overlap ending at
+    `overlap_end`. Nobody has run revoke_due yet: the row is not revoked, only expiring early."""
+    await replica.touch({token_id: T0 + 50})
+    successor, successor_secret = make_record(clock, name="next")
+    assert await replica.rotate(token_id, successor, hash_token(successor_secret), overlap_end) is not None
+
+
+async def test_the_idle_recheck_returns_what_the_store_says_now(
+    store: SqliteTokenStore,
+    replica: SqliteTokenStore,
+    tokens_cfg: TokensConfig,
+    clock: Clock,
+) -> None:
+    """The idle re-check re-reads the record: the principal returned is the one read, not the
+    one cached before (a WebSocket, say, is closed at the principal's expiry)."""
+    idle_validator = TokenValidator(store, replace(tokens_cfg, idle_ttl=IDLE, cache_ttl=600.0), PREFIX, clock)
+    record, secret = await mint(store, clock)
+    assert await idle_validator.authenticate(secret) is not None  # cached: expires at T0 + 3600
+    await rotated_elsewhere(replica, clock, record.id, T0 + 110)
+    clock.advance(105)  # idle by the cached entry (created T0), not by the store (used T0 + 50)
+    principal = await idle_validator.authenticate(secret)
+    assert principal is not None and principal.expires_at == T0 + 110
+    assert idle_validator.cache_misses == 2
+
+
+async def test_the_idle_recheck_refuses_a_record_that_expired_meanwhile(
+    store: SqliteTokenStore,
+    replica: SqliteTokenStore,
+    tokens_cfg: TokensConfig,
+    clock: Clock,
+) -> None:
+    """SECURITY: a record re-read by the idle re-check is checked for expiry like any other."""
+    idle_validator = TokenValidator(store, replace(tokens_cfg, idle_ttl=IDLE, cache_ttl=600.0), PREFIX, clock)
+    record, secret = await mint(store, clock)
+    assert await idle_validator.authenticate(secret) is not None
+    await rotated_elsewhere(replica, clock, record.id, T0 + 102)
+    clock.advance(105)  # idle by the cache; the store's record is not idle but has expired
+    with pytest.raises(InvalidToken, match=r"^token expired$"):
         await idle_validator.authenticate(secret)
 
 
