@@ -59,6 +59,7 @@ MODULES: dict[str, list[str]] = {
     # gateway): deselected, else the subset fails on the unmutated code.
     "gateway/surface/loader.py": [
         "tests/core/test_surface_loader.py",
+        "tests/core/test_surface_loader_edges.py",
         "--deselect=tests/core/test_surface_loader.py::test_repository_example_surface_loads",
     ],
     "gateway/surface/model.py": [
