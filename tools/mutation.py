@@ -67,10 +67,12 @@ MODULES: dict[str, list[str]] = {
     ],
     "gateway/auth/jwks.py": [
         "tests/auth/test_jwks.py",
+        "tests/auth/test_jwks_edges.py",
         "tests/auth/test_jwt.py",  # the jwks-* environments: keys by kid and algorithm
         "tests/auth/test_jwt_edges.py",
     ],
     "gateway/auth/ratelimit.py": [
+        "tests/auth/test_ratelimit.py",
         "tests/gates/test_refusals.py",
         "tests/gates/test_decisions.py",  # failed authentications counted per client address
         "tests/gates/test_identity.py",
