@@ -77,10 +77,13 @@ MODULES: dict[str, list[str]] = {
         "tests/gates/test_decisions.py",  # failed authentications counted per client address
         "tests/gates/test_identity.py",
     ],
+    # No function in it: mutmut 3 mutates function bodies only, so it makes no mutant here and
+    # the run stops early ("not run"). Its field defaults were mutated by hand (issue 14).
     "gateway/auth/principal.py": [
         "tests/gates/test_identity.py",
         "tests/gates/test_scope_matrix.py",
         "tests/gates/test_authz_unit.py",
+        "tests/core/test_websocket_credentials.py::test_anonymous_websocket_outlives_the_credential_checks",
     ],
     "gateway/tokens/secret.py": ["tests/tokens/test_secret.py", "tests/tokens/test_validator.py"],
     "gateway/tokens/validator.py": [
