@@ -91,6 +91,7 @@ class JwksServer:
     chunked: bool = False  # serve `raw` chunked, without a Content-Length
     delay: float = 0.0
     server: TestServer | None = None
+    accept: list[str | None] = field(default_factory=list)  # each request's Accept header
 
     @property
     def url(self) -> URL:
@@ -102,6 +103,7 @@ class JwksServer:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        self.accept.append(request.headers.get("Accept"))
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.status != 200:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiohttp
@@ -87,3 +88,18 @@ async def test_websocket_is_closed_with_1008_when_its_jwt_expires(
         # Closed once the JWT expired (the watch looks every second), never before.
         assert exp <= closed_at < exp + 5
     assert upstream.seen[0].header("X-Auth-Type") == "jwt"
+
+
+async def test_anonymous_websocket_outlives_the_credential_checks(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    """No credential, nothing to expire: the every-second watch never closes it (an anonymous
+    principal has no expiry; a wrong default there would break the watch and end the socket)."""
+    gw = await make_gateway()
+    async with gw.client.ws_connect("/open/live") as ws:
+        await ws.send_str("before")
+        assert (await ws.receive(timeout=5)).data == "echo:before"
+        await asyncio.sleep(2.5)  # the watch has looked at least twice
+        await ws.send_str("after")
+        assert (await ws.receive(timeout=5)).data == "echo:after"
+    assert upstream.seen[0].header("X-Auth-Type") == "anonymous"
