@@ -88,14 +88,6 @@ MODULES: dict[str, list[str]] = {
         "tests/gates/test_decisions.py",  # failed authentications counted per client address
         "tests/gates/test_identity.py",
     ],
-    # No function in it: mutmut 3 mutates function bodies only, so it makes no mutant here and
-    # the run stops early ("not run"). Its field defaults were mutated by hand (issue 14).
-    "gateway/auth/principal.py": [
-        "tests/gates/test_identity.py",
-        "tests/gates/test_scope_matrix.py",
-        "tests/gates/test_authz_unit.py",
-        "tests/core/test_websocket_credentials.py::test_anonymous_websocket_outlives_the_credential_checks",
-    ],
     "gateway/tokens/secret.py": ["tests/tokens/test_secret.py", "tests/tokens/test_validator.py"],
     "gateway/tokens/validator.py": [
         "tests/tokens/test_validator.py",
@@ -120,6 +112,17 @@ MODULES: dict[str, list[str]] = {
     "gateway/proxy/formscan.py": ["tests/core/test_formscan.py", "tests/core/test_form_bodies.py"],
     "gateway/tokens/sqlite_reader.py": ["tests/tokens/test_sqlite_reader.py"],
     "gateway/proxy/pool.py": ["tests/core/test_upstream_client.py"],
+}
+# Modules without a function body (dataclasses only): mutmut 3 mutates function bodies, so it
+# makes no mutant in them and a run would stop early. principal.py's 28 field-default mutations
+# were applied by hand against the tests below instead (README, "Mutation testing").
+NO_FUNCTIONS: dict[str, list[str]] = {
+    "gateway/auth/principal.py": [
+        "tests/gates/test_identity.py",
+        "tests/gates/test_scope_matrix.py",
+        "tests/gates/test_authz_unit.py",
+        "tests/core/test_websocket_credentials.py::test_anonymous_websocket_outlives_the_credential_checks",
+    ],
 }
 HIGH = [
     "gateway/authz.py",
@@ -268,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep each module's work dir")
     args = parser.parse_args(argv)
     modules = list(MODULES) if args.all else (args.modules or HIGH)
+    for module in [m for m in modules if m in NO_FUNCTIONS]:
+        print(f"{module}: no function body, so mutmut makes no mutant (see NO_FUNCTIONS)", file=sys.stderr)
+        modules.remove(module)
     unknown = [m for m in modules if m not in MODULES]
     if unknown:
         parser.error(f"no test subset mapped for {unknown[0]} (see MODULES)")
