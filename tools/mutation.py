@@ -82,7 +82,7 @@ MODULES: dict[str, list[str]] = {
     # Security-deciding modules the first map missed: JWT claim mapping, the minting ceiling,
     # the form-body method-override scan, the loop-thread token read and the upstream client.
     "gateway/auth/claims.py": ["tests/auth/test_jwt.py", "tests/gates/test_jwt_scope_rule.py"],
-    "gateway/tokens/policy.py": ["tests/tokens/test_service.py"],
+    "gateway/tokens/policy.py": ["tests/tokens/test_policy.py", "tests/tokens/test_service.py"],
     "gateway/proxy/formscan.py": ["tests/core/test_formscan.py", "tests/core/test_form_bodies.py"],
     "gateway/tokens/sqlite_reader.py": ["tests/tokens/test_sqlite_reader.py"],
     "gateway/proxy/pool.py": ["tests/core/test_upstream_client.py"],
