@@ -74,7 +74,11 @@ MODULES: dict[str, list[str]] = {
         "tests/tokens/test_validator_races.py",
         "tests/tokens/test_validator_paths.py",
     ],
-    "gateway/tokens/service.py": ["tests/tokens/test_service.py"],
+    "gateway/tokens/service.py": [
+        "tests/tokens/test_service.py",
+        "tests/tokens/test_service_edges.py",  # exact refusals, whole seconds, workspaces, audit
+        "tests/tokens/test_service_rotation.py",  # rotate and revoke_by_value, in process
+    ],
     "gateway/tokens/sqlite.py": ["tests/tokens/test_sqlite_store.py"],
     "gateway/proxy/headers.py": ["tests/core/test_hostile.py", "tests/gates/test_identity.py"],
     "gateway/proxy/forward.py": ["tests/core/test_proxy.py"],
