@@ -295,6 +295,7 @@ async def test_audit_line_of_a_token_minter(
     record, _ = await service.create(manager, {"name": "child", "project": "p1", "expires_in": "1d"})
     await service.revoke(None, record.id)
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "scopegate.audit"]
+    assert all(list(line) == sorted(line) for line in lines)  # one stable key order, line to line
     expected = {
         "event": "token.create",
         "actor_kind": "token",

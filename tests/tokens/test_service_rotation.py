@@ -3,6 +3,7 @@ secret's end (at once, or after the overlap), and revocation by value learning n
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import replace
@@ -352,3 +353,59 @@ async def test_revoke_by_value_of_a_malformed_secret_costs_no_lookup(
     await service.revoke_by_value([broken, "st_", "nothing"], None)
     await store.open()
     assert (await store.by_id(record.id)) == record
+
+
+# -- races on one SQLite store: the store's write lock orders them, the loser learns nothing ----
+
+
+@pytest.fixture
+def sqlite_service(sqlite_store: TokenStore, tokens_cfg: TokensConfig, clock: Clock) -> TokenService:
+    validator = TokenValidator(sqlite_store, tokens_cfg, PREFIX, clock)
+    return TokenService(sqlite_store, validator, tokens_cfg, lambda: CATALOGUE, clock)
+
+
+async def test_a_secret_revoked_by_another_caller_meanwhile_does_not_stop_the_rest(
+    sqlite_service: TokenService, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = sqlite_service
+    first, first_secret = await service.create(None, {"name": "one", "workspace": "ws1"})
+    second, second_secret = await service.create(None, {"name": "two", "workspace": "ws1"})
+    caplog.set_level(logging.INFO, logger="scopegate.audit")
+    # Both read `first` as live; the store revokes it for the one that takes its write lock first.
+    await asyncio.gather(
+        service.revoke_by_value([first_secret], None),
+        service.revoke_by_value([first_secret, second_secret], None),
+    )
+    for record in (first, second):
+        ended = await service.store.by_id(record.id)
+        assert ended is not None and ended.revoked_at == T0
+    assert [line["token_id"] for line in audit_lines(caplog)] == [first.id, second.id]
+
+
+async def test_of_two_revokes_at_once_the_loser_gets_the_unknown_ids_404(
+    sqlite_service: TokenService, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = sqlite_service
+    record, _ = await service.create(None, {"name": "one", "workspace": "ws1", "project": "p1"})
+    caplog.set_level(logging.INFO, logger="scopegate.audit")
+    outcomes = await asyncio.gather(
+        service.revoke(jwt(clock), record.id), service.revoke(None, record.id), return_exceptions=True
+    )
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], NotFound) and outcomes[1].detail == "no such token"
+    assert [line["actor_kind"] for line in audit_lines(caplog)] == ["jwt"]
+
+
+async def test_of_two_rotations_at_once_the_loser_gets_the_unknown_ids_404(
+    sqlite_service: TokenService, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = sqlite_service
+    record, _ = await service.create(None, {"name": "one", "workspace": "ws1", "project": "p1"})
+    caplog.set_level(logging.INFO, logger="scopegate.audit")
+    outcomes = await asyncio.gather(
+        service.rotate(jwt(clock), record.id, {}), service.rotate(None, record.id, {}), return_exceptions=True
+    )
+    assert isinstance(outcomes[0], tuple) and outcomes[0][0].rotated_from == record.id
+    assert isinstance(outcomes[1], NotFound) and outcomes[1].detail == "no such token"
+    assert [line["actor_kind"] for line in audit_lines(caplog)] == ["jwt"]
+    assert len(await service.list(None, "active")) == 1
