@@ -125,6 +125,12 @@ async def test_whole_seconds_rounded_down(service: TokenService, clock: Clock) -
     assert (record.created_at, record.expires_at) == (T0, T0 + 11)
 
 
+@pytest.mark.parametrize(("expires_in", "lifetime"), [(1, 1), ("1s", 1), (1.5, 1), (2, 2)])
+async def test_the_shortest_lifetimes(service: TokenService, expires_in: object, lifetime: float) -> None:
+    record, _ = await service.create(None, {"name": "ci", "workspace": "ws1", "expires_in": expires_in})
+    assert record.expires_at == T0 + lifetime
+
+
 async def test_the_default_lifetime_never_passes_the_maximum(
     store: TokenStore, validator: TokenValidator, clock: Clock
 ) -> None:
