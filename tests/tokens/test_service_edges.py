@@ -95,6 +95,11 @@ async def refusal(
             "not_before: must lie before the token expires",
             id="start-at-the-end",
         ),
+        pytest.param(
+            {"name": "ci", "workspace": "ws1", "not_before": "tomorrow"},
+            "not_before: must be an RFC 3339 time such as 2026-01-01T00:00:00Z",
+            id="start-not-a-time",
+        ),
     ],
 )
 async def test_cli_refusals(service: TokenService, body: Any, detail: str) -> None:
