@@ -274,6 +274,8 @@ class TokenService:
         ttl = fields.duration("expires_in", raw)
         if ttl <= 0:
             raise InvalidRequest("expires_in: must be positive")
+        if ttl < 1:  # instants are whole seconds: less would mint a token expired at birth
+            raise InvalidRequest("expires_in: at least 1 second")
         if ttl > self.cfg.max_ttl:
             raise InvalidRequest(f"expires_in: at most {int(self.cfg.max_ttl)} seconds")
         # SECURITY: a token's child never outlives it (a JWT's short exp does not bound, by contract).

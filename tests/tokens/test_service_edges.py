@@ -70,6 +70,17 @@ async def refusal(
         pytest.param(
             {"name": "ci", "workspace": "ws1", "expires_in": 0}, "expires_in: must be positive", id="0"
         ),
+        # Instants are whole seconds: half a second would mint a token expired at birth.
+        pytest.param(
+            {"name": "ci", "workspace": "ws1", "expires_in": 0.5},
+            "expires_in: at least 1 second",
+            id="half-a-second",
+        ),
+        pytest.param(
+            {"name": "ci", "workspace": "ws1", "expires_in": 0.999},
+            "expires_in: at least 1 second",
+            id="just-under-a-second",
+        ),
         pytest.param(
             {"name": "ci", "workspace": "ws1", "scopes": ["agency"]},
             "targets: an agency token needs at least one target",
