@@ -147,7 +147,10 @@ async def exchange_plain(pool: Pool, method: str, head: bytes) -> tuple[Connecti
         try:
             return conn, await _plain(conn, head, method)
         except UpstreamError as exc:
-            if not (reused and not exc.answered and method in IDEMPOTENT):
+            # SECURITY: a read timeout is an upstream too slow, not one that closed the idle
+            # connection: it may be acting on the request, which is never sent to it twice.
+            closed_idle = reused and not exc.answered and not isinstance(exc, UpstreamReadTimeout)
+            if not (closed_idle and method in IDEMPOTENT):
                 raise
         # A kept-alive connection the upstream closed as we sent: once more, on a new one.
         conn = await pool.connect()

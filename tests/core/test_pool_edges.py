@@ -1,0 +1,157 @@
+"""The upstream client's edges (gateway/proxy/pool.py), each against real sockets: flow control
+both ways, the read timeout's bookkeeping, which connections are kept, reused and dropped, and
+what an upstream that breaks the protocol gets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.config import load_config
+from gateway.web.runtime import Runtime
+from tests.conftest import ListenerServer, write_config
+from tests.core.test_upstream_client import ALL, raw_upstream
+
+MiB = 2**20
+
+
+@contextlib.asynccontextmanager
+async def gateway(
+    folder: Path, url: str, *, timeout: float = 2, extra: str = ""
+) -> AsyncIterator[TestClient[Any, Any]]:
+    """The gateway behind its public listener, its upstream at `url` with this read timeout."""
+    config = write_config(folder, url, ALL, extra)
+    text = config.read_text().replace(
+        "connect_timeout: 2, timeout: 2}", f"connect_timeout: 2, timeout: {timeout}}}"
+    )
+    config.write_text(text)
+    client = TestClient(ListenerServer(Runtime(load_config(str(config)))))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def _stalling_upstream(go: asyncio.Event, got: list[int]) -> tuple[asyncio.Server, int]:
+    """An upstream that reads a request head, then nothing until `go` is set; then the whole
+    body, answering with its length. Its receive buffer is small, so a stall shows at once."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.lower().split(b"\r\n")
+            if line.startswith(b"content-length:")
+        )
+        await go.wait()
+        body = await reader.readexactly(length)
+        got.append(len(body))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d" % (len(str(len(body))), len(body)))
+        await writer.drain()
+        writer.close()
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # inherited by accepted sockets
+    sock.bind(("127.0.0.1", 0))
+    server = await asyncio.start_server(serve, sock=sock)
+    return server, int(sock.getsockname()[1])
+
+
+async def test_an_upstream_that_stops_reading_stops_the_client_upload(tmp_path: Path) -> None:
+    """While the upstream reads nothing, the gateway stops reading the client's body (it waits
+    on the upstream socket's write buffer) instead of buffering the body in memory; when the
+    upstream reads again, the whole body arrives."""
+    size = 64 * MiB
+    go, got = asyncio.Event(), []
+    server, port = await _stalling_upstream(go, got)
+    extra = "limits: {max_body: 100MiB}\n"
+    # A read timeout long enough for the whole exchange (it bounds the upload as well).
+    try:
+        async with gateway(tmp_path, f"http://127.0.0.1:{port}", timeout=30, extra=extra) as gw:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            writer.transport.set_write_buffer_limits(high=64 * 1024)
+            writer.write(
+                b"POST /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n" % size
+            )
+            block = b"u" * (64 * 1024)
+            pushed = 0
+            while pushed < size:
+                writer.write(block)
+                pushed += len(block)
+                try:
+                    await asyncio.wait_for(writer.drain(), 1.0)
+                except TimeoutError:
+                    break  # the client is held back: nothing reads its bytes any more
+            held_at = pushed
+            go.set()
+            while pushed < size:
+                writer.write(block)
+                pushed += len(block)
+                await asyncio.wait_for(writer.drain(), 20)
+            answer = await asyncio.wait_for(reader.read(), 20)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+            assert answer.endswith(b"\r\n\r\n%d" % size)
+            assert got == [size]
+            # Held back well before the end: what sits in socket buffers, not the whole body.
+            assert held_at < size // 2, held_at
+    finally:
+        server.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the read timeout: per read, not per answer; paused while the client is the slow one
+
+
+async def test_a_body_that_stalls_midway_is_cut_at_the_read_timeout(tmp_path: Path) -> None:
+    """The deadline moves with each read; once the upstream goes quiet mid-body, the client's
+    connection is cut one read timeout later (not left hanging)."""
+
+    async def respond(_head: bytes, _conn: int, _index: int) -> bytes | None:
+        await asyncio.sleep(0.5)  # the first read comes late: the deadline must move with it
+        # 10 bytes of 100, then nothing: the connection stays open, waiting for a next request.
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"p" * 10
+
+    async with raw_upstream(respond) as up, gateway(tmp_path, f"http://127.0.0.1:{up.port}") as gw:
+        started = asyncio.get_running_loop().time()
+        resp = await gw.get("/stall")
+        assert resp.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await asyncio.wait_for(resp.read(), 8)
+        assert 2.2 <= asyncio.get_running_loop().time() - started < 8
+
+
+async def test_a_connection_idle_past_the_read_timeout_is_reused_and_still_timed(tmp_path: Path) -> None:
+    """The read timer of an answered request fires while its connection idles in the pool: it
+    neither kills the idle connection nor leaves the next request on it without a timeout."""
+
+    async def respond(head: bytes, _conn: int, _index: int) -> bytes | None:
+        if head.startswith(b"GET /stall "):
+            await asyncio.sleep(30)
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async with raw_upstream(respond) as up, gateway(tmp_path, f"http://127.0.0.1:{up.port}") as gw:
+        assert (await gw.get("/one")).status == 200
+        await asyncio.sleep(2.5)  # past the first request's read deadline, within IDLE_TIMEOUT
+        resp = await gw.get("/two")
+        assert resp.status == 200 and await resp.read() == b"ok"
+        assert up.connections == 1
+        started = asyncio.get_running_loop().time()
+        stalled = await asyncio.wait_for(gw.get("/stall"), 8)
+        assert stalled.status == 504
+        assert (await stalled.json())["error"] == "upstream_timeout"
+        assert asyncio.get_running_loop().time() - started >= 1.9
+        # A timeout on a reused connection is not a closed keep-alive connection: the slow
+        # upstream got the request once, never again on a new connection.
+        assert [h.split(b" ")[1] for h in up.heads] == [b"/one", b"/two", b"/stall"]
+        assert up.connections == 1
