@@ -155,3 +155,61 @@ async def test_a_connection_idle_past_the_read_timeout_is_reused_and_still_timed
         # upstream got the request once, never again on a new connection.
         assert [h.split(b" ")[1] for h in up.heads] == [b"/one", b"/two", b"/stall"]
         assert up.connections == 1
+
+
+async def test_a_slow_client_is_not_the_upstream_timing_out(tmp_path: Path) -> None:
+    """While the client reads nothing (the gateway stops reading the upstream), the read
+    timeout waits; once the client has taken every byte the upstream sent and the upstream
+    stays quiet, the timeout cuts the body off."""
+    sent = 16 * MiB
+
+    async def respond(_head: bytes, _conn: int, _index: int) -> bytes | None:
+        # Half of the promised body, then nothing (the connection stays open).
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (2 * sent) + b"s" * sent
+
+    async with raw_upstream(respond) as up, gateway(tmp_path, f"http://127.0.0.1:{up.port}") as gw:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.connect(("127.0.0.1", gw.port))
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_connection(sock=sock, limit=64 * 1024)
+        writer.write(b"GET /slow-reader HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.sleep(3.0)  # longer than the read timeout, reading nothing
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200")
+        received = 0
+        while part := await asyncio.wait_for(reader.read(256 * 1024), 10):
+            received += len(part)
+        writer.close()
+        # Every byte the upstream sent reached the client, then the connection was cut.
+        assert received == sent
+
+
+# ---------------------------------------------------------------------------------------------
+# retried once only before any byte of an answer
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Le",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nno colon here\r\n\r\n",
+    ],
+    ids=["head-cut-short", "malformed-head"],
+)
+async def test_a_get_answered_in_part_on_a_reused_connection_is_not_retried(
+    tmp_path: Path, second: bytes
+) -> None:
+    """The upstream had begun answering (a head cut off by a close, or one llhttp refuses): the
+    request reached it, so it is not sent again, even though GET is idempotent."""
+
+    async def respond(_head: bytes, _conn: int, index: int) -> bytes | None:
+        return second if index == 1 else b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async with raw_upstream(respond) as up, gateway(tmp_path, f"http://127.0.0.1:{up.port}") as gw:
+        assert (await gw.get("/first")).status == 200
+        resp = await gw.get("/second")
+        assert resp.status == 502
+        assert (await resp.json())["error"] == "upstream_unavailable"
+        assert [h.split(b" ")[1] for h in up.heads] == [b"/first", b"/second"]
+        assert up.connections == 1
