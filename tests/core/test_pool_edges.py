@@ -14,8 +14,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from yarl import URL
 
+from gateway.config import Upstream as UpstreamConfig
 from gateway.config import load_config
+from gateway.proxy.pool import Pool
 from gateway.web.runtime import Runtime
 from tests.conftest import ListenerServer, write_config
 from tests.core.test_upstream_client import ALL, raw_upstream
@@ -213,3 +216,59 @@ async def test_a_get_answered_in_part_on_a_reused_connection_is_not_retried(
         assert (await resp.json())["error"] == "upstream_unavailable"
         assert [h.split(b" ")[1] for h in up.heads] == [b"/first", b"/second"]
         assert up.connections == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# opening connections: where to, and for how long
+
+
+@pytest.mark.parametrize(
+    ("url", "port", "authority", "prefix"),
+    [
+        ("http://up.internal", 80, "up.internal", ""),
+        ("http://up.internal:80/", 80, "up.internal", ""),
+        ("https://up.internal:443/api/", 443, "up.internal", "/api"),
+        ("https://up.internal", 443, "up.internal", ""),
+        ("http://up.internal:443/v1//", 443, "up.internal:443", "/v1"),
+        ("https://up.internal:80/XX/", 80, "up.internal:80", "/XX"),
+        ("http://10.0.0.7:8080/a%2Fb/", 8080, "10.0.0.7:8080", "/a%2Fb"),
+        ("http://[::1]:8080/api", 8080, "[::1]:8080", "/api"),
+        ("http://[fe80::1]/", 80, "[fe80::1]", ""),
+    ],
+)
+def test_the_host_header_names_the_upstream_as_its_url_does(
+    url: str, port: int, authority: str, prefix: str
+) -> None:
+    """The Host the upstream is sent: its port only when not the scheme's default, an IPv6
+    address in brackets; the path prefix without its trailing slashes."""
+    pool = Pool(UpstreamConfig("default", URL(url)))
+    assert (pool.port, pool.authority, pool.prefix) == (port, authority, prefix)
+    assert pool.host == URL(url).host
+    assert (pool.ssl is not None) == url.startswith("https:")
+
+
+async def test_an_upstream_that_does_not_accept_is_504_at_the_connect_timeout(tmp_path: Path) -> None:
+    """A connection the upstream never accepts (its backlog full: the SYN is dropped) is given
+    up at `connect_timeout` as a 504, not left to the system's own minutes-long timeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):  # fill the accept queue; nothing ever accepts
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        async with gateway(tmp_path, f"http://127.0.0.1:{port}", timeout=30) as gw:
+            started = asyncio.get_running_loop().time()
+            resp = await asyncio.wait_for(gw.get("/x"), 15)
+            assert resp.status == 504
+            assert (await resp.json())["error"] == "upstream_timeout"
+            assert asyncio.get_running_loop().time() - started >= 1.9  # connect_timeout: 2
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
