@@ -256,7 +256,8 @@ async def _respond(
     length = content_length(msg)
     if length is not None:
         response.content_length = length
-    elif not no_body:
+    elif not no_body and request.version >= aiohttp.HttpVersion11:
+        # An HTTP/1.0 client cannot take chunks: its body ends when the connection closes.
         response.enable_chunked_encoding()
     await response.prepare(request)
     if no_body:

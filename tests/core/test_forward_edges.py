@@ -89,3 +89,139 @@ async def test_a_body_over_the_limit_in_small_separate_chunks_is_413(
     writer.close()
     assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
     assert not any(s.raw_path == "/open/big" and s.complete for s in upstream.seen)
+
+
+# ---------------------------------------------------------------------------------------------
+# the answer as the client gets it, on both doors (a GET: the fast door; a POST: aiohttp)
+
+
+async def exchange(port: int, data: bytes) -> tuple[bytes, bytes]:
+    """One request on its own connection (it asks to close): the answer's head and body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
+def both_doors(path: str) -> list[bytes]:
+    return [raw_get(path), raw_get(path, "Content-Length: 1", method="POST") + b"b"]
+
+
+async def test_a_streamed_answer_keeps_its_length_and_reason(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    """An answer whose body comes after its head is streamed with the upstream's own
+    Content-Length (no chunking), reason phrase and headers, a numeric one included."""
+    body = b"L" * 300_000
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if b"Content-Length: 1" in head:
+                    await reader.readexactly(1)
+                writer.write(b"HTTP/1.1 200 Fine Thanks\r\nContent-Length: 300000\r\nX-Items: 12\r\n\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+                writer.write(body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(script, "127.0.0.1", 0)
+    try:
+        gw = await make_gateway(ALL, upstream_url=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        for data in both_doors("/stream"):
+            head, got = await exchange(port_of(gw), data)
+            lines = head.split(b"\r\n")
+            assert lines[0] == b"HTTP/1.1 200 Fine Thanks"
+            assert b"Content-Length: 300000" in lines and b"X-Items: 12" in lines
+            assert not any(line.lower().startswith(b"transfer-encoding") for line in lines)
+            assert got == body
+    finally:
+        server.close()
+
+
+async def test_a_whole_chunked_answer_goes_out_with_its_length(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    async with raw_upstream(fixed(chunked)) as up:
+        gw = await make_gateway(ALL, upstream_url=f"http://127.0.0.1:{up.port}")
+        for data in both_doors("/small"):
+            head, body = await exchange(port_of(gw), data)
+            assert b"\r\nContent-Length: 11" in head and b"chunked" not in head.lower()
+            assert body == b"hello world"
+
+
+async def test_a_204_has_no_framing_on_either_door(make_gateway: MakeGateway, upstream: Upstream) -> None:
+    async with raw_upstream(fixed(b"HTTP/1.1 204 No Content\r\nX-Done: 1\r\n\r\n")) as up:
+        gw = await make_gateway(ALL, upstream_url=f"http://127.0.0.1:{up.port}")
+        for data in both_doors("/gone"):
+            head, body = await exchange(port_of(gw), data)
+            assert head.startswith(b"HTTP/1.1 204 No Content\r\n") and b"\r\nX-Done: 1" in head
+            assert b"content-length" not in head.lower() and b"transfer-encoding" not in head.lower()
+            assert body == b""
+
+
+async def test_a_head_request_with_a_body_still_ends_at_the_answers_head(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    async def respond(head: bytes, _conn: int, _index: int) -> bytes | None:
+        if head.startswith(b"HEAD "):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async with raw_upstream(respond) as up:
+        gw = await make_gateway(ALL, upstream_url=f"http://127.0.0.1:{up.port}")
+        head, body = await exchange(port_of(gw), raw_get("/h", "Content-Length: 3", method="HEAD") + b"abc")
+        assert head.startswith(b"HTTP/1.1 200") and b"\r\nContent-Length: 1234" in head and body == b""
+        assert up.bodies == [b"abc"]
+        # The HEAD answer was complete at its head: its connection carries the next request.
+        assert await (await gw.client.get("/g")).read() == b"ok"
+        assert up.connections == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ],
+    ids=["close-delimited", "chunked"],
+)
+async def test_an_http10_client_gets_a_streamed_body_that_ends_at_close(
+    make_gateway: MakeGateway, upstream: Upstream, answer: bytes
+) -> None:
+    """HTTP/1.0 has no chunked coding: a body of unknown length goes out as it comes and the
+    connection closes at its end (it was a 500, from asking aiohttp to chunk for HTTP/1.0)."""
+    body = b"z" * 300_000
+    chunked = b"chunked" in answer
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b"Content-Length: 1" in head:
+            await reader.readexactly(1)
+        writer.write(answer)
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the body after the head: streamed, not sent whole
+        writer.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if chunked else body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(script, "127.0.0.1", 0)
+    try:
+        gw = await make_gateway(ALL, upstream_url=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        for data in both_doors("/old"):
+            head, got = await exchange(port_of(gw), data.replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1))
+            assert head.startswith(b"HTTP/1.0 200 OK\r\n"), head
+            assert b"transfer-encoding" not in head.lower() and b"content-length" not in head.lower()
+            assert got == body
+    finally:
+        server.close()
