@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import aiohttp
 import pytest
 from multidict import CIMultiDict
 
@@ -14,8 +15,8 @@ from gateway.errors import UpstreamUnavailable
 from gateway.proxy.forward import request_head
 from tests.conftest import MakeGateway, Upstream
 from tests.core.test_proxy import port_of, raw_get, raw_request
-from tests.core.test_upstream_client import ALL, fixed, raw_upstream
-from tests.support import refusing_port
+from tests.core.test_upstream_client import ALL, _reset, fixed, raw_upstream
+from tests.support import captured_access_log, refusing_port
 
 # ---------------------------------------------------------------------------------------------
 # the request head
@@ -160,13 +161,28 @@ async def test_a_whole_chunked_answer_goes_out_with_its_length(
             assert body == b"hello world"
 
 
-async def test_a_204_has_no_framing_on_either_door(make_gateway: MakeGateway, upstream: Upstream) -> None:
-    async with raw_upstream(fixed(b"HTTP/1.1 204 No Content\r\nX-Done: 1\r\n\r\n")) as up:
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 204 No Content\r\nX-Done: 1\r\n\r\n",
+        b'HTTP/1.1 304 Not Modified\r\nX-Done: 1\r\nETag: "v"\r\n\r\n',
+    ],
+    ids=["204", "304"],
+)
+async def test_a_204_or_304_has_no_framing_on_either_door(
+    make_gateway: MakeGateway, upstream: Upstream, answer: bytes
+) -> None:
+    """No Content-Length or Transfer-Encoding on an answer that has no body by its status; the
+    upstream sent no Server, so the gateway's own is said, once."""
+    async with raw_upstream(fixed(answer)) as up:
         gw = await make_gateway(ALL, upstream_url=f"http://127.0.0.1:{up.port}")
         for data in both_doors("/gone"):
             head, body = await exchange(port_of(gw), data)
-            assert head.startswith(b"HTTP/1.1 204 No Content\r\n") and b"\r\nX-Done: 1" in head
+            assert head.startswith(answer.split(b"\r\n")[0] + b"\r\n") and b"\r\nX-Done: 1" in head
             assert b"content-length" not in head.lower() and b"transfer-encoding" not in head.lower()
+            assert [line for line in head.split(b"\r\n") if line.lower().startswith(b"server:")] == [
+                b"Server: scopegate"
+            ]
             assert body == b""
 
 
@@ -225,3 +241,99 @@ async def test_an_http10_client_gets_a_streamed_body_that_ends_at_close(
             assert got == body
     finally:
         server.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# early and broken answers: what happens to both connections
+
+
+async def test_an_early_answer_closes_the_client_connection_and_retires_the_upstream_one(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    """The upstream answers (keeping its connection alive) before the client's body is all
+    sent: the answer is passed on with `Connection: close` (the rest of the client's body can
+    never be read as a request), and the upstream connection, left mid-body, is not reused."""
+
+    async def respond(head: bytes, conn: int, _index: int) -> bytes | None:
+        if head.startswith(b"POST "):
+            return b"!earlyHTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big!"
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d" % conn
+
+    async with raw_upstream(respond) as up:
+        gw = await make_gateway(
+            ALL, extra="limits: {max_body: 64MiB}\n", upstream_url=f"http://127.0.0.1:{up.port}"
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gw))
+        writer.write(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Length: 10000000\r\n\r\n" + b"a" * 65536
+        )
+        answer = await asyncio.wait_for(reader.readuntil(b"too big!"), 5)
+        writer.close()
+        head = answer.split(b"\r\n\r\n")[0].split(b"\r\n")
+        assert head[0] == b"HTTP/1.1 413 Payload Too Large" and b"Connection: close" in head
+        assert await (await gw.client.get("/next")).read() == b"2"
+        assert up.connections == 2
+
+
+async def test_a_second_answer_keeps_the_client_connection(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    """An upstream that answers twice loses its connection; the client, whose request was
+    read whole, keeps its own and is answered again on it."""
+    split = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!"
+    async with raw_upstream(fixed(split)) as up:
+        gw = await make_gateway(ALL, upstream_url=f"http://127.0.0.1:{up.port}")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gw))
+        for _ in range(2):
+            writer.write(b"POST /split HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nb")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200") and b"connection: close" not in head.lower()
+            assert await asyncio.wait_for(reader.readexactly(2), 5) == b"ok"
+        writer.close()
+        assert up.connections == 2
+
+
+async def test_a_reset_mid_body_cuts_the_client_and_is_counted(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    part = b"x" * 100_000
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b"Content-Length: 1" in head:
+            await reader.readexactly(1)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + part)
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        _reset(writer)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        gw = await make_gateway(ALL, upstream_url=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        for number, resp in enumerate(
+            (await gw.client.get("/big"), await gw.client.post("/big", data=b"b")), 1
+        ):
+            assert resp.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await asyncio.wait_for(resp.read(), 10)
+            labels = {"upstream": "default", "kind": "reset"}
+            assert (
+                gw.runtime.metrics.registry.get_sample_value("scopegate_upstream_errors_total", labels)
+                == number
+            )
+    finally:
+        server.close()
+
+
+async def test_the_decision_log_times_the_upstream(make_gateway: MakeGateway, upstream: Upstream) -> None:
+    async def respond(_head: bytes, _conn: int, _index: int) -> bytes | None:
+        await asyncio.sleep(0.3)
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async with raw_upstream(respond) as up:
+        gw = await make_gateway(ALL, upstream_url=f"http://127.0.0.1:{up.port}")
+        with captured_access_log(json.loads) as lines:
+            assert (await gw.client.post("/timed", data=b"b")).status == 200
+        (line,) = [line for line in lines if line.get("path") == "/timed"]
+        assert 300 <= line["upstream_ms"] <= line["total_ms"]
