@@ -14,6 +14,7 @@ import pytest
 
 from gateway.proxy.pool import MAX_IDLE
 from tests.conftest import MakeGateway, Upstream
+from tests.core.test_proxy import port_of
 from tests.core.test_upstream_client import ALL, raw_upstream
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -208,3 +209,103 @@ async def test_at_most_max_idle_connections_are_kept(make_gateway: MakeGateway, 
             # MAX_IDLE kept; the second burst takes them all and opens one more.
             assert await asyncio.wait_for(asyncio.gather(*(get() for _ in range(burst))), 30) == [200] * burst
             assert up.connections == burst + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# a body cut short by a clean close is never passed on as complete
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"c" * 10,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n" + b"c" * 10 + b"\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\na\r\n" + b"c" * 10 + b"\r\n",
+    ],
+    ids=["content-length", "chunked", "chunked-last-coding"],
+)
+async def test_a_framed_body_cut_by_a_clean_close_is_not_complete(
+    make_gateway: MakeGateway, upstream: Upstream, answer: bytes
+) -> None:
+    """Only an answer without framing ends at the close; a Content-Length or chunked body that
+    the upstream closes (FIN, no reset) before its end is cut off at the client, on either door."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b"Content-Length: 1" in head:
+            await reader.readexactly(1)
+        writer.write(answer)
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the head is out and passed on; then a clean close
+
+    async with scripted(script) as up:
+        gw = await make_gateway(ALL, upstream_url=up.url)
+        for resp in (await gw.client.get("/cut"), await gw.client.post("/cut", data=b"b")):
+            assert resp.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await asyncio.wait_for(resp.read(), 10)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nX-Mode: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: gzip\r\n\r\n",
+    ],
+    ids=["chunked-elsewhere", "coding-not-chunked"],
+)
+async def test_a_body_without_framing_ends_at_the_close(
+    make_gateway: MakeGateway, upstream: Upstream, answer: bytes
+) -> None:
+    """Neither `chunked` in some other header nor a transfer coding that is not chunked frames
+    a body: it ends, complete, when the upstream closes."""
+    body = b"d" * 1000
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b"Content-Length: 1" in head:
+            await reader.readexactly(1)
+        writer.write(answer)
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(body)
+        await writer.drain()
+
+    async with scripted(script) as up:
+        gw = await make_gateway(ALL, upstream_url=up.url)
+        for resp in (await gw.client.get("/open"), await gw.client.post("/open", data=b"b")):
+            assert resp.status == 200
+            assert await asyncio.wait_for(resp.read(), 10) == body
+
+
+async def test_the_head_is_passed_on_before_any_of_the_body(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    """The client has the answer's head while the upstream still holds back the whole body."""
+    got_head = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if b"Content-Length: 1" in head:
+                await reader.readexactly(1)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
+            await writer.drain()
+            await got_head.wait()  # nothing more until the client has seen the head
+            got_head.clear()
+            writer.write(b"body")
+            await writer.drain()
+
+    async with scripted(script) as up:
+        gw = await make_gateway(ALL, upstream_url=up.url)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gw))
+        for data in (
+            b"GET /h HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST /h HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nb",
+        ):
+            writer.write(data)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200")
+            got_head.set()
+            assert await asyncio.wait_for(reader.readexactly(4), 5) == b"body"
+        writer.close()
