@@ -40,6 +40,7 @@ PROXY_TESTS = [
     "tests/core/test_pool_edges.py",
     "tests/core/test_pool_reuse.py",
     "tests/core/test_forward_edges.py",
+    "tests/core/test_forward_websocket.py",
     "tests/core/test_form_bodies.py",  # the form scan the body passes through
     # Their `serve` subprocess tests run code mutmut does not instrument: left out.
     "--deselect=tests/core/test_proxy.py::test_memory_stays_bounded_for_50mb_transfers",
