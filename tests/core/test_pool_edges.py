@@ -134,7 +134,9 @@ async def test_a_body_that_stalls_midway_is_cut_at_the_read_timeout(tmp_path: Pa
         assert 2.2 <= asyncio.get_running_loop().time() - started < 8
 
 
-async def test_a_connection_idle_past_the_read_timeout_is_reused_and_still_timed(tmp_path: Path) -> None:
+async def test_a_connection_idle_past_the_read_timeout_is_reused_and_still_timed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The read timer of an answered request (a GET's, and a HEAD's) fires while its connection
     idles in the pool: it neither kills the idle connection nor leaves the next request on it
     without a timeout."""
@@ -171,6 +173,8 @@ async def test_a_connection_idle_past_the_read_timeout_is_reused_and_still_timed
         # upstream got the request once, never again on a new connection.
         assert [h.split(b" ")[1] for h in up.heads].count(b"/stall") == 1
         assert up.connections == 2
+    await asyncio.sleep(0.1)  # the upstream has closed them: their timers had fired, quietly
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
 async def test_a_slow_client_is_not_the_upstream_timing_out(tmp_path: Path) -> None:

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 import pytest
 
-from gateway.proxy.pool import MAX_IDLE
+from gateway.proxy.pool import IDLE_TIMEOUT, MAX_IDLE
 from tests.conftest import MakeGateway, Upstream
 from tests.core.test_proxy import port_of
-from tests.core.test_upstream_client import ALL, raw_upstream
+from tests.core.test_upstream_client import ALL, fixed, raw_upstream
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -309,3 +309,51 @@ async def test_the_head_is_passed_on_before_any_of_the_body(
             got_head.set()
             assert await asyncio.wait_for(reader.readexactly(4), 5) == b"body"
         writer.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nno colon here\r\n\r\nok",
+    ],
+    ids=["unasked-upgrade", "malformed"],
+)
+async def test_an_answer_llhttp_refuses_is_a_quiet_502(
+    make_gateway: MakeGateway, upstream: Upstream, caplog: pytest.LogCaptureFixture, answer: bytes
+) -> None:
+    async with raw_upstream(fixed(answer)) as up:
+        gw = await make_gateway(ALL, upstream_url=f"http://127.0.0.1:{up.port}")
+        for resp in (await gw.client.get("/x"), await gw.client.post("/x", data=b"b")):
+            assert resp.status == 502
+            assert (await resp.json())["error"] == "upstream_unavailable"
+        await asyncio.sleep(0.1)
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
+async def test_idle_connections_past_the_idle_timeout_are_all_closed(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    """After IDLE_TIMEOUT idle, a connection is not reused (the upstream may be closing it): the
+    next request opens a new one, and every expired one is closed, not left open in the pool."""
+    both = asyncio.Event()
+    closed: list[int] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if number == 2:
+            both.set()
+        await both.wait()  # the first two requests in flight at once: two connections
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d" % number)
+        await writer.drain()
+        if await reader.read(1) == b"":
+            closed.append(number)
+
+    async with scripted(script) as up:
+        gw = await make_gateway(ALL, upstream_url=up.url)
+        first = await asyncio.gather(gw.client.get("/a"), gw.client.get("/b"))
+        assert sorted([await r.read() for r in first]) == [b"1", b"2"]
+        await asyncio.sleep(IDLE_TIMEOUT + 0.5)
+        assert await (await gw.client.get("/c")).read() == b"3"
+        await asyncio.sleep(0.2)
+        assert sorted(closed) == [1, 2]
