@@ -9,10 +9,12 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import WSMsgType, web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
 
 from tests.conftest import MakeGateway, Upstream
 from tests.core.test_proxy import port_of
@@ -121,3 +123,56 @@ async def test_a_websocket_upstream_too_slow_is_504_at_its_timeouts(
         for filler in fillers:
             filler.close()
         listener.close()
+
+
+async def test_the_websocket_target_goes_up_byte_for_byte(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    gw = await make_gateway()
+    target = "/open/ws/%7Euser/caf%c3%a9?q=%20x&r=a+b&s=%2F"
+    async with gw.client.ws_connect(URL(target, encoded=True)) as ws:
+        await ws.send_str("hi")
+        assert (await ws.receive(timeout=5)).data == "echo:hi"
+    assert upstream.last.raw_path == target
+
+
+async def test_a_wss_upstream_is_verified_with_its_ca_file(tmp_path: Path) -> None:
+    """The WebSocket session trusts the upstream's `ca_file` as the pool does (and only with it)."""
+    from gateway.config import load_config
+    from gateway.web.runtime import Runtime
+    from tests.conftest import ListenerServer, write_config
+    from tests.core.test_upstream_client import _test_ca, with_ca_file
+
+    ca_file, server_ctx = _test_ca(tmp_path)
+    seen: list[dict[str, str]] = []
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        seen.append(dict(request.headers))
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_str("secure:" + msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+    await site.start()
+    port = runner.addresses[0][1]
+    url = f"https://127.0.0.1:{port}"
+    client = TestClient(
+        ListenerServer(
+            Runtime(load_config(str(with_ca_file(write_config(tmp_path, url, ALL), url, str(ca_file)))))
+        )
+    )
+    await client.start_server()
+    try:
+        async with client.ws_connect("/ws") as ws:
+            await ws.send_str("hi")
+            assert (await ws.receive(timeout=5)).data == "secure:hi"
+        assert len(seen) == 1
+    finally:
+        await client.close()
+        await runner.cleanup()
