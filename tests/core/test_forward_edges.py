@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -42,11 +43,43 @@ def test_a_header_that_would_break_the_head_is_never_written(value: str) -> None
 async def test_a_header_value_that_is_not_utf8_goes_up_byte_for_byte(
     make_gateway: MakeGateway, upstream: Upstream
 ) -> None:
+    """Such a request is aiohttp's (the fast door takes ASCII only); its head goes up exactly,
+    with nothing after it: the next request on the connection starts right after."""
     async with raw_upstream(fixed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) as up:
         gw = await make_gateway(ALL, upstream_url=f"http://127.0.0.1:{up.port}")
-        resp = await raw_request(port_of(gw), raw_get("/bin", "X-Bin: caf\xe9 \xff!"))
-        assert resp.status == 200 and resp.body == b"ok"
+        for path in ("/bin", "/next"):
+            resp = await raw_request(port_of(gw), raw_get(path, "X-Bin: caf\xe9 \xff!"))
+            assert resp.status == 200 and resp.body == b"ok"
+        assert [h.split(b"\r\n")[0] for h in up.heads] == [b"GET /bin HTTP/1.1", b"GET /next HTTP/1.1"]
         assert b"\r\nX-Bin: caf\xe9 \xff!\r\n" in up.heads[0]
+        assert up.connections == 1
+
+
+def closes_after_first_answer(head_answer: bytes) -> Callable[[bytes, int, int], Awaitable[bytes | None]]:
+    async def respond(head: bytes, _conn: int, index: int) -> bytes | None:
+        if index >= 1:
+            return None  # the kept-alive connection is closed as the request arrives
+        return head_answer if head.startswith(b"HEAD ") else b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    return respond
+
+
+async def test_bodiless_requests_through_aiohttp_are_retried_and_heads_end_at_their_head(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    """A request without a body that aiohttp takes (here: a byte the fast door leaves to it)
+    goes through the same exchange as the fast door's: a GET retried once on a new connection
+    when the kept-alive one was closed under it, a HEAD answer complete at its head."""
+    respond = closes_after_first_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+    async with raw_upstream(respond) as up:
+        gw = await make_gateway(ALL, upstream_url=f"http://127.0.0.1:{up.port}")
+        odd = "X-Bin: \xe9"
+        head, body = await exchange(port_of(gw), raw_get("/h", odd, method="HEAD"))
+        assert head.startswith(b"HTTP/1.1 200") and b"\r\nContent-Length: 1234" in head and body == b""
+        get = await raw_request(port_of(gw), raw_get("/g", odd))
+        assert get.status == 200 and get.body == b"ok"
+        assert [h.split(b" ")[1] for h in up.heads] == [b"/h", b"/g", b"/g"]
+        assert up.connections == 2
 
 
 # ---------------------------------------------------------------------------------------------
