@@ -371,3 +371,24 @@ async def test_the_decision_log_times_the_upstream(make_gateway: MakeGateway, up
             assert (await gw.client.post("/timed", data=b"b")).status == 200
         (line,) = [line for line in lines if line.get("path") == "/timed"]
         assert 300 <= line["upstream_ms"] <= line["total_ms"]
+
+
+async def test_a_retried_head_still_ends_at_its_head(make_gateway: MakeGateway, upstream: Upstream) -> None:
+    """A HEAD sent again on a new connection is still a HEAD: its answer ends at its head, and
+    that connection carries the next request."""
+
+    async def respond(head: bytes, conn: int, index: int) -> bytes | None:
+        if conn == 1 and index == 1:
+            return None  # the kept-alive connection is closed as the HEAD arrives
+        if head.startswith(b"HEAD "):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d" % conn
+
+    async with raw_upstream(respond) as up:
+        gw = await make_gateway(ALL, upstream_url=f"http://127.0.0.1:{up.port}")
+        assert await (await gw.client.get("/first")).read() == b"1"
+        head = await asyncio.wait_for(gw.client.head("/h"), 5)
+        assert head.status == 200 and head.headers["Content-Length"] == "1234"
+        assert await (await gw.client.get("/last")).read() == b"2"
+        assert [h.split(b" ")[1] for h in up.heads] == [b"/first", b"/h", b"/h", b"/last"]
+        assert up.connections == 2
