@@ -147,7 +147,10 @@ async def exchange_plain(pool: Pool, method: str, head: bytes) -> tuple[Connecti
         try:
             return conn, await _plain(conn, head, method)
         except UpstreamError as exc:
-            if not (reused and not exc.answered and method in IDEMPOTENT):
+            # SECURITY: a read timeout is an upstream too slow, not one that closed the idle
+            # connection: it may be acting on the request, which is never sent to it twice.
+            closed_idle = reused and not exc.answered and not isinstance(exc, UpstreamReadTimeout)
+            if not (closed_idle and method in IDEMPOTENT):
                 raise
         # A kept-alive connection the upstream closed as we sent: once more, on a new one.
         conn = await pool.connect()
@@ -253,7 +256,8 @@ async def _respond(
     length = content_length(msg)
     if length is not None:
         response.content_length = length
-    elif not no_body:
+    elif not no_body and request.version >= aiohttp.HttpVersion11:
+        # An HTTP/1.0 client cannot take chunks: its body ends when the connection closes.
         response.enable_chunked_encoding()
     await response.prepare(request)
     if no_body:
