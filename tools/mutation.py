@@ -79,6 +79,7 @@ MODULES: dict[str, list[str]] = {
     "gateway/proxy/headers.py": [
         "tests/core/test_hostile.py",
         "tests/gates/test_identity.py",
+        "tests/core/test_headers_edges.py",
         # The header tests of test_proxy.py (its 50 MB memory test runs `serve` in a subprocess).
         "tests/core/test_proxy.py::test_request_headers_kept",
         "tests/core/test_proxy.py::test_response_status_and_headers",
