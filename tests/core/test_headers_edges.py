@@ -8,11 +8,7 @@ Host, which a TCP test client cannot make, are asked of the functions directly.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -21,46 +17,13 @@ from gateway.auth.principal import ANONYMOUS, Principal
 from gateway.proxy.headers import HeaderPolicy, Network, client_ip, identity_headers
 from tests.conftest import MakeGateway, Upstream
 from tests.core.test_proxy import port_of, raw_get, raw_request
+from tests.core.test_upstream_client import fixed, raw_upstream
 from tests.gates.conftest import PATHS, bearer, jwt_extra, make_jwt
 
 TRUSTED = "trusted_proxies: [127.0.0.0/8]\n"
 
 # ---------------------------------------------------------------------------------------------
 # what the client is told: an upstream's raw response headers
-
-
-@dataclass
-class RawUpstream:
-    """An upstream that answers every request with the same bytes."""
-
-    response: bytes
-    port: int = 0
-    heads: list[bytes] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-@contextlib.asynccontextmanager
-async def raw_upstream(response: bytes) -> AsyncIterator[RawUpstream]:
-    up = RawUpstream(response)
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up.heads.append(await reader.readuntil(b"\r\n\r\n"))
-            writer.write(up.response)
-            await writer.drain()
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    up.port = server.sockets[0].getsockname()[1]
-    try:
-        yield up
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 def answer(*headers: bytes, body: bytes = b"ok") -> bytes:
@@ -79,7 +42,7 @@ async def test_every_header_a_response_connection_names_is_removed(make_gateway:
         b"X-C: 3",
         b"X-Kept: yes",
     )
-    async with raw_upstream(response) as up:
+    async with raw_upstream(fixed(response)) as up:
         gw = await make_gateway(upstream_url=up.url)
         resp = await raw_request(port_of(gw), raw_get("/open/x"))
     assert resp.status == 200
@@ -92,7 +55,7 @@ async def test_every_header_a_response_connection_names_is_removed(make_gateway:
 
 async def test_a_response_header_that_is_not_utf8_still_answers(make_gateway: MakeGateway) -> None:
     """An upstream's header bytes that are no UTF-8 do not turn its answer into an error."""
-    async with raw_upstream(answer(b"X-Latin: caf\xe9", b"X-Utf: caf\xc3\xa9")) as up:
+    async with raw_upstream(fixed(answer(b"X-Latin: caf\xe9", b"X-Utf: caf\xc3\xa9"))) as up:
         gw = await make_gateway(upstream_url=up.url)
         resp = await raw_request(port_of(gw), raw_get("/open/x"))
     assert resp.status == 200
