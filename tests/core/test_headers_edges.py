@@ -43,7 +43,7 @@ async def test_every_header_a_response_connection_names_is_removed(make_gateway:
         b"X-Kept: yes",
     )
     async with raw_upstream(fixed(response)) as up:
-        gw = await make_gateway(upstream_url=up.url)
+        gw = await make_gateway(upstream_url=f"http://127.0.0.1:{up.port}")
         resp = await raw_request(port_of(gw), raw_get("/open/x"))
     assert resp.status == 200
     assert resp.body == b"ok"
@@ -56,7 +56,7 @@ async def test_every_header_a_response_connection_names_is_removed(make_gateway:
 async def test_a_response_header_that_is_not_utf8_still_answers(make_gateway: MakeGateway) -> None:
     """An upstream's header bytes that are no UTF-8 do not turn its answer into an error."""
     async with raw_upstream(fixed(answer(b"X-Latin: caf\xe9", b"X-Utf: caf\xc3\xa9"))) as up:
-        gw = await make_gateway(upstream_url=up.url)
+        gw = await make_gateway(upstream_url=f"http://127.0.0.1:{up.port}")
         resp = await raw_request(port_of(gw), raw_get("/open/x"))
     assert resp.status == 200
     assert resp.body == b"ok"
