@@ -101,6 +101,7 @@ MODULES: dict[str, list[str]] = {
     "gateway/proxy/websocket.py": [
         "tests/core/test_websocket_credentials.py",
         "tests/core/test_websocket_handshake.py",
+        "tests/core/test_websocket_edges.py",
         "tests/core/test_proxy.py::test_websocket_echo_through_gateway",
         "tests/core/test_proxy.py::test_websocket_to_dead_upstream_is_502",
     ],
