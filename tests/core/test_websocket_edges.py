@@ -10,13 +10,17 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from aiohttp import WSMsgType, web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 
-from tests.conftest import MakeGateway, Upstream
+from gateway.config import load_config
+from gateway.web.runtime import Runtime
+from tests.conftest import ListenerServer, MakeGateway, Upstream, write_config
 from tests.core.test_proxy import port_of, raw_request
+from tests.core.test_upstream_client import ALL, _test_ca, with_ca_file
 from tests.core.test_websocket_credentials import _token
 from tests.support import captured_access_log, refusing_port
 
@@ -27,6 +31,7 @@ KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 class WsUpstream:
     server: TestServer
     handshakes: list[dict[str, str]] = field(default_factory=list)
+    close_codes: list[int | None] = field(default_factory=list)  # as each session ended
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -55,6 +60,7 @@ async def ws_upstream() -> AsyncIterator[WsUpstream]:
                 else:
                     await ws.send_str("echo:" + msg.data)
         finally:
+            up.close_codes.append(ws.close_code)
             up.ended.set()
         return ws
 
@@ -133,6 +139,7 @@ async def test_a_client_that_closes_closes_the_upstream_socket_and_logs_one_line
             await ws.send_str("hi")
             assert (await ws.receive(timeout=5)).data == "echo:hi"
         await asyncio.wait_for(ws_upstream.ended.wait(), 5)
+        assert ws_upstream.close_codes == [1000]  # closed with a close frame, not dropped
         for _ in range(50):  # the handler logs once its clean-up is done
             if records:
                 break
@@ -177,3 +184,36 @@ async def test_a_broken_handshake_names_what_is_broken(make_gateway: MakeGateway
     assert resp.status == 400
     assert resp.json()["detail"] == "broken WebSocket handshake (Connection, Sec-WebSocket-Key or -Version)"
     assert upstream.seen == []
+
+
+async def test_an_https_upstream_is_spoken_to_over_wss(tmp_path: Path) -> None:
+    ca_file, server_ctx = _test_ca(tmp_path)
+
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_str("tls:" + msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+    await site.start()
+    port = runner.addresses[0][1]
+    url = f"https://127.0.0.1:{port}"
+    client = TestClient(
+        ListenerServer(
+            Runtime(load_config(str(with_ca_file(write_config(tmp_path, url, ALL), url, str(ca_file)))))
+        )
+    )
+    await client.start_server()
+    try:
+        async with client.ws_connect("/ws") as ws:
+            await ws.send_str("hi")
+            assert (await ws.receive(timeout=5)).data == "tls:hi"
+    finally:
+        await client.close()
+        await runner.cleanup()
