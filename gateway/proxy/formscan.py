@@ -89,9 +89,10 @@ def scanner_for(
     """The scanner for a request whose body is a form, else None; refusals that the headers
     alone decide are raised here, before the upstream is contacted."""
     types = headers.getall("Content-Type", [])
-    if not types and method == "POST":
+    if not any(t.strip() for t in types) and method == "POST":
         # SECURITY: Rack (so Rails' MethodOverride) parses a POST body with no Content-Type as
         # an urlencoded form: `_method=DELETE` without a Content-Type is a DELETE to Rails.
+        # An empty Content-Type is none to Rack too (its media type of "" is nil).
         types = [URLENCODED]
     medias = [t.split(";", 1)[0].strip().lower() for t in types]
     if not any(m.startswith((URLENCODED, MULTIPART)) for m in medias):
