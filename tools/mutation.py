@@ -112,6 +112,7 @@ MODULES: dict[str, list[str]] = {
     "gateway/proxy/formscan.py": [
         "tests/core/test_formscan.py",
         "tests/core/test_form_bodies.py",
+        "tests/core/test_formscan_edges.py",
         "tests/core/test_hostile.py",  # `_method` in the query string (query_names_method)
     ],
     "gateway/tokens/sqlite_reader.py": ["tests/tokens/test_sqlite_reader.py"],

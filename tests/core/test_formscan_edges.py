@@ -1,0 +1,231 @@
+"""gateway.proxy.formscan at its edges: every refusal's exact detail, the limits to the byte,
+and Content-Type and Content-Encoding values at the margins of what PHP and Rack read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from multidict import CIMultiDict
+
+from gateway.errors import BadRequest, BodyTooLarge
+from gateway.proxy.formscan import (
+    MAX_PART_HEADERS,
+    PHP_LINE_BUFFER,
+    FormScan,
+    MultipartScan,
+    UrlEncodedScan,
+    scanner_for,
+)
+
+B = b"sgEdgeBoundary"
+MULTIPART = "multipart/form-data; boundary=" + B.decode()
+URLENCODED = "application/x-www-form-urlencoded"
+
+
+def headers(*pairs: tuple[str, str]) -> CIMultiDict[str]:
+    return CIMultiDict(pairs)
+
+
+def run(scan: FormScan | None, body: bytes) -> bytes:
+    assert scan is not None
+    return scan.feed(body) + scan.end()
+
+
+def multipart(body: bytes) -> Callable[[], object]:
+    return lambda: run(MultipartScan(B), body)
+
+
+def refusal_cases() -> list[object]:
+    ct = ("Content-Type", MULTIPART)
+    return [
+        pytest.param(
+            lambda: scanner_for(headers(("Content-Type", "text/plain"), ("Content-Type", URLENCODED)), 64),
+            BadRequest,
+            "more than one Content-Type header on a form body",
+            id="two-content-types",
+        ),
+        pytest.param(
+            lambda: scanner_for(headers(ct, ("Content-Encoding", "gzip")), 64),
+            BadRequest,
+            "a form body with a Content-Encoding cannot be inspected",
+            id="content-encoding",
+        ),
+        pytest.param(
+            lambda: scanner_for(headers(("Content-Type", URLENCODED), ("Content-Length", "65")), 64),
+            BodyTooLarge,
+            "form body over limits.form_inspect (64 bytes)",
+            id="declared-too-large",
+        ),
+        pytest.param(
+            lambda: scanner_for(headers(("Content-Type", "multipart/form-data")), 64),
+            BadRequest,
+            "multipart/form-data without a usable boundary",
+            id="no-boundary",
+        ),
+        pytest.param(
+            lambda: scanner_for(
+                headers(("Content-Type", "multipart/form-data; xboundary=a; boundary=b")), 64
+            ),
+            BadRequest,
+            "multipart/form-data with an ambiguous boundary",
+            id="ambiguous-boundary",
+        ),
+        pytest.param(
+            lambda: UrlEncodedScan(4).feed(b"a=123"),
+            BodyTooLarge,
+            "form body over limits.form_inspect (4 bytes)",
+            id="urlencoded-too-large",
+        ),
+        pytest.param(
+            lambda: run(UrlEncodedScan(64), b"a=1&_method=PUT"),
+            BadRequest,
+            "a _method field in a form body is not accepted",
+            id="urlencoded-method",
+        ),
+        pytest.param(
+            multipart(b"--" + B + b"\r\nContent-Disposition: form-data"),
+            BadRequest,
+            "multipart body ends inside a part's headers",
+            id="ends-in-headers",
+        ),
+        pytest.param(
+            lambda: MultipartScan(B).feed(b"--" + B + b"\r\nX: " + b"x" * MAX_PART_HEADERS),
+            BadRequest,
+            "a multipart part's headers are too long",
+            id="headers-too-long",
+        ),
+        pytest.param(
+            multipart(b"--" + B + b"\r\nContent-Disposition: form-data\n\r\nx\r\n--" + B + b"--"),
+            BadRequest,
+            "a multipart part's headers must end with CRLF CRLF",
+            id="headers-end-lf-crlf",
+        ),
+        pytest.param(
+            multipart(b"x--" + B + b"\r\n"),
+            BadRequest,
+            "the multipart boundary occurs inside a line",
+            id="boundary-inside-a-line",
+        ),
+        pytest.param(
+            multipart(b"--" + B + b"\r\nX: " + b"x" * PHP_LINE_BUFFER + b"\r\n\r\nx\r\n--" + B + b"--"),
+            BadRequest,
+            "a multipart part header line is too long",
+            id="header-line-too-long",
+        ),
+        pytest.param(
+            multipart(
+                b"--" + B + b'\r\nContent-Disposition: form-data; name="_method"\r\n\r\nPUT\r\n--' + B + b"--"
+            ),
+            BadRequest,
+            "a _method part in a multipart form body is not accepted",
+            id="multipart-method",
+        ),
+        pytest.param(
+            # Only Rack's unanchored reading finds this one (the Content-Disposition names `title`).
+            multipart(
+                b"--"
+                + B
+                + b'\r\nX-Note: Content-Disposition: form-data; name="_method"\r\n'
+                + b'Content-Disposition: form-data; name="title"\r\n\r\nPUT\r\n--'
+                + B
+                + b"--"
+            ),
+            BadRequest,
+            "a _method part in a multipart form body is not accepted",
+            id="multipart-method-rack",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("action", "error", "detail"), refusal_cases())
+def test_each_refusal_says_exactly_why(
+    action: Callable[[], object], error: type[Exception], detail: str
+) -> None:
+    with pytest.raises(error) as info:
+        action()
+    assert info.value.detail == detail  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------------------
+# limits, to the byte
+
+
+def test_urlencoded_form_of_exactly_form_inspect_bytes_passes() -> None:
+    scan = scanner_for(headers(("Content-Type", URLENCODED), ("Content-Length", "10")), 10)
+    assert isinstance(scan, UrlEncodedScan)
+    assert run(scan, b"a=12345678") == b"a=12345678"
+
+
+def test_part_headers_of_exactly_max_part_headers_bytes_are_held_not_refused() -> None:
+    scan = MultipartScan(B)
+    opening = b"--" + B + b"\r\nX: "  # the part's headers are what follows `--boundary`
+    pad = b"x" * (MAX_PART_HEADERS - len(opening) + len(b"--" + B))
+    assert scan.feed(opening + pad) == b""
+    with pytest.raises(BadRequest):
+        scan.feed(b"x")
+
+
+@pytest.mark.parametrize(
+    ("length", "refused"),
+    [(PHP_LINE_BUFFER - 101, False), (PHP_LINE_BUFFER - 100, True)],
+    ids=["fits", "over"],
+)
+def test_a_part_header_line_is_refused_from_100_bytes_under_phps_buffer(length: int, refused: bool) -> None:
+    line = b"X-Pad: " + b"p" * (length - len(b"X-Pad: ") - 1) + b"\r"  # as split at LF
+    assert len(line) == length
+    body = (
+        b"--" + B + b"\r\n" + line + b'\nContent-Disposition: form-data; name="a"\r\n\r\nx\r\n--' + B + b"--"
+    )
+    if refused:
+        with pytest.raises(BadRequest):
+            run(MultipartScan(B), body)
+    else:
+        assert run(MultipartScan(B), body) == body
+
+
+# ---------------------------------------------------------------------------------------------
+# header values at the margins
+
+
+@pytest.mark.parametrize(
+    "encoding", ["identity", " Identity ", ""], ids=["identity", "identity-cased", "empty"]
+)
+def test_a_form_whose_content_encoding_is_identity_is_read(encoding: str) -> None:
+    scan = scanner_for(headers(("Content-Type", URLENCODED), ("Content-Encoding", encoding)), 64)
+    assert isinstance(scan, UrlEncodedScan)
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+@pytest.mark.parametrize("content_type", ["", " "], ids=["empty", "blank"])
+def test_only_a_post_with_an_empty_content_type_is_a_form(content_type: str, method: str) -> None:
+    assert scanner_for(headers(("Content-Type", content_type)), 64, method) is None
+    assert isinstance(scanner_for(headers(("Content-Type", content_type)), 64, "POST"), UrlEncodedScan)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "boundary"),
+    [
+        # an `=` after the boundary: PHP's value ends at the first `;`
+        ("multipart/form-data; boundary=abc; charset=utf-8", b"abc"),
+        # a quote after the boundary's closing quote
+        ('multipart/form-data; boundary="abc"; x="y"', b"abc"),
+        # no lower-case `boundary`: PHP takes the first of any case (`xBOUNDARYx` has no `=`)
+        ("multipart/form-data; BOUNDARY=abc; xBOUNDARYx", b"abc"),
+        # a boundary Rack's regex cannot read: Rack parses no parts, PHP and we read `,abc`
+        ('multipart/form-data; boundary=",abc"', b",abc"),
+    ],
+    ids=["param-after", "quote-after", "upper-case-first", "rack-unreadable"],
+)
+def test_boundaries_every_reader_agrees_on_are_scanned(content_type: str, boundary: bytes) -> None:
+    scan = scanner_for(headers(("Content-Type", content_type)), 64)
+    assert isinstance(scan, MultipartScan)
+    body = (
+        b"--"
+        + boundary
+        + b'\r\nContent-Disposition: form-data; name="_method"\r\n\r\nPUT\r\n--'
+        + boundary
+        + b"--"
+    )
+    with pytest.raises(BadRequest):
+        run(scan, body)
