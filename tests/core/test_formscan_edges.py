@@ -15,6 +15,7 @@ from gateway.proxy.formscan import (
     FormScan,
     MultipartScan,
     UrlEncodedScan,
+    php_name,
     scanner_for,
 )
 
@@ -229,3 +230,21 @@ def test_boundaries_every_reader_agrees_on_are_scanned(content_type: str, bounda
     )
     with pytest.raises(BadRequest):
         run(scan, body)
+
+
+# ---------------------------------------------------------------------------------------------
+# names as PHP reads them
+
+
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [
+        (b"_method[a][b]", b"_method"),  # cut at the first `[`, not the last
+        (b"_method%00a%00b", b"_method"),  # cut at the first NUL, not the last
+        (b"X_method", b"X_method"),  # only spaces are dropped in front
+        (b"  .method", b"_method"),
+    ],
+    ids=["two-brackets", "two-nuls", "leading-letter-kept", "spaces-then-dot"],
+)
+def test_php_name_edges(raw: bytes, name: bytes) -> None:
+    assert php_name(raw) == name
