@@ -248,3 +248,25 @@ def test_boundaries_every_reader_agrees_on_are_scanned(content_type: str, bounda
 )
 def test_php_name_edges(raw: bytes, name: bytes) -> None:
     assert php_name(raw) == name
+
+
+# ---------------------------------------------------------------------------------------------
+# a boundary inside a line, wherever the client's chunks end
+
+
+def test_a_boundary_inside_a_line_is_refused_in_every_two_and_three_chunk_split() -> None:
+    """Each chunk's search for `--boundary` resumes where the last one stopped: no split of the
+    body may hide the one that does not start a line."""
+    head = b"--" + B + b'\r\nContent-Disposition: form-data; name="t"\r\n\r\nhi\r\n'
+    body = head + b"Z--" + B + b'\r\nContent-Disposition: form-data; name="_method"\r\n\r\nPUT\r\n'
+    n = len(body)
+    for a in range(n + 1):
+        for b in range(a, n + 1, 3):
+            scan = MultipartScan(B)
+            released = b""
+            with pytest.raises(BadRequest) as info:
+                for chunk in (body[:a], body[a:b], body[b:]):
+                    released += scan.feed(chunk)
+                released += scan.end()
+            assert info.value.detail == "the multipart boundary occurs inside a line", (a, b)
+            assert b"PUT" not in released
