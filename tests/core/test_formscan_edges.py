@@ -270,3 +270,18 @@ def test_a_boundary_inside_a_line_is_refused_in_every_two_and_three_chunk_split(
                 released += scan.end()
             assert info.value.detail == "the multipart boundary occurs inside a line", (a, b)
             assert b"PUT" not in released
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n"], ids=["lf", "crlf"])
+def test_a_part_right_after_the_close_delimiter_is_refused(eol: bytes) -> None:
+    """PHP reads on past `--boundary--`: a boundary line right after it opens a part."""
+    body = b"--" + B + b'\r\nContent-Disposition: form-data; name="t"\r\n\r\nhi\r\n--' + B + b"--" + eol
+    body += b"--" + B + b'\r\nContent-Disposition: form-data; name="_method"\r\n\r\nPUT\r\n'
+    for cut in range(len(body) + 1):
+        scan = MultipartScan(B)
+        released = b""
+        with pytest.raises(BadRequest):
+            released += scan.feed(body[:cut])
+            released += scan.feed(body[cut:])
+            released += scan.end()
+        assert b"PUT" not in released, cut
