@@ -285,3 +285,15 @@ def test_a_part_right_after_the_close_delimiter_is_refused(eol: bytes) -> None:
             released += scan.feed(body[cut:])
             released += scan.end()
         assert b"PUT" not in released, cut
+
+
+def test_part_headers_cut_by_a_chunk_after_a_large_file_are_waited_for() -> None:
+    """Only the pending part's own headers count against MAX_PART_HEADERS, not the file
+    before them in the same chunk."""
+    file = b"--" + B + b'\r\nContent-Disposition: form-data; name="f"; filename="a"\r\n\r\n' + b"z" * 40000
+    body = (
+        file + b"\r\n--" + B + b'\r\nContent-Disposition: form-data; name="t"\r\n\r\nhi\r\n--' + B + b"--\r\n"
+    )
+    cut = len(file) + 30  # inside the second part's headers
+    scan = MultipartScan(B)
+    assert scan.feed(body[:cut]) + scan.feed(body[cut:]) + scan.end() == body
