@@ -297,3 +297,68 @@ def test_part_headers_cut_by_a_chunk_after_a_large_file_are_waited_for() -> None
     cut = len(file) + 30  # inside the second part's headers
     scan = MultipartScan(B)
     assert scan.feed(body[:cut]) + scan.feed(body[cut:]) + scan.end() == body
+
+
+# ---------------------------------------------------------------------------------------------
+# boundaries PHP finds first, and part headers only one reader sees
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        # PHP's case-sensitive search finds `boundary` inside `xboundary`, with no `=`: PHP reads
+        # no boundary at all, where the parameter and Rack read `a`.
+        "multipart/form-data; Boundary=a; xboundary",
+    ],
+)
+def test_a_boundary_php_cannot_read_is_refused(content_type: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        scanner_for(headers(("Content-Type", content_type)), 64)
+    assert info.value.detail == "multipart/form-data with an ambiguous boundary"
+
+
+def test_a_parameter_before_the_boundary_does_not_hide_it() -> None:
+    scan = scanner_for(headers(("Content-Type", "multipart/form-data; charset=utf-8; boundary=abc")), 64)
+    assert isinstance(scan, MultipartScan)
+    with pytest.raises(BadRequest):
+        run(scan, b"--abc\r\nContent-Disposition: form-data; name=_method\r\n\r\nPUT\r\n--abc--")
+
+
+def part_with(*header_lines: bytes) -> bytes:
+    return b"--" + B + b"\r\n" + b"\r\n".join(header_lines) + b"\r\n\r\nPUT\r\n--" + B + b"--\r\n"
+
+
+@pytest.mark.parametrize(
+    "header_lines",
+    [
+        # Rack 2.2 reads `Content-Disposition:.*;\s*name=` on one line, past a `:` in a value.
+        (b'X-Note: Content-Disposition: form-data; a="b:c"; name="_method"', b"X-Other: 1"),
+        # Rack 3 reads `Content-Disposition:[^:]*;\s*name=` across lines.
+        (b"X-Note: Content-Disposition: form-data", b' ; name="_method"'),
+        # a quoted-string escape (busboy, so Express with multer, unescapes `\_`)
+        (b'Content-Disposition: form-data; name="\\_method"',),
+        # RFC 5987 with a `:` in another parameter, and without a charset
+        (b"Content-Disposition: form-data; x=\"a:b\"; name*=utf-8''%5Fmethod",),
+        (b"Content-Disposition: form-data; name*=%5Fmethod",),
+    ],
+    ids=["rack-one-line", "rack-across-lines", "quoted-escape", "rfc5987-after-colon", "rfc5987-no-charset"],
+)
+def test_part_headers_only_one_reader_sees_as_method_are_refused(header_lines: tuple[bytes, ...]) -> None:
+    with pytest.raises(BadRequest) as info:
+        run(MultipartScan(B), part_with(*header_lines))
+    assert info.value.detail == "a _method part in a multipart form body is not accepted"
+
+
+@pytest.mark.parametrize(
+    "header_lines",
+    [
+        (b"no colon on the first line", b'Content-Disposition: form-data; name="a"'),
+        (b'X-Note: form-data; name="_method"', b'Content-Disposition: form-data; name="a"'),
+        (b"Content-Disposition: form-data; name=_methodX",),
+        (b'Content-Disposition: form-data; name="_met ', b'hod"'),
+    ],
+    ids=["first-line-without-colon", "name-in-another-header", "longer-name", "space-before-a-joined-line"],
+)
+def test_part_headers_no_reader_sees_as_method_pass(header_lines: tuple[bytes, ...]) -> None:
+    body = part_with(*header_lines)
+    assert run(MultipartScan(B), body) == body
