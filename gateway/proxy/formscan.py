@@ -205,7 +205,9 @@ class MultipartScan(FormScan):
                 # after `\n\r\n`, Rack would still read headers that are body to this scan.
                 raise BadRequest("a multipart part's headers must end with CRLF CRLF")
             _check_part(bytes(buf[after : end.start()]))
-            self._pos = end.end()
+            # SECURITY: the blank line's LF may begin the next delimiter: Rack reads a boundary
+            # line right after a part's headers as the end of an empty part, and a new part.
+            self._pos = end.end() - 1
 
     def _no_boundary_inside_a_line(self) -> None:
         """SECURITY: PHP reads a line longer than its 5 KiB buffer as several lines, so

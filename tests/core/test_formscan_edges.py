@@ -362,3 +362,52 @@ def test_part_headers_only_one_reader_sees_as_method_are_refused(header_lines: t
 def test_part_headers_no_reader_sees_as_method_pass(header_lines: tuple[bytes, ...]) -> None:
     body = part_with(*header_lines)
     assert run(MultipartScan(B), body) == body
+
+
+def refused_in_every_split(body: bytes) -> None:
+    for cut in range(len(body) + 1):
+        scan = MultipartScan(B)
+        released = b""
+        with pytest.raises(BadRequest):
+            released += scan.feed(body[:cut])
+            released += scan.feed(body[cut:])
+            released += scan.end()
+        assert b"PUT" not in released, cut
+
+
+def test_a_boundary_line_right_after_a_parts_headers_opens_a_part() -> None:
+    """SECURITY: Rack's body regex `(?:\\r\\n|\\A)--boundary` matches at the start of a part's body,
+    so `--boundary` right after the blank line ends an empty part and opens the next one. The
+    scan searched for LF + `--boundary` after that blank line's LF, and missed the `_method`
+    part (mutation testing found it)."""
+    refused_in_every_split(
+        b"--"
+        + B
+        + b'\r\nContent-Disposition: form-data; name="a"\r\n\r\n--'
+        + B
+        + b'\r\nContent-Disposition: form-data; name="_method"\r\n\r\nPUT\r\n--'
+        + B
+        + b"--\r\n"
+    )
+
+
+def test_parts_after_two_close_delimiters_are_refused() -> None:
+    """PHP reads on past every `--boundary--`, however many come before a part."""
+    close = b"--" + B + b"--\r\n"
+    first = b"--" + B + b'\r\nContent-Disposition: form-data; name="t"\r\n\r\nhi\r\n'
+    refused_in_every_split(
+        first
+        + close
+        + close
+        + b"--"
+        + B
+        + b'\r\nContent-Disposition: form-data; name="_method"\r\n\r\nPUT\r\n'
+    )
+
+
+@pytest.mark.parametrize("tail", [b"", b"-"], ids=["bare", "one-dash"])
+def test_a_body_that_ends_on_a_boundary_without_its_close_is_refused(tail: bytes) -> None:
+    body = b"--" + B + b'\r\nContent-Disposition: form-data; name="t"\r\n\r\nhi\r\n--' + B + tail
+    with pytest.raises(BadRequest) as info:
+        run(MultipartScan(B), body)
+    assert info.value.detail == "multipart body ends inside a part's headers"
