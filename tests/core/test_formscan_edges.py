@@ -411,3 +411,12 @@ def test_a_body_that_ends_on_a_boundary_without_its_close_is_refused(tail: bytes
     with pytest.raises(BadRequest) as info:
         run(MultipartScan(B), body)
     assert info.value.detail == "multipart body ends inside a part's headers"
+
+
+def test_every_boundary_in_one_chunk_is_checked_not_only_the_first_and_last() -> None:
+    body = (
+        b"--" + B + b'\r\nContent-Disposition: form-data; name="t"\r\n\r\nZ--' + B + b"\r\n--" + B + b"--\r\n"
+    )
+    with pytest.raises(BadRequest) as info:
+        run(MultipartScan(B), body)
+    assert info.value.detail == "the multipart boundary occurs inside a line"
