@@ -356,8 +356,17 @@ def test_part_headers_only_one_reader_sees_as_method_are_refused(header_lines: t
         (b'X-Note: form-data; name="_method"', b'Content-Disposition: form-data; name="a"'),
         (b"Content-Disposition: form-data; name=_methodX",),
         (b'Content-Disposition: form-data; name="_met ', b'hod"'),
+        # Rack reads a Content-Disposition: inside another header on its line, or up to the next
+        # `:` (Rack 3), never further: `name=` on a later header line is no name to it.
+        (b"X-Note: Content-Disposition: form-data", b"X-B: x; name=_method", b"X-C: 1"),
     ],
-    ids=["first-line-without-colon", "name-in-another-header", "longer-name", "space-before-a-joined-line"],
+    ids=[
+        "first-line-without-colon",
+        "name-in-another-header",
+        "longer-name",
+        "space-before-a-joined-line",
+        "rack-reads-no-further",
+    ],
 )
 def test_part_headers_no_reader_sees_as_method_pass(header_lines: tuple[bytes, ...]) -> None:
     body = part_with(*header_lines)
