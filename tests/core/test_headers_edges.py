@@ -9,6 +9,7 @@ Host, which a TCP test client cannot make, are asked of the functions directly.
 from __future__ import annotations
 
 import ipaddress
+import uuid
 
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -125,6 +126,64 @@ async def test_a_jwt_named_hop_by_hop_by_the_client_is_not_forwarded(
     assert upstream.last.all("Authorization") == [f"Bearer {token}"]
 
 
+def fresh_header() -> str:
+    """A workspace header name never asked about before: identity_headers remembers its answers
+    per (principal, header), process-wide, and these tests must see them computed."""
+    return f"X-Ws-{uuid.uuid4().hex}"
+
+
+@pytest.mark.parametrize(
+    ("principal", "want"),
+    [
+        (
+            Principal(kind="anonymous", subject="", scopes=frozenset()),
+            {"X-Auth-Type": "anonymous"},
+        ),
+        (
+            # SECURITY: a token never carries a platform role above `user`.
+            Principal(
+                kind="token",
+                subject="cli",
+                scopes=frozenset({"write", "read"}),
+                workspace="w1",
+                project="p1",
+                role="admin",
+                token_id="tok_1",
+            ),
+            {
+                "X-Auth-Type": "token",
+                "X-Auth-Subject": "cli",
+                "X-Auth-Workspace": "w1",
+                "WS": "w1",
+                "X-Auth-Project": "p1",
+                "X-Auth-Scopes": "read write",
+                "X-Auth-Token-Id": "tok_1",
+                "X-Auth-Role": "user",
+            },
+        ),
+        (
+            # Control characters never reach a header; a value is cut at 1024 characters.
+            Principal(kind="jwt", subject="a\r\nX-Evil: 1\x00" + "s" * 2000, scopes=frozenset(), role="ops"),
+            {
+                "X-Auth-Type": "jwt",
+                "X-Auth-Subject": ("aX-Evil: 1" + "s" * 2000)[:1024],
+                "X-Auth-Scopes": "",
+                "X-Auth-Role": "ops",
+            },
+        ),
+        (
+            Principal(kind="jwt", subject="bob", scopes=frozenset({"read"})),
+            {"X-Auth-Type": "jwt", "X-Auth-Subject": "bob", "X-Auth-Scopes": "read"},
+        ),
+    ],
+    ids=["anonymous", "token", "jwt-cleaned", "jwt-bare"],
+)
+def test_identity_headers_for_each_kind_of_principal(principal: Principal, want: dict[str, str]) -> None:
+    header = fresh_header()
+    got = CIMultiDict(identity_headers(principal, header))  # header names in any letter case
+    assert got == CIMultiDict({(header if k == "WS" else k): v for k, v in want.items()})
+
+
 # Ten 99-character scopes, 999 characters joined: what comes after starts at index 1000.
 FILLER = [f"a{i}" + "x" * 97 for i in range(10)]
 
@@ -151,7 +210,7 @@ def scopes_line(b: int, *after: str) -> list[str]:
 )
 def test_scopes_header_is_cut_between_scopes_never_inside_one(scopes: list[str], kept: list[str]) -> None:
     principal = Principal(kind="jwt", subject="alice", scopes=frozenset(scopes))
-    value = identity_headers(principal, "X-Workspace-Id")["X-Auth-Scopes"]
+    value = identity_headers(principal, fresh_header())["X-Auth-Scopes"]
     assert value == " ".join(sorted(kept))
     assert len(value) <= 1024
 
