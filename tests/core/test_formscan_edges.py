@@ -243,8 +243,9 @@ def test_boundaries_every_reader_agrees_on_are_scanned(content_type: str, bounda
         (b"_method%00a%00b", b"_method"),  # cut at the first NUL, not the last
         (b"X_method", b"X_method"),  # only spaces are dropped in front
         (b"  .method", b"_method"),
+        (b"\t_method", b"\t_method"),  # PHP drops leading spaces only
     ],
-    ids=["two-brackets", "two-nuls", "leading-letter-kept", "spaces-then-dot"],
+    ids=["two-brackets", "two-nuls", "leading-letter-kept", "spaces-then-dot", "leading-tab-kept"],
 )
 def test_php_name_edges(raw: bytes, name: bytes) -> None:
     assert php_name(raw) == name
