@@ -121,9 +121,35 @@ MODULES: dict[str, list[str]] = {
         "not postgresql",
     ],
     "gateway/tokens/sqlite.py": ["tests/tokens/test_sqlite_store.py"],
-    "gateway/proxy/headers.py": ["tests/core/test_hostile.py", "tests/gates/test_identity.py"],
+    "gateway/proxy/headers.py": [
+        "tests/core/test_hostile.py",
+        "tests/gates/test_identity.py",
+        "tests/core/test_headers_edges.py",
+        # The header tests of test_proxy.py (its 50 MB memory test runs `serve` in a subprocess).
+        "tests/core/test_proxy.py::test_request_headers_kept",
+        "tests/core/test_proxy.py::test_response_status_and_headers",
+        "tests/core/test_proxy.py::test_set_cookie_headers_kept_apart",
+        "tests/core/test_proxy.py::test_connection_named_header_removed_others_kept",
+        "tests/core/test_proxy.py::test_connection_cannot_remove_gateway_headers",
+        "tests/core/test_proxy.py::test_hop_by_hop_response_headers_stripped",
+        "tests/core/test_proxy.py::test_never_both_content_length_and_transfer_encoding",
+        "tests/core/test_proxy.py::test_valid_request_id_kept",
+        "tests/core/test_proxy.py::test_invalid_request_id_replaced",
+        "tests/core/test_proxy.py::test_request_id_echoed_on_refusals",
+        "tests/core/test_proxy.py::test_request_id_echoed_on_forwarded_responses",
+        "tests/core/test_proxy.py::test_forwarded_headers_set_by_gateway",
+        "tests/core/test_proxy.py::test_untrusted_client_forwarding_headers_replaced",
+        "tests/core/test_proxy.py::test_trusted_proxy_forwarding_headers_kept_and_appended",
+        "tests/core/test_proxy.py::test_trusted_proxy_multiple_xff_headers_all_kept",
+    ],
     "gateway/proxy/forward.py": PROXY_TESTS,
-    "gateway/proxy/websocket.py": ["tests/core/test_websocket_credentials.py"],
+    "gateway/proxy/websocket.py": [
+        "tests/core/test_websocket_credentials.py",
+        "tests/core/test_websocket_handshake.py",
+        "tests/core/test_websocket_edges.py",
+        "tests/core/test_proxy.py::test_websocket_echo_through_gateway",
+        "tests/core/test_proxy.py::test_websocket_to_dead_upstream_is_502",
+    ],
     # Security-deciding modules the first map missed: JWT claim mapping, the minting ceiling,
     # the form-body method-override scan, the loop-thread token read and the upstream client.
     "gateway/auth/claims.py": [
@@ -138,7 +164,12 @@ MODULES: dict[str, list[str]] = {
         "-k",
         "not postgresql",
     ],
-    "gateway/proxy/formscan.py": ["tests/core/test_formscan.py", "tests/core/test_form_bodies.py"],
+    "gateway/proxy/formscan.py": [
+        "tests/core/test_formscan.py",
+        "tests/core/test_form_bodies.py",
+        "tests/core/test_formscan_edges.py",
+        "tests/core/test_hostile.py",  # `_method` in the query string (query_names_method)
+    ],
     "gateway/tokens/sqlite_reader.py": ["tests/tokens/test_sqlite_reader.py"],
     "gateway/proxy/pool.py": PROXY_TESTS,
 }

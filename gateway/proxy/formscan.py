@@ -89,9 +89,10 @@ def scanner_for(
     """The scanner for a request whose body is a form, else None; refusals that the headers
     alone decide are raised here, before the upstream is contacted."""
     types = headers.getall("Content-Type", [])
-    if not types and method == "POST":
+    if not any(t.strip() for t in types) and method == "POST":
         # SECURITY: Rack (so Rails' MethodOverride) parses a POST body with no Content-Type as
         # an urlencoded form: `_method=DELETE` without a Content-Type is a DELETE to Rails.
+        # An empty Content-Type is none to Rack too (its media type of "" is nil).
         types = [URLENCODED]
     medias = [t.split(";", 1)[0].strip().lower() for t in types]
     if not any(m.startswith((URLENCODED, MULTIPART)) for m in medias):
@@ -204,7 +205,9 @@ class MultipartScan(FormScan):
                 # after `\n\r\n`, Rack would still read headers that are body to this scan.
                 raise BadRequest("a multipart part's headers must end with CRLF CRLF")
             _check_part(bytes(buf[after : end.start()]))
-            self._pos = end.end()
+            # SECURITY: the blank line's LF may begin the next delimiter: Rack reads a boundary
+            # line right after a part's headers as the end of an empty part, and a new part.
+            self._pos = end.end() - 1
 
     def _no_boundary_inside_a_line(self) -> None:
         """SECURITY: PHP reads a line longer than its 5 KiB buffer as several lines, so

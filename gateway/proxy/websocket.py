@@ -39,14 +39,16 @@ async def proxy_websocket(
     for h in _HANDSHAKE:
         headers.popall(h, None)
     ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
-    client = web.WebSocketResponse(protocols=protocols, autoping=True)
-    if not client.can_prepare(request).ok:
+    if not web.WebSocketResponse().can_prepare(request).ok:
         # SECURITY: the client's handshake is judged before anything reaches the upstream
         # (no `Connection: upgrade`, a bad key or version): a JSON 400, no upstream socket.
         raise BadRequest("broken WebSocket handshake (Connection, Sec-WebSocket-Key or -Version)")
     # Connect upstream before answering 101, so a dead upstream is still a clean 502.
     async with upstream_errors(name):
         upstream = await session.ws_connect(ws_url, headers=headers, protocols=protocols, autoping=True)
+    # The client is told the subprotocol the upstream chose from its offer, or none: never one
+    # the upstream does not speak.
+    client = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol else (), autoping=True)
     try:
         await client.prepare(request)
     except BaseException:

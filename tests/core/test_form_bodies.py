@@ -14,7 +14,7 @@ import pytest
 from yarl import URL
 
 from tests.conftest import MakeGateway, Upstream
-from tests.core.test_proxy import assert_refusal, base
+from tests.core.test_proxy import assert_refusal, base, port_of, raw_get, raw_request
 
 B = "sgFormBoundary"
 URLENCODED = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -195,3 +195,23 @@ async def test_put_without_content_type_is_an_upload_not_a_form(
         assert r.status == 200
     assert (upstream.last.method, upstream.last.body_len) == ("PUT", len(body))
     assert upstream.last.all("Content-Type") == []
+
+
+@pytest.mark.parametrize("content_type", ["", " "], ids=["empty", "blank"])
+async def test_post_with_an_empty_content_type_is_read_as_rack_reads_it(
+    make_gateway: MakeGateway, upstream: Upstream, content_type: str
+) -> None:
+    """SECURITY: Rack's media type of an empty Content-Type is nil, so a POST carrying one is a
+    form to Rack like a POST carrying none (mutation testing found it forwarded unread)."""
+    gw = await make_gateway()
+
+    def request(body: bytes) -> bytes:
+        head = [f"Content-Type:{content_type}", f"Content-Length: {len(body)}"]
+        return raw_get("/open/items", *head, method="POST") + body
+
+    resp = await raw_request(port_of(gw), request(b"a=1&_method=DELETE"))
+    assert_refusal(resp.status, resp.json(), 400, "bad_request")
+    assert not any(s.complete for s in upstream.seen)
+    resp = await raw_request(port_of(gw), request(b"a=1&method=DELETE"))
+    assert resp.status == 200
+    assert (upstream.last.method, upstream.last.body_len) == ("POST", 17)

@@ -1,0 +1,219 @@
+"""gateway.proxy.websocket at its edges: subprotocols, pings, who closes first, and with what.
+
+A real gateway on a real socket in front of a real aiohttp WebSocket upstream of the test's own,
+which chooses a subprotocol, pings, closes with a code when asked, and notes when its side ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.config import load_config
+from gateway.web.runtime import Runtime
+from tests.conftest import ListenerServer, MakeGateway, Upstream, write_config
+from tests.core.test_proxy import port_of, raw_request
+from tests.core.test_upstream_client import ALL, _test_ca, with_ca_file
+from tests.core.test_websocket_credentials import _token
+from tests.support import captured_access_log, refusing_port
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+@dataclass
+class WsUpstream:
+    server: TestServer
+    handshakes: list[dict[str, str]] = field(default_factory=list)
+    close_codes: list[int | None] = field(default_factory=list)  # as each session ended
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+
+@pytest.fixture
+async def ws_upstream() -> AsyncIterator[WsUpstream]:
+    """Speaks `superchat` only; `ping` pings the gateway then says `after-ping`; `close:N` closes
+    with code N; anything else is echoed."""
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        up.handshakes.append(dict(request.headers))
+        ws = web.WebSocketResponse(protocols=("superchat",))
+        await ws.prepare(request)
+        try:
+            async for msg in ws:
+                if msg.type is not WSMsgType.TEXT:
+                    continue
+                if msg.data == "ping":
+                    await ws.ping(b"up")
+                    await ws.send_str("after-ping")
+                elif msg.data.startswith("close:"):
+                    await ws.close(code=int(msg.data[6:]), message=b"bye")
+                else:
+                    await ws.send_str("echo:" + msg.data)
+        finally:
+            up.close_codes.append(ws.close_code)
+            up.ended.set()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    up = WsUpstream(TestServer(app, host="127.0.0.1"))
+    await up.server.start_server()
+    yield up
+    await up.server.close()
+
+
+async def test_the_client_is_answered_with_the_subprotocol_the_upstream_chose(
+    make_gateway: MakeGateway, ws_upstream: WsUpstream
+) -> None:
+    """The client's offer goes upstream as it was made; the client is told what the upstream
+    chose, not the first protocol it offered."""
+    gw = await make_gateway(upstream_url=ws_upstream.url)
+    async with gw.client.ws_connect("/open/ws", protocols=("chat", "superchat")) as ws:
+        assert ws.protocol == "superchat"
+        await ws.send_str("hi")
+        assert (await ws.receive(timeout=5)).data == "echo:hi"
+    assert ws_upstream.handshakes[0]["Sec-WebSocket-Protocol"] == "chat,superchat"
+
+
+async def test_no_subprotocol_chosen_upstream_is_none_for_the_client(
+    make_gateway: MakeGateway, ws_upstream: WsUpstream
+) -> None:
+    gw = await make_gateway(upstream_url=ws_upstream.url)
+    async with gw.client.ws_connect("/open/ws", protocols=("chat",)) as ws:
+        assert ws.protocol is None
+        await ws.send_str("hi")
+        assert (await ws.receive(timeout=5)).data == "echo:hi"
+    assert ws_upstream.handshakes[0]["Sec-WebSocket-Protocol"] == "chat"
+
+
+async def test_a_client_that_offers_no_subprotocol_offers_none_upstream(
+    make_gateway: MakeGateway, ws_upstream: WsUpstream
+) -> None:
+    gw = await make_gateway(upstream_url=ws_upstream.url)
+    async with gw.client.ws_connect("/open/ws") as ws:
+        assert ws.protocol is None
+    assert "Sec-WebSocket-Protocol" not in ws_upstream.handshakes[0]
+
+
+async def test_pings_are_answered_on_both_sides_and_the_session_goes_on(
+    make_gateway: MakeGateway, ws_upstream: WsUpstream
+) -> None:
+    gw = await make_gateway(upstream_url=ws_upstream.url)
+    async with gw.client.ws_connect("/open/ws", autoping=False) as ws:
+        await ws.ping(b"client")
+        pong = await ws.receive(timeout=5)
+        assert (pong.type, pong.data) == (WSMsgType.PONG, b"client")
+        await ws.send_str("ping")  # the upstream pings the gateway, then speaks
+        assert (await ws.receive(timeout=5)).data == "after-ping"
+        await ws.send_str("still")
+        assert (await ws.receive(timeout=5)).data == "echo:still"
+
+
+async def test_the_upstreams_close_code_reaches_the_client(
+    make_gateway: MakeGateway, ws_upstream: WsUpstream
+) -> None:
+    gw = await make_gateway(upstream_url=ws_upstream.url)
+    async with gw.client.ws_connect("/open/ws") as ws:
+        await ws.send_str("close:4001")
+        msg = await ws.receive(timeout=5)
+        assert msg.type is WSMsgType.CLOSE
+        assert ws.close_code == 4001
+
+
+async def test_a_client_that_closes_closes_the_upstream_socket_and_logs_one_line(
+    make_gateway: MakeGateway, ws_upstream: WsUpstream
+) -> None:
+    gw = await make_gateway(upstream_url=ws_upstream.url)
+    with captured_access_log(json.loads) as records:
+        async with gw.client.ws_connect("/open/ws") as ws:
+            await ws.send_str("hi")
+            assert (await ws.receive(timeout=5)).data == "echo:hi"
+        await asyncio.wait_for(ws_upstream.ended.wait(), 5)
+        assert ws_upstream.close_codes == [1000]  # closed with a close frame, not dropped
+        for _ in range(50):  # the handler logs once its clean-up is done
+            if records:
+                break
+            await asyncio.sleep(0.1)
+    assert [(r["route"], r["decision"], r["status"]) for r in records] == [("open", "allow", 101)]
+
+
+async def test_a_revoked_tokens_socket_is_closed_with_a_reason(
+    make_gateway: MakeGateway, upstream: Upstream
+) -> None:
+    gw = await make_gateway()
+    token_id, secret = await _token(gw)
+    async with gw.client.ws_connect(
+        "/v1/playlists/live", headers={"Authorization": f"Bearer {secret}"}
+    ) as ws:
+        await gw.runtime.service.revoke(None, token_id)
+        msg = await ws.receive(timeout=5)
+        assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 1008, "credential no longer valid")
+
+
+async def test_a_dead_upstream_is_a_json_502_naming_the_upstream(make_gateway: MakeGateway) -> None:
+    with refusing_port() as port:
+        gw = await make_gateway(upstream_url=f"http://127.0.0.1:{port}")
+        head = [
+            "GET /open/ws HTTP/1.1",
+            "Host: gateway.test",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {KEY}",
+            "Sec-WebSocket-Version: 13",
+        ]
+        resp = await raw_request(port_of(gw), ("\r\n".join(head) + "\r\n\r\n").encode())
+    assert resp.status == 502
+    body = resp.json()
+    assert (body["error"], body["detail"]) == ("upstream_unavailable", "upstream default is unavailable")
+
+
+async def test_a_broken_handshake_names_what_is_broken(make_gateway: MakeGateway, upstream: Upstream) -> None:
+    gw = await make_gateway()
+    head = ["GET /open/ws HTTP/1.1", "Host: gateway.test", "Upgrade: websocket", "Connection: Upgrade"]
+    resp = await raw_request(port_of(gw), ("\r\n".join(head) + "\r\n\r\n").encode())
+    assert resp.status == 400
+    assert resp.json()["detail"] == "broken WebSocket handshake (Connection, Sec-WebSocket-Key or -Version)"
+    assert upstream.seen == []
+
+
+async def test_an_https_upstream_is_spoken_to_over_wss(tmp_path: Path) -> None:
+    ca_file, server_ctx = _test_ca(tmp_path)
+
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_str("tls:" + msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+    await site.start()
+    port = runner.addresses[0][1]
+    url = f"https://127.0.0.1:{port}"
+    client = TestClient(
+        ListenerServer(
+            Runtime(load_config(str(with_ca_file(write_config(tmp_path, url, ALL), url, str(ca_file)))))
+        )
+    )
+    await client.start_server()
+    try:
+        async with client.ws_connect("/ws") as ws:
+            await ws.send_str("hi")
+            assert (await ws.receive(timeout=5)).data == "tls:hi"
+    finally:
+        await client.close()
+        await runner.cleanup()
