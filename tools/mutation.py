@@ -75,7 +75,17 @@ MODULES: dict[str, list[str]] = {
         "tests/tokens/test_validator_paths.py",
     ],
     "gateway/tokens/service.py": ["tests/tokens/test_service.py"],
-    "gateway/tokens/sqlite.py": ["tests/tokens/test_sqlite_store.py"],
+    "gateway/tokens/sqlite.py": [
+        "tests/tokens/test_sqlite_store.py",
+        "tests/tokens/test_sqlite_store_edges.py",  # ping on a replaced file, the feed's pages
+        "tests/tokens/test_sqlite_reader.py",
+        "tests/tokens/test_migrations.py",
+        "tests/tokens/test_store_lifecycle.py",
+        "tests/tokens/test_validator.py",
+        "tests/tokens/test_validator_races.py",
+        "tests/tokens/test_validator_paths.py",
+        "tests/gates/test_store_faults.py",  # outages and recovery, through an in-process gateway
+    ],
     "gateway/proxy/headers.py": ["tests/core/test_hostile.py", "tests/gates/test_identity.py"],
     "gateway/proxy/forward.py": ["tests/core/test_proxy.py"],
     "gateway/proxy/websocket.py": ["tests/core/test_websocket_credentials.py"],
@@ -84,7 +94,14 @@ MODULES: dict[str, list[str]] = {
     "gateway/auth/claims.py": ["tests/auth/test_jwt.py", "tests/gates/test_jwt_scope_rule.py"],
     "gateway/tokens/policy.py": ["tests/tokens/test_service.py"],
     "gateway/proxy/formscan.py": ["tests/core/test_formscan.py", "tests/core/test_form_bodies.py"],
-    "gateway/tokens/sqlite_reader.py": ["tests/tokens/test_sqlite_reader.py"],
+    "gateway/tokens/sqlite_reader.py": [
+        "tests/tokens/test_sqlite_reader.py",
+        "tests/tokens/test_sqlite_store.py",
+        "tests/tokens/test_sqlite_store_edges.py",
+        "tests/tokens/test_store_lifecycle.py",
+        "tests/tokens/test_validator.py",
+        "tests/tokens/test_validator_races.py",
+    ],
     "gateway/proxy/pool.py": ["tests/core/test_upstream_client.py"],
 }
 HIGH = [

@@ -181,3 +181,21 @@ async def test_a_garbled_file_is_store_unavailable_never_unknown(
     finally:
         for f, data in originals.items():
             f.write_bytes(data)
+
+
+def test_the_reader_never_creates_a_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "missing.db"
+    # Read-only (`mode=ro`): a read-write open would create an empty file in the store's place.
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        LoopReader.connect(str(path))
+    assert not path.exists()
+
+
+def test_a_closed_reader_says_so(db_path: str) -> None:
+    asyncio.run(_open_and_close(db_path))
+    reader = LoopReader.connect(db_path)
+    assert reader is not None
+    reader.close()
+    reader.close()  # closing twice is harmless
+    with pytest.raises(sqlite3.ProgrammingError, match=r"^token store reader is closed$"):
+        reader.by_hash(b"x" * 32)
