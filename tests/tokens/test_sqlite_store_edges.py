@@ -10,16 +10,17 @@ import re
 import shutil
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from gateway.errors import StoreUnavailable
+from gateway.errors import Conflict, StoreUnavailable
 from gateway.tokens.migrations import LATEST
 from gateway.tokens.secret import hash_token
 from gateway.tokens.sqlite import FEED_PAGE, SqliteTokenStore
 
-from .conftest import Clock, mint, raw
+from .conftest import Clock, make_record, mint, raw
 
 
 def _copy_of(db_path: str, dest: Path, user_version: int | None = None) -> None:
@@ -212,3 +213,38 @@ async def test_a_healthy_open_warns_of_nothing(db_path: str, caplog: pytest.LogC
         assert store._conn is conn
     await store.close()
     assert caplog.records == []
+
+
+@pytest.mark.parametrize("collides", ["id", "secret"])
+async def test_an_id_or_secret_collision_is_a_conflict_and_writes_nothing(
+    db_path: str, sqlite_store: SqliteTokenStore, clock: Clock, collides: str
+) -> None:
+    first, secret = await mint(sqlite_store, clock, name="first")
+    second, other_secret = make_record(clock, name="second")
+    if collides == "id":
+        second = replace(second, id=first.id)
+    token_hash = hash_token(secret if collides == "secret" else other_secret)
+    with pytest.raises(Conflict, match=r"^a token with that id or secret already exists$"):
+        await sqlite_store.insert(second, token_hash)
+    assert [r.id for r in await sqlite_store.list("ws1")] == [first.id]
+    # Rolled back: no transaction is left open on the connection, and the write lock is free.
+    assert sqlite_store._conn is not None and not sqlite_store._conn.in_transaction
+    with raw(db_path) as conn:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("BEGIN IMMEDIATE")
+    third, third_secret = await mint(sqlite_store, clock, name="third")
+    assert await sqlite_store.by_hash(hash_token(third_secret)) == third
+
+
+async def test_a_refused_write_leaves_no_transaction_open(
+    db_path: str, sqlite_store: SqliteTokenStore, clock: Clock
+) -> None:
+    await mint(sqlite_store, clock, name="deploy")
+    clash, secret = make_record(clock, name="deploy")
+    with pytest.raises(Conflict, match="already exists"):
+        await sqlite_store.insert(clash, hash_token(secret))
+    assert sqlite_store._conn is not None and not sqlite_store._conn.in_transaction
+    # Another process can take the write lock at once: the refused write let it go.
+    with raw(db_path) as conn:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("BEGIN IMMEDIATE")
