@@ -96,7 +96,7 @@ async def test_a_removed_file_restored_from_a_copy_is_read_again(
     shutil.copyfile(backup, db_path)
     with caplog.at_level(logging.WARNING, logger="scopegate.store"):
         await sqlite_store.ping()
-    assert any("was replaced; reopening it" in r.getMessage() for r in caplog.records)
+    assert [r.getMessage() for r in caplog.records] == [f"token store {db_path} was replaced; reopening it"]
     # Another process writes into the restored file: this store reads that file now.
     other = SqliteTokenStore(db_path)
     await other.open()
@@ -174,20 +174,32 @@ async def test_the_feed_comes_in_pages_and_misses_nothing(
 async def test_a_path_that_is_a_directory_cannot_be_opened(tmp_path: Path) -> None:
     path = tmp_path / "tokens.db"
     path.mkdir()
-    expected = re.escape(f"cannot open token store {path}: unable to open")
-    with pytest.raises(StoreUnavailable, match="^" + expected):
-        await SqliteTokenStore(str(path)).open()
+    store = SqliteTokenStore(str(path))
+    expected = re.escape(f"cannot open token store {path}: unable to open database file")
+    with pytest.raises(StoreUnavailable, match="^" + expected + "$"):
+        await store.open()
+    assert store._conn is None
 
 
-async def test_a_corrupt_file_fails_at_once_not_after_the_busy_timeout(db_path: str) -> None:
-    Path(db_path).write_bytes(b"this is not a sqlite database at all" * 200)
+async def test_a_log_that_cannot_be_created_fails_at_once_not_after_the_busy_timeout(db_path: str) -> None:
+    Path(db_path + "-wal").mkdir()  # something in the way of the write-ahead log
     store = SqliteTokenStore(db_path, busy_timeout_ms=30_000)
     started = time.monotonic()
-    expected = re.escape(f"cannot open token store {db_path}: file is not a database")
-    with pytest.raises(StoreUnavailable, match="^" + expected):
+    expected = re.escape(f"cannot open token store {db_path}: disk I/O error")
+    with pytest.raises(StoreUnavailable, match="^" + expected + "$"):
         await store.open()
-    # Only SQLITE_BUSY is retried while switching to WAL; any other error is final.
+    # Switching to WAL retries only SQLITE_BUSY (other workers opening the same file); any other
+    # error is final, so it fails now rather than after the 30 s busy timeout.
     assert time.monotonic() - started < 10
+    assert store._conn is None
+
+
+async def test_a_corrupt_file_cannot_be_opened(db_path: str) -> None:
+    Path(db_path).write_bytes(b"this is not a sqlite database at all" * 200)
+    store = SqliteTokenStore(db_path)
+    expected = re.escape(f"cannot open token store {db_path}: file is not a database")
+    with pytest.raises(StoreUnavailable, match="^" + expected + "$"):
+        await store.open()
     assert store._conn is None
 
 
@@ -248,3 +260,66 @@ async def test_a_refused_write_leaves_no_transaction_open(
     with raw(db_path) as conn:
         conn.execute("PRAGMA busy_timeout = 0")
         conn.execute("BEGIN IMMEDIATE")
+
+
+async def test_a_second_rotation_of_the_old_token_is_refused_with_the_reason(
+    sqlite_store: SqliteTokenStore, clock: Clock
+) -> None:
+    old, _ = await mint(sqlite_store, clock, expires_at=clock() + 86400)
+    successor, secret = make_record(clock, name=old.name, rotated_from=old.id)
+    await sqlite_store.rotate(old.id, successor, hash_token(secret), clock() + 60)
+    again, again_secret = make_record(clock, name="again", rotated_from=old.id)
+    with pytest.raises(Conflict, match=r"^this token was already rotated; rotate its successor$"):
+        await sqlite_store.rotate(old.id, again, hash_token(again_secret), clock() + 60)
+    assert await sqlite_store.by_id(again.id) is None
+
+
+async def test_an_unreadable_store_is_unavailable_with_its_cause_logged(
+    db_path: str, sqlite_store: SqliteTokenStore, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, secret = await mint(sqlite_store, clock)
+    files = [Path(db_path + suffix) for suffix in ("", "-wal", "-shm")]
+    originals = {f: f.read_bytes() for f in files}
+    try:
+        for f in files:
+            f.write_bytes(b"\xa5" * len(originals[f]))
+        with (
+            caplog.at_level(logging.WARNING, logger="scopegate.store"),
+            pytest.raises(StoreUnavailable, match=r"^token store unavailable: file is not a database$"),
+        ):
+            await sqlite_store.by_hash(hash_token(secret))
+    finally:
+        for f, data in originals.items():
+            f.write_bytes(data)
+    assert [r.getMessage() for r in caplog.records] == ["token store error: file is not a database"]
+
+
+async def test_a_store_never_opened_or_closed_says_it_is_not_open(db_path: str) -> None:
+    store = SqliteTokenStore(db_path)
+    with pytest.raises(StoreUnavailable, match=r"^token store is not open$"):
+        await store.by_id("tok_x")
+
+
+async def test_close_releases_the_file_whole(tmp_path: Path, db_path: str, clock: Clock) -> None:
+    store = SqliteTokenStore(db_path)
+    await store.open()
+    _, secret = await mint(store, clock)
+    assert await store.by_hash(hash_token(secret)) is not None  # the loop reader has read it
+    await store.close()
+    # Both connections (the store's and its loop reader) are closed: the last one checkpointed
+    # the log into the file and removed it, so tokens.db alone is the whole store.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokens.db"]
+    await store.close()  # closing twice is harmless
+
+
+async def test_expiry_notices_are_claimed_a_hundred_at_a_time(
+    sqlite_store: SqliteTokenStore, clock: Clock
+) -> None:
+    day = 86400.0
+    for i in range(101):
+        await mint(sqlite_store, clock, name=f"t{i}", created_at=clock() - 10 * day, expires_at=clock() + day)
+    first = await sqlite_store.claim_expiry_notices(clock(), (int(2 * day),), 60)
+    assert len(first) == 100
+    rest = await sqlite_store.claim_expiry_notices(clock(), (int(2 * day),), 60)
+    assert len(rest) == 1
+    assert len({n.record.id for n in first + rest}) == 101
