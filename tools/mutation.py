@@ -77,14 +77,10 @@ MODULES: dict[str, list[str]] = {
     "gateway/tokens/service.py": ["tests/tokens/test_service.py"],
     "gateway/tokens/sqlite.py": [
         "tests/tokens/test_sqlite_store.py",
-        "tests/tokens/test_sqlite_store_edges.py",  # ping on a replaced file, the feed's pages
+        "tests/tokens/test_sqlite_store_edges.py",  # ping on a replaced file, refusals, the feed's pages
         "tests/tokens/test_sqlite_reader.py",
         "tests/tokens/test_migrations.py",
         "tests/tokens/test_store_lifecycle.py",
-        "tests/tokens/test_validator.py",
-        "tests/tokens/test_validator_races.py",
-        "tests/tokens/test_validator_paths.py",
-        "tests/gates/test_store_faults.py",  # outages and recovery, through an in-process gateway
     ],
     "gateway/proxy/headers.py": ["tests/core/test_hostile.py", "tests/gates/test_identity.py"],
     "gateway/proxy/forward.py": ["tests/core/test_proxy.py"],
@@ -99,8 +95,6 @@ MODULES: dict[str, list[str]] = {
         "tests/tokens/test_sqlite_store.py",
         "tests/tokens/test_sqlite_store_edges.py",
         "tests/tokens/test_store_lifecycle.py",
-        "tests/tokens/test_validator.py",
-        "tests/tokens/test_validator_races.py",
     ],
     "gateway/proxy/pool.py": ["tests/core/test_upstream_client.py"],
 }
