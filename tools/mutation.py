@@ -120,7 +120,13 @@ MODULES: dict[str, list[str]] = {
         "-k",
         "not postgresql",
     ],
-    "gateway/tokens/sqlite.py": ["tests/tokens/test_sqlite_store.py"],
+    "gateway/tokens/sqlite.py": [
+        "tests/tokens/test_sqlite_store.py",
+        "tests/tokens/test_sqlite_store_edges.py",  # ping on a replaced file, refusals, the feed's pages
+        "tests/tokens/test_sqlite_reader.py",
+        "tests/tokens/test_migrations.py",
+        "tests/tokens/test_store_lifecycle.py",
+    ],
     "gateway/proxy/headers.py": [
         "tests/core/test_hostile.py",
         "tests/gates/test_identity.py",
@@ -170,7 +176,12 @@ MODULES: dict[str, list[str]] = {
         "tests/core/test_formscan_edges.py",
         "tests/core/test_hostile.py",  # `_method` in the query string (query_names_method)
     ],
-    "gateway/tokens/sqlite_reader.py": ["tests/tokens/test_sqlite_reader.py"],
+    "gateway/tokens/sqlite_reader.py": [
+        "tests/tokens/test_sqlite_reader.py",
+        "tests/tokens/test_sqlite_store.py",
+        "tests/tokens/test_sqlite_store_edges.py",
+        "tests/tokens/test_store_lifecycle.py",
+    ],
     "gateway/proxy/pool.py": PROXY_TESTS,
 }
 # Modules without a function body (dataclasses only): mutmut 3 mutates function bodies, so it

@@ -8,6 +8,7 @@ lock on the loop thread, and falls back to the store's thread when readers are l
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from pathlib import Path
@@ -114,7 +115,7 @@ def test_a_locked_file_is_reader_busy_at_once_never_a_wait(tmp_path: Path) -> No
     reader, holder = _locked_out_reader(tmp_path)
     try:
         started = time.monotonic()
-        with pytest.raises(ReaderBusy):
+        with pytest.raises(ReaderBusy, match=r"^database is locked$"):  # SQLite's own words
             reader.by_hash(b"x" * 32)
         # No busy timeout on the loop thread: every request behind this one would stall.
         assert time.monotonic() - started < 0.5
@@ -181,3 +182,39 @@ async def test_a_garbled_file_is_store_unavailable_never_unknown(
     finally:
         for f, data in originals.items():
             f.write_bytes(data)
+
+
+def test_the_reader_never_creates_a_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "missing.db"
+    # Read-only (`mode=ro`): a read-write open would create an empty file in the store's place.
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        LoopReader.connect(str(path))
+    assert not path.exists()
+
+
+def test_a_closed_reader_says_so(db_path: str) -> None:
+    asyncio.run(_open_and_close(db_path))
+    reader = LoopReader.connect(db_path)
+    assert reader is not None
+    reader.close()
+    reader.close()  # closing twice is harmless
+    with pytest.raises(sqlite3.ProgrammingError, match=r"^token store reader is closed$"):
+        reader.by_hash(b"x" * 32)
+
+
+class _CloseFails(sqlite3.Connection):
+    """A real connection whose close() reports an error after closing (as an I/O error would)."""
+
+    def close(self) -> None:
+        super().close()
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+def test_a_failing_close_is_logged_never_raised(db_path: str, caplog: pytest.LogCaptureFixture) -> None:
+    asyncio.run(_open_and_close(db_path))
+    reader = LoopReader(sqlite3.connect(db_path, factory=_CloseFails))
+    with caplog.at_level(logging.WARNING, logger="scopegate.store"):
+        reader.close()
+    assert [r.getMessage() for r in caplog.records] == ["closing token store reader failed: disk I/O error"]
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        reader.by_hash(b"x" * 32)
