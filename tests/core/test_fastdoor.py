@@ -108,7 +108,32 @@ _DATE = re.compile(rb"\r\nDate: [^\r]*")
 
 
 def normal(reply: bytes) -> bytes:
-    return _DATE.sub(b"\r\nDate: -", _RID.sub(b"R" * 32, reply))
+    return _one_chunk(_DATE.sub(b"\r\nDate: -", _RID.sub(b"R" * 32, reply)))
+
+
+def _one_chunk(reply: bytes) -> bytes:
+    """A single chunked answer re-cut as one chunk: where a streamed body is cut depends on how
+    the upstream's bytes happened to arrive (CI saw 0x17ff9 against 0x1b9f9), not on the door.
+    The head and the decoded body are still compared byte for byte."""
+    head, sep, body = reply.partition(b"\r\n\r\n")
+    if not sep or b"\r\nTransfer-Encoding: chunked\r\n" not in head + b"\r\n" or not body:
+        return reply
+    whole, rest = bytearray(), body
+    try:
+        while True:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line, 16)
+            if size == 0:
+                break
+            whole += rest[:size]
+            if rest[size : size + 2] != b"\r\n":
+                return reply
+            rest = rest[size + 2 :]
+    except ValueError:
+        return reply
+    if rest != b"\r\n":
+        return reply  # trailers, or a second answer: left as they are
+    return head + sep + b"%x\r\n%s\r\n0\r\n\r\n" % (len(whole), bytes(whole))
 
 
 def req(method: str, target: str, *headers: str, close: bool = True, body: bytes = b"") -> bytes:
