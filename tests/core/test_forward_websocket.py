@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, WSServerHandshakeError, web
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
@@ -136,8 +136,11 @@ async def test_the_websocket_target_goes_up_byte_for_byte(
     assert upstream.last.raw_path == target
 
 
-async def test_a_wss_upstream_is_verified_with_its_ca_file(tmp_path: Path) -> None:
-    """The WebSocket session trusts the upstream's `ca_file` as the pool does (and only with it)."""
+@pytest.mark.parametrize("with_ca", [True, False], ids=["ca_file", "system-cas"])
+async def test_a_wss_upstream_is_verified_with_its_ca_file(tmp_path: Path, with_ca: bool) -> None:
+    """The WebSocket session trusts the upstream's `ca_file` as the pool does, and only with it:
+    SECURITY: without one, the system CAs judge, and a certificate they do not know is a 502
+    before the upstream sees a request."""
     from gateway.config import load_config
     from gateway.web.runtime import Runtime
     from tests.conftest import ListenerServer, write_config
@@ -162,13 +165,18 @@ async def test_a_wss_upstream_is_verified_with_its_ca_file(tmp_path: Path) -> No
     await site.start()
     port = runner.addresses[0][1]
     url = f"https://127.0.0.1:{port}"
-    client = TestClient(
-        ListenerServer(
-            Runtime(load_config(str(with_ca_file(write_config(tmp_path, url, ALL), url, str(ca_file)))))
-        )
-    )
+    config = write_config(tmp_path, url, ALL)
+    if with_ca:
+        config = with_ca_file(config, url, str(ca_file))
+    client = TestClient(ListenerServer(Runtime(load_config(str(config)))))
     await client.start_server()
     try:
+        if not with_ca:
+            with pytest.raises(WSServerHandshakeError) as refused:
+                await client.ws_connect("/ws")
+            assert refused.value.status == 502
+            assert seen == []
+            return
         async with client.ws_connect("/ws") as ws:
             await ws.send_str("hi")
             assert (await ws.receive(timeout=5)).data == "secure:hi"
