@@ -85,13 +85,23 @@ async def test_no_cookie_of_one_client_reaches_the_upstream_for_another(
 async def test_websockets_to_one_upstream_are_not_rationed(
     make_gateway: MakeGateway, upstream: Upstream
 ) -> None:
+    """More open WebSockets to one upstream than aiohttp's default connection limit (100): a
+    limited session would make the 101st client wait for one of the others to close."""
     seen: list[dict[str, str]] = []
     async with ws_upstream(seen) as up:
         gw = await make_gateway(ALL, upstream_url=f"http://127.0.0.1:{up.port}")
-        async with gw.client.ws_connect("/a") as first, gw.client.ws_connect("/b") as second:
-            for ws, text in ((second, "two"), (first, "one")):
-                await ws.send_str(text)
-                assert (await ws.receive(timeout=5)).data == f"echo:{text}"
+        writers = []
+        try:
+            for _ in range(105):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gw))
+                writers.append(writer)
+                writer.write(HANDSHAKE)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                assert head.startswith(b"HTTP/1.1 101"), (len(writers), head)
+            assert len(seen) == 105  # every one open at the upstream at once
+        finally:
+            for writer in writers:
+                writer.close()
 
 
 @pytest.mark.parametrize("stage", ["connect", "handshake"])
