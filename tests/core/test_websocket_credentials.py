@@ -34,7 +34,8 @@ async def test_websocket_is_closed_with_1008_when_its_token_is_revoked(
         msg = await ws.receive(timeout=5)
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert ws.close_code == 1008
-        assert time.monotonic() - started < 3
+        # Checked once a second: closed at the first check after the revocation, not the second.
+        assert time.monotonic() - started < 1.5
     handshake = upstream.seen[0]
     assert handshake.header("X-Auth-Type") == "token"
     assert handshake.header("Authorization") is None
