@@ -156,6 +156,7 @@ MODULES: dict[str, list[str]] = {
         "tests/core/test_websocket_edges.py",
         "tests/core/test_proxy.py::test_websocket_echo_through_gateway",
         "tests/core/test_proxy.py::test_websocket_to_dead_upstream_is_502",
+        "tests/core/test_forward_websocket.py::test_a_wss_upstream_is_verified_with_its_ca_file",
     ],
     # Security-deciding modules the first map missed: JWT claim mapping, the minting ceiling,
     # the form-body method-override scan, the loop-thread token read and the upstream client.

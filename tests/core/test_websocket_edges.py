@@ -10,17 +10,13 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from aiohttp import WSMsgType, web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
-from gateway.config import load_config
-from gateway.web.runtime import Runtime
-from tests.conftest import ListenerServer, MakeGateway, Upstream, write_config
+from tests.conftest import MakeGateway, Upstream
 from tests.core.test_proxy import port_of, raw_request
-from tests.core.test_upstream_client import ALL, _test_ca, with_ca_file
 from tests.core.test_websocket_credentials import _token
 from tests.support import captured_access_log, refusing_port
 
@@ -184,36 +180,3 @@ async def test_a_broken_handshake_names_what_is_broken(make_gateway: MakeGateway
     assert resp.status == 400
     assert resp.json()["detail"] == "broken WebSocket handshake (Connection, Sec-WebSocket-Key or -Version)"
     assert upstream.seen == []
-
-
-async def test_an_https_upstream_is_spoken_to_over_wss(tmp_path: Path) -> None:
-    ca_file, server_ctx = _test_ca(tmp_path)
-
-    async def echo(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        async for msg in ws:
-            await ws.send_str("tls:" + msg.data)
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
-    await site.start()
-    port = runner.addresses[0][1]
-    url = f"https://127.0.0.1:{port}"
-    client = TestClient(
-        ListenerServer(
-            Runtime(load_config(str(with_ca_file(write_config(tmp_path, url, ALL), url, str(ca_file)))))
-        )
-    )
-    await client.start_server()
-    try:
-        async with client.ws_connect("/ws") as ws:
-            await ws.send_str("hi")
-            assert (await ws.receive(timeout=5)).data == "tls:hi"
-    finally:
-        await client.close()
-        await runner.cleanup()
