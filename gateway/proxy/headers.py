@@ -248,17 +248,6 @@ def _scopes_value(scopes: frozenset[str]) -> str:
     return value
 
 
-def downstream_response(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    named = connection_named(incoming)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in incoming.items():
-        lname = name.lower()
-        if lname in HOP_BY_HOP or lname in named or lname == "content-length":
-            continue
-        out.add(name, value)
-    return out
-
-
 _HOP_BY_HOP_RAW = frozenset(h.encode() for h in HOP_BY_HOP) | {b"content-length"}
 SERVER = "scopegate"  # what responses the gateway makes itself say; never a version
 

@@ -15,7 +15,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.auth.principal import ANONYMOUS, Principal
-from gateway.proxy.headers import HeaderPolicy, Network, client_ip, downstream_response, identity_headers
+from gateway.proxy.headers import HeaderPolicy, Network, client_ip, identity_headers
 from tests.conftest import MakeGateway, Upstream
 from tests.core.test_proxy import port_of, raw_get, raw_request
 from tests.core.test_upstream_client import fixed, raw_upstream
@@ -278,29 +278,3 @@ def test_no_peer_and_no_host_forward_no_address_and_no_host() -> None:
     assert out.getall("X-Forwarded-Proto") == ["http"]
     assert out.getall("X-Request-Id") == ["rid-1"]
     assert out.getall("X-Auth-Type") == ["anonymous"]
-
-
-# ---------------------------------------------------------------------------------------------
-# downstream_response: the parsed-headers twin of downstream_raw (no caller in the gateway
-# since the proxy door reads raw upstream headers; kept as the module's API, so pinned here)
-
-
-def test_downstream_response_drops_hop_by_hop_connection_named_and_content_length() -> None:
-    incoming = CIMultiDictProxy(
-        CIMultiDict(
-            [
-                ("Content-Type", "text/plain"),
-                ("Connection", "X-A,x-b"),
-                ("Keep-Alive", "5"),
-                ("X-A", "1"),
-                ("Transfer-Encoding", "chunked"),
-                ("x-b", "2"),
-                ("Content-Length", "2"),
-                ("Set-Cookie", "a=1"),
-                ("Set-Cookie", "b=2"),
-            ]
-        )
-    )
-    out = downstream_response(incoming)
-    assert list(out.items()) == [("Content-Type", "text/plain"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]
-    assert list(downstream_response(CIMultiDictProxy(CIMultiDict(X="1"))).items()) == [("X", "1")]
