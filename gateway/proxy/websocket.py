@@ -22,6 +22,19 @@ _HANDSHAKE = (
     "sec-websocket-protocol",
 )
 POLICY_VIOLATION = 1008
+NORMAL, BAD_GATEWAY = 1000, 1014
+# Codes that never travel in a close frame (RFC 6455 7.4.1): 1004 is reserved; aiohttp's client
+# reports the others for an ending without one (1005 no code, 1006 no close frame, 1015 TLS).
+_NOT_SENT = frozenset({1004, 1005, 1006, 1015})
+
+
+def client_close_code(upstream_code: int | None) -> int:
+    """The code the client's side is closed with once the upstream's side has ended."""
+    if upstream_code is None or upstream_code == 1005:
+        return NORMAL  # the upstream closed without a code
+    if upstream_code in _NOT_SENT or not 1000 <= upstream_code <= 4999:
+        return BAD_GATEWAY  # the upstream connection failed: nothing of its own to pass on
+    return upstream_code
 
 
 async def proxy_websocket(
@@ -91,6 +104,5 @@ async def proxy_websocket(
         if not upstream.closed:
             await upstream.close()
         if not client.closed:
-            code = upstream.close_code if upstream.close_code else 1000
-            await client.close(code=code)
+            await client.close(code=client_close_code(upstream.close_code))
     return client

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
+from gateway.proxy.websocket import client_close_code
 from tests.conftest import MakeGateway, Upstream
 from tests.core.test_proxy import port_of, raw_request
 from tests.core.test_websocket_credentials import _token
@@ -38,7 +39,7 @@ class WsUpstream:
 @pytest.fixture
 async def ws_upstream() -> AsyncIterator[WsUpstream]:
     """Speaks `superchat` only; `ping` pings the gateway then says `after-ping`; `close:N` closes
-    with code N; anything else is echoed."""
+    with code N; `vanish` drops the connection without a close frame; anything else is echoed."""
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
         up.handshakes.append(dict(request.headers))
@@ -51,6 +52,9 @@ async def ws_upstream() -> AsyncIterator[WsUpstream]:
                 if msg.data == "ping":
                     await ws.ping(b"up")
                     await ws.send_str("after-ping")
+                elif msg.data == "vanish":
+                    assert request.transport is not None
+                    request.transport.abort()  # the TCP connection dropped: no close frame
                 elif msg.data.startswith("close:"):
                     await ws.close(code=int(msg.data[6:]), message=b"bye")
                 else:
@@ -180,3 +184,27 @@ async def test_a_broken_handshake_names_what_is_broken(make_gateway: MakeGateway
     assert resp.status == 400
     assert resp.json()["detail"] == "broken WebSocket handshake (Connection, Sec-WebSocket-Key or -Version)"
     assert upstream.seen == []
+
+
+async def test_an_upstream_that_vanishes_closes_the_client_with_bad_gateway(
+    make_gateway: MakeGateway, ws_upstream: WsUpstream
+) -> None:
+    """No close frame came from upstream: the client is told 1014 (bad gateway), never 1006,
+    which RFC 6455 forbids in a close frame (aiohttp's client reports it for a dropped link)."""
+    gw = await make_gateway(upstream_url=ws_upstream.url)
+    async with gw.client.ws_connect("/open/ws") as ws:
+        await ws.send_str("vanish")
+        msg = await ws.receive(timeout=5)
+        assert msg.type is WSMsgType.CLOSE, msg
+        assert ws.close_code == 1014
+
+
+@pytest.mark.parametrize(
+    ("upstream_code", "client_code"),
+    [(None, 1000), (1005, 1000), (1000, 1000), (1001, 1001), (1011, 1011), (4000, 4000), (4999, 4999),
+     (1004, 1014), (1006, 1014), (1015, 1014), (999, 1014), (5000, 1014)],
+)  # fmt: skip
+def test_only_codes_a_close_frame_may_carry_are_passed_on(
+    upstream_code: int | None, client_code: int
+) -> None:
+    assert client_close_code(upstream_code) == client_code
