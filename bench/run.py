@@ -214,7 +214,13 @@ def main() -> None:
         for p in procs.values():
             p.terminate()
         for p in procs.values():
-            p.wait(timeout=30)
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                # aiohttp's graceful shutdown waits up to 60 s for a handler still reading a body
+                # a reference proxy abandoned when wrk stopped mid-upload: the figures are taken.
+                p.kill()
+                p.wait()
         shutil.rmtree(folder, ignore_errors=True)
     print_table(cases, rss, seconds, rounds, args.connections, store_size)
     subprocess.run([py, os.path.join(HERE, "decision.py")], check=True, env=env)
