@@ -20,7 +20,7 @@ from gateway.config import Upstream as UpstreamConfig
 from gateway.config import load_config
 from gateway.proxy.pool import Pool
 from gateway.web.runtime import Runtime
-from tests.conftest import ListenerServer, write_config
+from tests.conftest import ListenerServer, Upstream, write_config
 from tests.core.test_upstream_client import ALL, raw_upstream
 
 MiB = 2**20
@@ -289,3 +289,46 @@ async def test_an_upstream_that_does_not_accept_is_504_at_the_connect_timeout(tm
         for filler in fillers:
             filler.close()
         listener.close()
+
+
+async def test_the_connection_goes_to_the_upstreams_own_address() -> None:
+    """An upstream listening on 127.0.0.2 alone is reached there (not at whatever a missing host
+    would resolve to, which is 127.0.0.1 on this machine)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(serve, "127.0.0.2", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        pool = Pool(UpstreamConfig("default", URL(f"http://127.0.0.2:{port}")))
+        conn = await pool.connect()
+        assert conn.transport.get_extra_info("peername")[:2] == ("127.0.0.2", port)
+        conn.send_head(b"GET / HTTP/1.1\r\nHost: up\r\n\r\n", head_request=False)
+        assert (await conn.head()).status == 200
+        assert await conn.read() == b"ok"
+        conn.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_pooled_connection_whose_transport_is_closing_is_not_handed_out(upstream: Upstream) -> None:
+    """Between a transport's close() and its connection_lost (the next loop turn), the pool
+    already knows it is not to be used."""
+    pool = Pool(UpstreamConfig("default", URL(upstream.url)))
+    conn = await pool.connect()
+    conn.send_head(b"GET /x HTTP/1.1\r\nHost: up\r\n\r\n", head_request=False)
+    await conn.head()
+    while await conn.read():
+        pass
+    pool.release(conn)
+    assert list(pool._idle) == [conn]  # kept alive for the next request
+    conn.transport.close()  # connection_lost has not run yet: `closed` is still False
+    assert not conn.closed
+    again, reused = await pool.acquire()
+    assert again is not conn and not reused
+    again.close()
