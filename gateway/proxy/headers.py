@@ -115,7 +115,6 @@ class HeaderPolicy:
         self.trusted = trusted
         self.workspace_header = workspace_header
         protected = {h.lower() for h in (*IDENTITY, workspace_header)}
-        self._protected = frozenset(protected)
         self._verdicts: dict[str, int] = {}
         self._strip = frozenset(
             HOP_BY_HOP

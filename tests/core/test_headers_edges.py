@@ -15,7 +15,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.auth.principal import ANONYMOUS, Principal
-from gateway.proxy.headers import HeaderPolicy, Network, client_ip, identity_headers
+from gateway.proxy.headers import HeaderPolicy, Network, client_ip, connection_named, identity_headers
 from tests.conftest import MakeGateway, Upstream
 from tests.core.test_proxy import port_of, raw_get, raw_request
 from tests.core.test_upstream_client import fixed, raw_upstream
@@ -278,3 +278,14 @@ def test_no_peer_and_no_host_forward_no_address_and_no_host() -> None:
     assert out.getall("X-Forwarded-Proto") == ["http"]
     assert out.getall("X-Request-Id") == ["rid-1"]
     assert out.getall("X-Auth-Type") == ["anonymous"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [["X-A,x-b"], ["X-A, x-b"], ["x-b ,X-A,"], ["X-A", "x-b"], ["X-A,,x-b, keep-alive"]],
+)
+def test_every_name_a_connection_header_lists_is_read_however_it_is_spaced(values: list[str]) -> None:
+    """Tokens are comma-separated with optional spaces (RFC 9110 5.6.1), over every Connection
+    line: a list without spaces names each header too."""
+    headers = CIMultiDict([("Connection", v) for v in values])
+    assert connection_named(headers) - {"keep-alive"} == {"x-a", "x-b"}
