@@ -64,7 +64,7 @@ async def test_a_first_open_retries_until_the_other_opener_lets_go(db_path: str)
         assert await store.by_hash(bytes(32)) is None  # migrated and answering
     finally:
         await store.close()
-    assert 0.2 <= elapsed < 0.9  # retried every few milliseconds, not once a second
+    assert 0.19 <= elapsed < 0.9  # retried every few milliseconds, not once a second
 
 
 async def test_a_lock_held_past_the_busy_timeout_fails_the_open_at_that_timeout(db_path: str) -> None:
