@@ -30,8 +30,8 @@ _NOT_SENT = frozenset({1004, 1005, 1006, 1015})
 
 def client_close_code(upstream_code: int | None) -> int:
     """The code the client's side is closed with once the upstream's side has ended."""
-    if upstream_code is None or upstream_code == 1005:
-        return NORMAL  # the upstream closed without a code
+    if not upstream_code or upstream_code == 1005:
+        return NORMAL  # the upstream closed without a code (aiohttp reports 0 for that frame)
     if upstream_code in _NOT_SENT or not 1000 <= upstream_code <= 4999:
         return BAD_GATEWAY  # the upstream connection failed: nothing of its own to pass on
     return upstream_code

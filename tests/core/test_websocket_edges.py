@@ -39,7 +39,8 @@ class WsUpstream:
 @pytest.fixture
 async def ws_upstream() -> AsyncIterator[WsUpstream]:
     """Speaks `superchat` only; `ping` pings the gateway then says `after-ping`; `close:N` closes
-    with code N; `vanish` drops the connection without a close frame; anything else is echoed."""
+    with code N; `vanish` drops the connection without a close frame; `close-empty` sends a close frame
+    without a code; anything else is echoed."""
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
         up.handshakes.append(dict(request.headers))
@@ -52,6 +53,9 @@ async def ws_upstream() -> AsyncIterator[WsUpstream]:
                 if msg.data == "ping":
                     await ws.ping(b"up")
                     await ws.send_str("after-ping")
+                elif msg.data == "close-empty":
+                    assert request.transport is not None
+                    request.transport.write(b"\x88\x00")  # a close frame that gives no code
                 elif msg.data == "vanish":
                     assert request.transport is not None
                     request.transport.abort()  # the TCP connection dropped: no close frame
@@ -199,9 +203,21 @@ async def test_an_upstream_that_vanishes_closes_the_client_with_bad_gateway(
         assert ws.close_code == 1014
 
 
+async def test_an_upstream_close_without_a_code_is_a_normal_close_for_the_client(
+    make_gateway: MakeGateway, ws_upstream: WsUpstream
+) -> None:
+    gw = await make_gateway(upstream_url=ws_upstream.url)
+    async with gw.client.ws_connect("/open/ws") as ws:
+        await ws.send_str("close-empty")
+        msg = await ws.receive(timeout=5)
+        assert msg.type is WSMsgType.CLOSE, msg
+        assert ws.close_code == 1000
+
+
 @pytest.mark.parametrize(
     ("upstream_code", "client_code"),
-    [(None, 1000), (1005, 1000), (1000, 1000), (1001, 1001), (1011, 1011), (4000, 4000), (4999, 4999),
+    [(None, 1000), (0, 1000), (1005, 1000),  # no code given (aiohttp: 0 for an empty close frame)
+     (1000, 1000), (1001, 1001), (1011, 1011), (4000, 4000), (4999, 4999),
      (1004, 1014), (1006, 1014), (1015, 1014), (999, 1014), (5000, 1014)],
 )  # fmt: skip
 def test_only_codes_a_close_frame_may_carry_are_passed_on(
