@@ -116,6 +116,9 @@ async def token_flow(browser: Browser, site: Site, lang: str, locale: str, width
     # Leaving the dialog forgets the secret; focus lands on the new token's row.
     await page.locator("#reveal-done").click()
     await expect(dialog).to_be_hidden()
+    # The dialog's `close` event, which forgets the secret, is a task queued after close() (HTML
+    # spec): wait for it, then no copy of the secret may remain anywhere in the page.
+    await expect(page.locator("#secret")).to_have_text("")
     assert secret not in await page.content()
     row = page.locator("#tokens li[data-token-id]", has_text=token_name)
     await expect(row).to_be_focused()
