@@ -123,17 +123,6 @@ async def test_pings_are_answered_on_both_sides_and_the_session_goes_on(
         assert (await ws.receive(timeout=5)).data == "echo:still"
 
 
-async def test_the_upstreams_close_code_reaches_the_client(
-    make_gateway: MakeGateway, ws_upstream: WsUpstream
-) -> None:
-    gw = await make_gateway(upstream_url=ws_upstream.url)
-    async with gw.client.ws_connect("/open/ws") as ws:
-        await ws.send_str("close:4001")
-        msg = await ws.receive(timeout=5)
-        assert msg.type is WSMsgType.CLOSE
-        assert ws.close_code == 4001
-
-
 async def test_a_client_that_closes_closes_the_upstream_socket_and_logs_one_line(
     make_gateway: MakeGateway, ws_upstream: WsUpstream
 ) -> None:
@@ -190,28 +179,23 @@ async def test_a_broken_handshake_names_what_is_broken(make_gateway: MakeGateway
     assert upstream.seen == []
 
 
-async def test_an_upstream_that_vanishes_closes_the_client_with_bad_gateway(
-    make_gateway: MakeGateway, ws_upstream: WsUpstream
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [("close:4001", 4001), ("close-empty", 1000), ("vanish", 1014)],
+    ids=["upstream-code", "no-code", "no-close-frame"],
+)
+async def test_the_client_is_closed_with_the_code_the_upstreams_ending_allows(
+    make_gateway: MakeGateway, ws_upstream: WsUpstream, command: str, code: int
 ) -> None:
-    """No close frame came from upstream: the client is told 1014 (bad gateway), never 1006,
-    which RFC 6455 forbids in a close frame (aiohttp's client reports it for a dropped link)."""
+    """The upstream's own close code is passed on; a close frame without one is a normal close
+    (1000); an upstream that drops the connection without a close frame is 1014 (bad gateway),
+    never 1006, which RFC 6455 forbids in a close frame (aiohttp's client reports it then)."""
     gw = await make_gateway(upstream_url=ws_upstream.url)
     async with gw.client.ws_connect("/open/ws") as ws:
-        await ws.send_str("vanish")
+        await ws.send_str(command)
         msg = await ws.receive(timeout=5)
         assert msg.type is WSMsgType.CLOSE, msg
-        assert ws.close_code == 1014
-
-
-async def test_an_upstream_close_without_a_code_is_a_normal_close_for_the_client(
-    make_gateway: MakeGateway, ws_upstream: WsUpstream
-) -> None:
-    gw = await make_gateway(upstream_url=ws_upstream.url)
-    async with gw.client.ws_connect("/open/ws") as ws:
-        await ws.send_str("close-empty")
-        msg = await ws.receive(timeout=5)
-        assert msg.type is WSMsgType.CLOSE, msg
-        assert ws.close_code == 1000
+        assert ws.close_code == code
 
 
 @pytest.mark.parametrize(
