@@ -54,6 +54,31 @@ def refusing_port() -> Iterator[int]:
 
 
 @contextlib.contextmanager
+def silent_port(*, accepting: bool) -> Iterator[int]:
+    """A loopback port whose listener never answers, for an upstream too slow. Accepting, the
+    kernel completes connections nobody reads; not accepting, its accept queue is full, so SYNs
+    are dropped and a connect hangs (until the caller's connect timeout)."""
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8 if accepting else 0)
+        port = int(listener.getsockname()[1])
+        if not accepting:
+            for _ in range(3):  # fill the accept queue; nothing ever accepts
+                filler = socket.socket()
+                fillers.append(filler)
+                filler.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    filler.connect(("127.0.0.1", port))
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+@contextlib.contextmanager
 def reserved_port() -> Iterator[int]:
     """A loopback port held with SO_REUSEPORT (bound, not listening) for the block, for servers
     that cannot bind port 0 and report it but bind with SO_REUSEPORT themselves (`serve

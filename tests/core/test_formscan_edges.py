@@ -278,14 +278,7 @@ def test_a_part_right_after_the_close_delimiter_is_refused(eol: bytes) -> None:
     """PHP reads on past `--boundary--`: a boundary line right after it opens a part."""
     body = b"--" + B + b'\r\nContent-Disposition: form-data; name="t"\r\n\r\nhi\r\n--' + B + b"--" + eol
     body += b"--" + B + b'\r\nContent-Disposition: form-data; name="_method"\r\n\r\nPUT\r\n'
-    for cut in range(len(body) + 1):
-        scan = MultipartScan(B)
-        released = b""
-        with pytest.raises(BadRequest):
-            released += scan.feed(body[:cut])
-            released += scan.feed(body[cut:])
-            released += scan.end()
-        assert b"PUT" not in released, cut
+    refused_in_every_split(body)
 
 
 def test_part_headers_cut_by_a_chunk_after_a_large_file_are_waited_for() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from yarl import URL
 from tests.conftest import MakeGateway, Upstream
 from tests.core.test_proxy import port_of
 from tests.core.test_upstream_client import ALL
+from tests.support import silent_port
 
 HANDSHAKE = (
     b"GET /ws HTTP/1.1\r\nHost: gw.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -110,29 +110,13 @@ async def test_a_websocket_upstream_too_slow_is_504_at_its_timeouts(
 ) -> None:
     """An upstream that never accepts (connect_timeout) or never answers the upgrade (timeout)
     is a 504 within the upstream's own limits (2 s each here)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0 if stage == "connect" else 8)
-    port = listener.getsockname()[1]
-    fillers = []
-    if stage == "connect":
-        for _ in range(3):  # the accept queue full: SYNs dropped, the connect hangs
-            filler = socket.socket()
-            filler.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                filler.connect(("127.0.0.1", port))
-            fillers.append(filler)
-    try:
+    with silent_port(accepting=stage == "handshake") as port:
         gw = await make_gateway(ALL, upstream_url=f"http://127.0.0.1:{port}")
         reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gw))
         writer.write(HANDSHAKE)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         writer.close()
         assert head.startswith(b"HTTP/1.1 504"), head
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
 
 
 async def test_the_websocket_target_goes_up_byte_for_byte(

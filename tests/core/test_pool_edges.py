@@ -22,6 +22,7 @@ from gateway.proxy.pool import Pool
 from gateway.web.runtime import Runtime
 from tests.conftest import ListenerServer, Upstream, write_config
 from tests.core.test_upstream_client import ALL, raw_upstream
+from tests.support import silent_port
 
 MiB = 2**20
 
@@ -267,28 +268,13 @@ def test_the_host_header_names_the_upstream_as_its_url_does(
 async def test_an_upstream_that_does_not_accept_is_504_at_the_connect_timeout(tmp_path: Path) -> None:
     """A connection the upstream never accepts (its backlog full: the SYN is dropped) is given
     up at `connect_timeout` as a 504, not left to the system's own minutes-long timeout."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = []
-    for _ in range(3):  # fill the accept queue; nothing ever accepts
-        filler = socket.socket()
-        filler.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            filler.connect(("127.0.0.1", port))
-        fillers.append(filler)
-    try:
+    with silent_port(accepting=False) as port:
         async with gateway(tmp_path, f"http://127.0.0.1:{port}", timeout=30) as gw:
             started = asyncio.get_running_loop().time()
             resp = await asyncio.wait_for(gw.get("/x"), 15)
             assert resp.status == 504
             assert (await resp.json())["error"] == "upstream_timeout"
             assert asyncio.get_running_loop().time() - started >= 1.9  # connect_timeout: 2
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
 
 
 async def test_the_connection_goes_to_the_upstreams_own_address() -> None:
