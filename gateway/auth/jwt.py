@@ -21,12 +21,11 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import jwt
-from cachetools import LRUCache
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
@@ -54,6 +53,9 @@ VERIFIED_CACHE_SIZE = 10_000
 VERIFIED_CACHE_SECONDS = 60.0
 
 
+PRINCIPALS_PER_TOKEN = 4  # principals kept per verified JWT, one per workspace asked for
+
+
 @dataclass(frozen=True)
 class _Verified:
     """A signature checked at `verified_at`, trusted until `deadline` (never extended)."""
@@ -64,6 +66,10 @@ class _Verified:
     alg: str
     key_print: bytes | None  # the JWKS key it was checked against; None for a fixed key
     payload: dict[str, Any]
+    times: tuple[float, float | None, float | None]  # exp, nbf, iat, read once from the payload
+    # The principal for each workspace header value seen (None: no header); a pure function of
+    # the payload, the config and that value, so kept. Refusals are never kept.
+    principals: dict[str | None, Principal] = field(default_factory=dict, compare=False)
 
 
 class JwtAuthenticator:
@@ -93,7 +99,8 @@ class JwtAuthenticator:
         # Signatures already verified, by SHA-256 of the credential: the same bytes verify the
         # same way. SECURITY: each entry has an absolute deadline set when it was verified, so a
         # key withdrawn from the JWKS stops working within it however often the token is used.
-        self._verified: LRUCache[bytes, _Verified] = LRUCache(maxsize=VERIFIED_CACHE_SIZE)
+        # Oldest entries go first when it is full.
+        self._verified: dict[bytes, _Verified] = {}
         self._verified_for = min(VERIFIED_CACHE_SECONDS, cfg.jwks_cache)
         self._jwks: JwksKeySource | None = None
         self._static_key: Any = None
@@ -154,16 +161,22 @@ class JwtAuthenticator:
             if credential.count(".") in (2, 4):
                 raise InvalidToken("token too large")
             return None
+        digest = hashlib.sha256(credential.encode()).digest()
+        cached = self._cached(digest)
+        if cached is not None:
+            # Times and claims are checked on every request, cached signature or not.
+            exp = self._check_window(cached.times)
+            principal = cached.principals.get(requested_workspace)
+            if principal is None:
+                principal = self._principal(cached.payload, exp, requested_workspace)
+                if len(cached.principals) < PRINCIPALS_PER_TOKEN:
+                    cached.principals[requested_workspace] = principal
+            return principal
         if _JWE_RE.fullmatch(credential):
             # SECURITY: encrypted tokens (JWE) are not accepted.
             raise InvalidToken("encrypted tokens (JWE) are not accepted")
         if not _JWS_RE.fullmatch(credential):
             return None
-        digest = hashlib.sha256(credential.encode()).digest()
-        cached = self._cached(digest)
-        if cached is not None:
-            # Times and claims are checked on every request, cached signature or not.
-            return self._principal(cached.payload, self._check_times(cached.payload), requested_workspace)
         header_segment, payload_segment, _ = credential.split(".")
         header = json_segment(header_segment, "header")
         alg, kid = self._check_header(header)
@@ -171,7 +184,8 @@ class JwtAuthenticator:
         verified_at = self._clock()
         key = await self._key_for(kid, alg)
         self._verify(credential, key)
-        exp = self._check_times(payload)
+        times = _times(payload)
+        exp = self._check_window(times)
         principal = self._principal(payload, exp, requested_workspace)
         deadline = verified_at + self._verified_for
         key_print = None
@@ -179,7 +193,10 @@ class JwtAuthenticator:
             # SECURITY: never trusted past the key set it was checked against.
             deadline = min(deadline, self._jwks.trusted_until())
             key_print = fingerprint(key)
-        self._verified[digest] = _Verified(verified_at, deadline, kid, alg, key_print, payload)
+        verified = self._verified
+        if len(verified) >= VERIFIED_CACHE_SIZE:
+            del verified[next(iter(verified))]
+        verified[digest] = _Verified(verified_at, deadline, kid, alg, key_print, payload, times)
         return principal
 
     def _cached(self, digest: bytes) -> _Verified | None:
@@ -267,20 +284,18 @@ class JwtAuthenticator:
         except (jwt.PyJWTError, ValueError, TypeError):
             raise InvalidToken("malformed token") from None
 
-    def _check_times(self, payload: Mapping[str, Any]) -> float:
+    def _check_window(self, times: tuple[float, float | None, float | None]) -> float:
+        """SECURITY: exp, nbf and iat (see `_times`) against the clock, on every request."""
+        exp, nbf, iat = times
         now, leeway = self._clock(), self._cfg.leeway
-        if "exp" not in payload:
-            # SECURITY: a token without exp would be valid forever.
-            raise InvalidToken("token lacks the 'exp' claim")
-        exp = numeric_date(payload, "exp")
         if exp <= now - leeway:
             raise InvalidToken("token expired")
         max_lifetime = self._cfg.max_lifetime
         if max_lifetime is not None and exp > now + max_lifetime + leeway:
             # SECURITY: an operator may bound how long-lived a JWT the gateway honours.
             raise InvalidToken("token 'exp' lies further ahead than jwt.max_lifetime")
-        for claim in ("nbf", "iat"):
-            if claim in payload and numeric_date(payload, claim) > now + leeway:
+        for claim, at in (("nbf", nbf), ("iat", iat)):
+            if at is not None and at > now + leeway:
                 # SECURITY: not yet valid (nbf), or minted in the future (iat).
                 raise InvalidToken(f"token {claim!r} is in the future")
         return exp
@@ -374,3 +389,14 @@ def _algorithms_for(key: object) -> frozenset[str]:
     if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
         return frozenset({"EdDSA"})
     return frozenset()
+
+
+def _times(payload: Mapping[str, Any]) -> tuple[float, float | None, float | None]:
+    """The payload's exp, nbf and iat as numbers (None when absent), each checked for type."""
+    if "exp" not in payload:
+        # SECURITY: a token without exp would be valid forever.
+        raise InvalidToken("token lacks the 'exp' claim")
+    exp = numeric_date(payload, "exp")
+    nbf = numeric_date(payload, "nbf") if "nbf" in payload else None
+    iat = numeric_date(payload, "iat") if "iat" in payload else None
+    return exp, nbf, iat

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -91,10 +91,10 @@ async def upstream_errors(name: str) -> AsyncIterator[None]:
 
 
 def request_head(
-    method: str, target: str, authority: str, headers: CIMultiDict[str], framing: str | None
+    method: str, target: str, authority: str, headers: Iterable[tuple[str, str]], framing: str | None
 ) -> bytes:
     lines = [f"{method} {target} HTTP/1.1", f"Host: {authority}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines += [f"{name}: {value}" for name, value in headers]
     if framing is not None:
         lines.append(framing)
     text = "\r\n".join(lines)
@@ -124,7 +124,7 @@ async def forward(
     framing = None
     if has_body:
         framing = f"Content-Length: {declared}" if declared is not None else "Transfer-Encoding: chunked"
-    head = request_head(method, target, pool.authority, headers, framing)
+    head = request_head(method, target, pool.authority, headers.items(), framing)
     started = time.perf_counter()
     if has_body:
         async with upstream_errors(name):

@@ -162,32 +162,66 @@ class HeaderPolicy:
         rid: str,
         keep_authorization: bool,
     ) -> CIMultiDict[str]:
+        """`upstream_pairs` as a multidict (aiohttp's door, WebSockets)."""
+        pairs = self.upstream_pairs(
+            incoming,
+            principal,
+            peer=peer,
+            scheme=scheme,
+            host=host,
+            rid=rid,
+            keep_authorization=keep_authorization,
+        )
+        return CIMultiDict(pairs)
+
+    def upstream_pairs(
+        self,
+        incoming: CIMultiDictProxy[str],
+        principal: Principal,
+        *,
+        peer: str | None,
+        scheme: str,
+        host: str | None,
+        rid: str,
+        keep_authorization: bool,
+    ) -> list[tuple[str, str]]:
+        """The headers the upstream is sent, in order: the client's that survive, then ours."""
         named = connection_named(incoming) if "Connection" in incoming else None
         trusted_peer = is_trusted(peer, self.trusted)
         verdicts = self._verdicts
-        out: CIMultiDict[str] = CIMultiDict()
-        for name, value in incoming.items():  # one pass over the client's headers
+        out: list[tuple[str, str]] = []
+        forwarded_at = -1  # where a trusted proxy's X-Forwarded-For stood: ours goes there
+        for item in incoming.items():  # one pass over the client's headers
+            name = item[0]
             verdict = verdicts.get(name)
             if verdict is None:
                 verdict = self._verdict(name)
-            if verdict == DROP or (verdict == FORWARDED_ONLY and not trusted_peer):
+            if verdict and (verdict == DROP or not trusted_peer):
                 # SECURITY: X-Forwarded-*/Forwarded are believed only from trusted_proxies.
                 continue
             if named and name.lower() in named:
                 continue
-            out.add(name, value)
+            if verdict and forwarded_at < 0 and name.lower() == "x-forwarded-for":
+                forwarded_at = len(out)
+                continue
+            out.append(item)
         if keep_authorization and not (named and "authorization" in named):
             auth = incoming.get("Authorization")
             if auth is not None:
-                out["Authorization"] = auth
+                out.append(("Authorization", auth))
         prior = ", ".join(incoming.getall("X-Forwarded-For", [])) if trusted_peer else None
-        out["X-Forwarded-For"] = f"{prior}, {peer}" if prior and peer else (peer or prior or "")
+        chain = ("X-Forwarded-For", f"{prior}, {peer}" if prior and peer else (peer or prior or ""))
+        if forwarded_at >= 0:
+            out = [item for item in out if item[0].lower() != "x-forwarded-for"]
+            out.insert(forwarded_at, chain)
+        else:
+            out.append(chain)
         if not (trusted_peer and "X-Forwarded-Proto" in incoming):
-            out["X-Forwarded-Proto"] = scheme
+            out.append(("X-Forwarded-Proto", scheme))
         if not (trusted_peer and "X-Forwarded-Host" in incoming) and host:
-            out["X-Forwarded-Host"] = host
-        out["X-Request-Id"] = rid
-        out.update(identity_headers(principal, self.workspace_header))
+            out.append(("X-Forwarded-Host", host))
+        out.append(("X-Request-Id", rid))
+        out += identity_headers(principal, self.workspace_header).items()
         return out
 
 
@@ -251,10 +285,10 @@ _HOP_BY_HOP_RAW = frozenset(h.encode() for h in HOP_BY_HOP) | {b"content-length"
 SERVER = "scopegate"  # what responses the gateway makes itself say; never a version
 
 
-def downstream_raw(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
-    """An upstream's response headers (as parsed, bytes) minus hop-by-hop and Connection-named
-    ones, in one pass; the framing is the gateway's own."""
-    out: CIMultiDict[str] = CIMultiDict()
+def downstream_pairs(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """An upstream's response headers as parsed (bytes), minus hop-by-hop and Connection-named
+    ones and Content-Length, in one pass: the framing is the gateway's own."""
+    out: list[tuple[bytes, bytes]] = []
     named: set[bytes] | None = None
     for name, value in raw:
         lname = name.lower()
@@ -263,9 +297,15 @@ def downstream_raw(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
                 named = named or set()
                 named.update(tok.strip() for tok in value.lower().split(b","))
             continue
-        out.add(name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+        out.append((name, value))
     if named:
-        for lname in named:
-            if lname:
-                out.popall(lname.decode("latin-1"), None)
+        out = [(name, value) for name, value in out if name.lower() not in named]
     return out
+
+
+def downstream_raw(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
+    """`downstream_pairs` as text, for aiohttp's door."""
+    return CIMultiDict(
+        (name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+        for name, value in downstream_pairs(raw)
+    )

@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
-from multidict import CIMultiDict
 
 from gateway.errors import UpstreamUnavailable
 from gateway.proxy.forward import request_head
@@ -24,19 +23,19 @@ from tests.support import captured_access_log, refusing_port
 
 
 def test_the_request_head_is_one_header_per_line_and_ends_with_its_framing() -> None:
-    headers = CIMultiDict([("X-A", "1"), ("X-Bin", "caf\udce9"), ("X-A", "2")])
+    headers = [("X-A", "1"), ("X-Bin", "caf\udce9"), ("X-A", "2")]
     head = request_head("POST", "/p?q=1", "up:8080", headers, "Content-Length: 3")
     assert head == (
         b"POST /p?q=1 HTTP/1.1\r\nHost: up:8080\r\nX-A: 1\r\nX-Bin: caf\xe9\r\nX-A: 2\r\n"
         b"Content-Length: 3\r\n\r\n"
     )
-    assert request_head("GET", "/", "up", CIMultiDict(), None) == b"GET / HTTP/1.1\r\nHost: up\r\n\r\n"
+    assert request_head("GET", "/", "up", [], None) == b"GET / HTTP/1.1\r\nHost: up\r\n\r\n"
 
 
 @pytest.mark.parametrize("value", ["a\nInjected: 1", "a\rInjected: 1", "a\r\nInjected: 1", "a\x00b"])
 def test_a_header_that_would_break_the_head_is_never_written(value: str) -> None:
     with pytest.raises(UpstreamUnavailable) as err:
-        request_head("GET", "/", "up", CIMultiDict([("X-Evil", value)]), None)
+        request_head("GET", "/", "up", [("X-Evil", value)], None)
     assert err.value.detail == "a header cannot be forwarded"
 
 

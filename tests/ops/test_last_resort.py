@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 import gateway.proxy.forward
+import gateway.web.fastserve
 import gateway.web.management
 from gateway.web.admin import build_admin_app
 from tests.conftest import EXAMPLE_ROUTES, Gateway, MakeGateway, Upstream
@@ -41,8 +42,9 @@ async def test_unexpected_failure_in_the_proxy_door_is_a_json_500(
     make_gateway: MakeGateway, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gw = await make_gateway()
-    # The upstream answers; turning its headers into ours fails.
+    # The upstream answers; turning its headers into ours fails (behind either door).
     monkeypatch.setattr(gateway.proxy.forward, "downstream_raw", boom)
+    monkeypatch.setattr(gateway.web.fastserve, "downstream_pairs", boom)
     with captured_access_log(json.loads) as lines:
         resp = await gw.client.get("/v1/health", headers={"X-Request-Id": "rid-boom"})
         text = await resp.text()
@@ -89,6 +91,7 @@ async def test_the_gateway_keeps_serving_after_an_unexpected_failure(
     gw = await make_gateway()
     with monkeypatch.context() as patch:
         patch.setattr(gateway.proxy.forward, "downstream_raw", boom)
+        patch.setattr(gateway.web.fastserve, "downstream_pairs", boom)
         assert (await gw.client.get("/v1/health")).status == 500
     resp = await gw.client.get("/v1/health")
     assert resp.status == 200
