@@ -718,6 +718,24 @@ async def test_cached_signature_still_checks_workspace_per_request(make_env: Mak
         await env.auth.authenticate(token, "ws3")
 
 
+async def test_cached_signature_answers_every_workspace_asked_for_however_many(make_env: MakeEnv) -> None:
+    """A verified JWT keeps its principal per workspace header value (a few of them): past that
+    bound, and for a workspace it does not hold, each request is still judged afresh."""
+    env = await make_env("secret-hs256")
+    members = [f"ws{i}" for i in range(7)]
+    token = env.signer.token(workspaces=members)
+    for _ in range(2):
+        for ws in members:
+            principal = await env.auth.authenticate(token, ws)
+            assert principal is not None and principal.workspace == ws
+            assert principal.workspaces == frozenset(members)
+        for _ in range(2):  # a refusal is never kept as an answer
+            with pytest.raises(TargetDenied):
+                await env.auth.authenticate(token, "ws-not-held")
+    kept = await env.auth.authenticate(token, "ws1")
+    assert kept is await env.auth.authenticate(token, "ws1")  # one principal per kept workspace
+
+
 async def test_cached_signature_is_forgotten_after_its_ttl(
     make_env: MakeEnv, clock: Clock, jwks: Any
 ) -> None:
