@@ -51,8 +51,6 @@ _JWE_RE = re.compile(rf"{_B64URL}+\.{_B64URL}*\.{_B64URL}*\.{_B64URL}+\.{_B64URL
 _REFUSED_HEADER_PARAMS = ("crit", "jku", "x5u", "jwk", "x5c", "zip", "enc", "b64")
 VERIFIED_CACHE_SIZE = 10_000
 VERIFIED_CACHE_SECONDS = 60.0
-
-
 PRINCIPALS_PER_TOKEN = 4  # principals kept per verified JWT, one per workspace asked for
 
 

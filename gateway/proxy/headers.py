@@ -151,29 +151,6 @@ class HeaderPolicy:
         self._verdicts[name] = verdict
         return verdict
 
-    def upstream_request(
-        self,
-        incoming: CIMultiDictProxy[str],
-        principal: Principal,
-        *,
-        peer: str | None,
-        scheme: str,
-        host: str | None,
-        rid: str,
-        keep_authorization: bool,
-    ) -> CIMultiDict[str]:
-        """`upstream_pairs` as a multidict (aiohttp's door, WebSockets)."""
-        pairs = self.upstream_pairs(
-            incoming,
-            principal,
-            peer=peer,
-            scheme=scheme,
-            host=host,
-            rid=rid,
-            keep_authorization=keep_authorization,
-        )
-        return CIMultiDict(pairs)
-
     def upstream_pairs(
         self,
         incoming: CIMultiDictProxy[str],
@@ -185,7 +162,8 @@ class HeaderPolicy:
         rid: str,
         keep_authorization: bool,
     ) -> list[tuple[str, str]]:
-        """The headers the upstream is sent, in order: the client's that survive, then ours."""
+        """The headers the upstream is sent, in order: the client's that survive, then ours
+        (aiohttp's door and WebSockets take them as a CIMultiDict)."""
         named = connection_named(incoming) if "Connection" in incoming else None
         trusted_peer = is_trusted(peer, self.trusted)
         verdicts = self._verdicts
@@ -201,8 +179,9 @@ class HeaderPolicy:
                 continue
             if named and name.lower() in named:
                 continue
-            if verdict and forwarded_at < 0 and name.lower() == "x-forwarded-for":
-                forwarded_at = len(out)
+            if verdict and name.lower() == "x-forwarded-for":
+                if forwarded_at < 0:
+                    forwarded_at = len(out)
                 continue
             out.append(item)
         if keep_authorization and not (named and "authorization" in named):
@@ -212,7 +191,6 @@ class HeaderPolicy:
         prior = ", ".join(incoming.getall("X-Forwarded-For", [])) if trusted_peer else None
         chain = ("X-Forwarded-For", f"{prior}, {peer}" if prior and peer else (peer or prior or ""))
         if forwarded_at >= 0:
-            out = [item for item in out if item[0].lower() != "x-forwarded-for"]
             out.insert(forwarded_at, chain)
         else:
             out.append(chain)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from multidict import CIMultiDict
 
 from ..auth.principal import Principal
 from ..errors import InvalidToken, StoreUnavailable
@@ -64,14 +65,16 @@ async def _proxy(
     rt: Runtime, request: web.Request, d: Decision, rid: str, timings: dict[str, float]
 ) -> web.StreamResponse:
     principal = d.principal
-    headers = rt.headers.upstream_request(
-        request.headers,
-        principal,
-        peer=peer_of(request),
-        scheme=request.scheme,
-        host=request.headers.get("Host"),
-        rid=rid,
-        keep_authorization=principal.kind == "jwt",
+    headers = CIMultiDict(
+        rt.headers.upstream_pairs(
+            request.headers,
+            principal,
+            peer=peer_of(request),
+            scheme=request.scheme,
+            host=request.headers.get("Host"),
+            rid=rid,
+            keep_authorization=principal.kind == "jwt",
+        )
     )
     if request.headers.get("Upgrade", "").lower() == "websocket":
         url = rt.upstreams.url(d.route.upstream, d.path.raw, d.path.query)

@@ -31,9 +31,8 @@ if TYPE_CHECKING:
 REASONS = {s.value: s.phrase for s in HTTPStatus}
 REASONS_B = {code: phrase.encode() for code, phrase in REASONS.items()}
 _SERVER_LINE = f"Server: {SERVER}".encode()
-_CONTROL_B = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _LAST_CHUNK = b"0\r\n\r\n"
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass(slots=True)
@@ -61,7 +60,7 @@ async def serve_plain(door: FastDoor, req: Plain, vetted: CleanPath | Exception)
             out = await forward_auth(rt, req.headers, door.peer, led.rid, led.fields)
             out.setdefault("Server", SERVER)
             led.decision, status = "allow", 200
-            door.write(_whole(200, None, out, b"", req.method, keep_alive and not rt.draining))
+            door.write(_whole(200, out, b"", req.method, keep_alive and not rt.draining))
             led.done(status)
             return not keep_alive
         client = client_ip(door.peer, req.headers, rt.cfg.trusted_proxies)
@@ -79,7 +78,7 @@ async def serve_plain(door: FastDoor, req: Plain, vetted: CleanPath | Exception)
             headers, body = error_parts(err, led.rid)
             status = err.status
             ka = keep_alive and not rt.draining
-            door.write(_whole(status, None, CIMultiDict(headers), body, req.method, ka))
+            door.write(_whole(status, CIMultiDict(headers), body, req.method, ka))
     led.done(status)
     return not keep_alive
 
@@ -151,17 +150,16 @@ async def _respond(
     return status
 
 
-def _whole(
-    status: int, reason: str | None, headers: CIMultiDict[str], body: bytes, method: str, keep_alive: bool
-) -> bytes:
-    """A response with its body, framed as aiohttp frames a `web.Response`."""
+def _whole(status: int, headers: CIMultiDict[str], body: bytes, method: str, keep_alive: bool) -> bytes:
+    """A response of the gateway's own (a refusal, forward-auth's answer) with its body, framed
+    as aiohttp frames a `web.Response`."""
     if body or (status != 304 and method != "HEAD"):
         headers["Content-Length"] = str(len(body))
     if method == "HEAD":
         body = b""  # the length of what a GET would carry, and no body
     elif body:
         headers.setdefault("Content-Type", "application/octet-stream")
-    return _head(status, reason, headers, keep_alive) + body
+    return _head(status, headers, keep_alive) + body
 
 
 _date: list[object] = [0, ""]
@@ -180,8 +178,8 @@ def upstream_head(
     """The client's response head for an upstream's answer, built from the parsed bytes: the
     upstream's headers (`downstream_pairs`), our request id, a Server, the gateway's own
     `framing`, a default Content-Type when `typed` (a body) and the upstream named none, Date,
-    and `Connection: close` when the connection ends. Bytes are what `_head` would send for
-    the same headers as text (see `_as_text`)."""
+    and `Connection: close` when the connection ends. Bytes that are no ASCII go out as aiohttp's
+    door sends them (see `_as_text`)."""
     reason = msg.reason or REASONS_B.get(msg.status, b"")
     lines = [b"HTTP/1.1 %d %b" % (msg.status, reason if reason.isascii() else _as_text(reason))]
     rid_line = b"X-Request-Id: " + rid.encode()
@@ -216,30 +214,28 @@ def upstream_head(
         lines.append(b"Date: " + _http_date().encode())
     if not keep_alive:
         lines.append(b"Connection: close")
-    head = b"\r\n".join(lines)
-    seps = len(lines) - 1
-    if head.count(b"\n") != seps or head.count(b"\r") != seps or _CONTROL_B.search(head):
-        # aiohttp refuses to write these too: an upstream's bug, never sent.
-        raise ValueError("a control character in a response header")
-    return head + b"\r\n\r\n"
+    return _checked(b"\r\n".join(lines), len(lines) - 1)
 
 
 def _as_text(raw: bytes) -> bytes:
-    """Bytes that are no ASCII, as `_head` sends them: latin-1 read as text, sent as UTF-8."""
+    """Bytes that are no ASCII, as aiohttp's door sends them: read as latin-1, sent as UTF-8."""
     return raw.decode("latin-1").encode("utf-8")
 
 
-def _head(status: int, reason: str | None, headers: CIMultiDict[str], keep_alive: bool) -> bytes:
+def _head(status: int, headers: CIMultiDict[str], keep_alive: bool) -> bytes:
     if "Date" not in headers:
         headers["Date"] = _http_date()
     if not keep_alive and "Connection" not in headers:
         headers["Connection"] = "close"
-    lines = [f"HTTP/1.1 {status} {REASONS.get(status, '') if reason is None else reason}"]
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, '')}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
-    text = "\r\n".join(lines)
-    seps = len(lines) - 1
-    if text.count("\n") != seps or text.count("\r") != seps or _CONTROL.search(text):
-        # aiohttp refuses to write these too: a bug of ours, or an upstream's, never sent.
+    # Lone surrogates (a client's bytes that are not UTF-8) are dropped, as aiohttp does.
+    return _checked("\r\n".join(lines).encode("utf-8", "ignore"), len(lines) - 1)
+
+
+def _checked(head: bytes, seps: int) -> bytes:
+    """A response head of `seps` + 1 lines, ended; refused if a value broke a line or holds a
+    control character (aiohttp refuses to write these too: a bug, never sent)."""
+    if head.count(b"\n") != seps or head.count(b"\r") != seps or _CONTROL.search(head):
         raise ValueError("a control character in a response header")
-    # Lone surrogates (bytes an upstream sent that are not UTF-8) are dropped, as aiohttp does.
-    return (text + "\r\n\r\n").encode("utf-8", "ignore")
+    return head + b"\r\n\r\n"

@@ -270,8 +270,10 @@ def test_client_ip_believes_no_header_without_trusted_proxies() -> None:
 def test_no_peer_and_no_host_forward_no_address_and_no_host() -> None:
     policy = HeaderPolicy("X-Workspace-Id", NETS)
     incoming = CIMultiDictProxy(CIMultiDict({"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil"}))
-    out = policy.upstream_request(
-        incoming, ANONYMOUS, peer=None, scheme="http", host=None, rid="rid-1", keep_authorization=False
+    out = CIMultiDict(
+        policy.upstream_pairs(
+            incoming, ANONYMOUS, peer=None, scheme="http", host=None, rid="rid-1", keep_authorization=False
+        )
     )
     assert out.getall("X-Forwarded-For") == [""]
     assert "X-Forwarded-Host" not in out
