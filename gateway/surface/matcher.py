@@ -104,6 +104,21 @@ def _folds(seg: str) -> bool:
     return fold_case(seg) != seg
 
 
+def _any_folds(segments: tuple[str, ...]) -> bool:
+    """Whether any segment changes under `fold_case`. ASCII folds as `lower()` does (the two
+    replacements concern letters that are no ASCII), so the common case is one test."""
+    joined = "".join(segments)
+    if joined.isascii():
+        return joined.lower() != joined
+    return any(_folds(s) for s in segments)
+
+
+def _suffixed(segments: tuple[str, ...]) -> bool:
+    """Whether the last segment has a `.` past its first character: only then can a format
+    suffix be cut off it (`_format_twin`)."""
+    return bool(segments) and "." in segments[-1][1:]
+
+
 def _interned(seg: str) -> tuple[str, str]:
     """A rule's literal segment and its folded twin, each kept once however many rules name it
     (a surface of 10,000 rules repeats `v1` and `items` 10,000 times)."""
@@ -163,7 +178,7 @@ class Matcher:
         node.group.add(route)
 
     def match(self, method: str, segments: tuple[str, ...], trailing_slash: bool = False) -> Match:
-        case_blind = self._mixed_case or any(_folds(s) for s in segments)
+        case_blind = self._mixed_case or _any_folds(segments)
         folded = tuple(fold_case(s) for s in segments) if case_blind else segments
         found = _walk(self._paths, segments, 0, [])
         if found is not None:
@@ -175,7 +190,7 @@ class Matcher:
                 twin = _walk_folded(self._fold_paths, folded, 0)
                 if twin is not None and not any(g is group for g in twin):
                     return _shadow(twin[0], "with letter case ignored")
-            suffixed = self._format_twin(segments, case_blind, group)
+            suffixed = self._format_twin(segments, case_blind, group) if _suffixed(segments) else None
             return suffixed or _decide(group, method, values)
         if case_blind:
             twin = _walk_folded(self._fold_paths, folded, 0)
@@ -185,7 +200,7 @@ class Matcher:
                     " and its trailing slash dropped" if trailing_slash else ""
                 )
                 return _shadow(twin[0], why)
-        suffixed = self._format_twin(segments, case_blind, None)
+        suffixed = self._format_twin(segments, case_blind, None) if _suffixed(segments) else None
         if suffixed is not None:
             return suffixed
         node, best, depth = self._prefixes, self._prefixes.group, 0

@@ -43,12 +43,13 @@ def clean(target: str) -> CleanPath:
         raise BadPath("';' in path")
     if not _SAFE_RE.match(raw):
         raise BadPath("character not allowed in path")
-    if _PCT_RE.search(raw):
-        raise BadPath("invalid percent-encoding")
-    if _FORBIDDEN_ENCODED.search(raw):
-        raise BadPath("encoded '/', '\\' or NUL in path")
-    if _DOUBLE_ENCODED.search(raw):
-        raise BadPath("double-encoded '.', '/', '\\' or NUL in path")
+    if "%" in raw:  # each check below needs a '%' to find anything
+        if _PCT_RE.search(raw):
+            raise BadPath("invalid percent-encoding")
+        if _FORBIDDEN_ENCODED.search(raw):
+            raise BadPath("encoded '/', '\\' or NUL in path")
+        if _DOUBLE_ENCODED.search(raw):
+            raise BadPath("double-encoded '.', '/', '\\' or NUL in path")
     if raw == "/":
         return CleanPath(raw, query, (), False)
     parts = raw[1:].split("/")

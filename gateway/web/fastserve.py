@@ -7,7 +7,6 @@ The same stages as the aiohttp door (`_handle` in app.py), in the same order, th
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -32,7 +31,8 @@ REASONS = {s.value: s.phrase for s in HTTPStatus}
 REASONS_B = {code: phrase.encode() for code, phrase in REASONS.items()}
 _SERVER_LINE = f"Server: {SERVER}".encode()
 _LAST_CHUNK = b"0\r\n\r\n"
-_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Control bytes a head may not hold (CR and LF are counted apart): deleted, the length tells.
+_CONTROL = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 
 
 @dataclass(slots=True)
@@ -236,6 +236,11 @@ def _head(status: int, headers: CIMultiDict[str], keep_alive: bool) -> bytes:
 def _checked(head: bytes, seps: int) -> bytes:
     """A response head of `seps` + 1 lines, ended; refused if a value broke a line or holds a
     control character (aiohttp refuses to write these too: a bug, never sent)."""
-    if head.count(b"\n") != seps or head.count(b"\r") != seps or _CONTROL.search(head):
+    # A regex search here cost about 8,000 instructions a request more (bench/instructions.py).
+    if (
+        head.count(b"\n") != seps
+        or head.count(b"\r") != seps
+        or len(head.translate(None, _CONTROL)) < len(head)
+    ):
         raise ValueError("a control character in a response header")
     return head + b"\r\n\r\n"

@@ -564,3 +564,27 @@ async def test_upstream_answers_reach_the_client_as_through_aiohttp(start_door: 
             after = normal(await exchange(fast.port, data))
             assert after == before
         assert fast.rt.handed_off == 0 and fast.rt.fast_requests >= 2
+
+
+# -- the last check on a response head ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("byte", [*range(0x20), 0x7F])
+def test_a_control_byte_in_a_response_head_is_never_written(byte: int) -> None:
+    from gateway.web.fastserve import _checked
+
+    head = b"HTTP/1.1 200 OK\r\nX-A: a" + bytes([byte]) + b"b"
+    if byte == 0x09:  # a tab may separate words in a value
+        assert _checked(head, 1) == head + b"\r\n\r\n"
+        return
+    with pytest.raises(ValueError, match="control character"):
+        _checked(head, 1)
+
+
+def test_a_response_head_of_printable_and_high_bytes_is_written_as_it_is() -> None:
+    from gateway.web.fastserve import _checked
+
+    head = b"HTTP/1.1 200 OK\r\nX-A: " + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+    assert _checked(head, 1) == head + b"\r\n\r\n"
+    with pytest.raises(ValueError):
+        _checked(head + b"\r\nX-B: 1", 1)  # one line more than the head was built with

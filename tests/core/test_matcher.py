@@ -6,6 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.surface import matcher as matcher_module
 from gateway.surface.matcher import Match, Matcher, Verdict
@@ -410,3 +412,28 @@ def test_literals_are_kept_whole() -> None:
     assert match(m, "GET", "/Xray/1").route == m.surface.routes[1]
     assert match(m, "GET", "/LUX/1").route == m.surface.routes[2]
     assert match(m, "GET", "/v1/BO").verdict is Verdict.NONE
+
+
+# -- the quick tests in front of case folding and format suffixes ---------------------------------
+
+_SEGMENT = st.text(
+    # ASCII, and letters whose folding is special: dotted capital I, dotless i, sharp s, Kelvin, ...
+    alphabet=st.sampled_from([*"aZz09.-_~", *"\u0130\u0131\u00df\u212a\u0307\u00e9\u00c9"]),
+    max_size=6,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_SEGMENT, max_size=4).map(tuple))
+def test_the_quick_fold_test_agrees_with_folding_every_segment(segments: tuple[str, ...]) -> None:
+    # SECURITY: a wrong "no" here would skip the case-blind twin search (`/ADMIN` past `/admin`).
+    assert matcher_module._any_folds(segments) == any(matcher_module._folds(s) for s in segments)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_SEGMENT, max_size=4).map(tuple))
+def test_the_quick_suffix_test_never_skips_a_format_twin(segments: tuple[str, ...]) -> None:
+    # SECURITY: a wrong "no" would let `/x/reboot.json` reach `/x/{id}` past `/x/reboot`.
+    last = segments[-1] if segments else ""
+    stem = last.split(".", 1)[0]
+    assert matcher_module._suffixed(segments) or not stem or stem == last
