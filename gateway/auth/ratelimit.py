@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from cachetools import TTLCache
+from ..expiring import Expiring
 
 
 class FailedAuthLimiter:
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute = per_minute
-        # One mutable cell per IP, counted in place: assigning to a TTLCache key (`+= 1` does)
-        # restarts its 60 s, which would make the window slide with every failure.
-        self._counts: TTLCache[str, list[int]] = TTLCache(maxsize=100_000, ttl=60, timer=clock)
+        # One mutable cell per IP, counted in place, until 60 s after its first failure: a
+        # fixed window, which further failures do not push back.
+        self._counts: Expiring[str, list[int]] = Expiring(100_000, clock)
 
     def blocked(self, ip: str) -> bool:
         if self.per_minute <= 0:
@@ -26,6 +26,6 @@ class FailedAuthLimiter:
             # The count lives until the first failure ages out: a fixed one-minute window.
             cell = self._counts.get(ip)
             if cell is None:
-                self._counts[ip] = [1]
+                self._counts.set(ip, [1], self._counts.clock() + 60)
             else:
                 cell[0] += 1

@@ -25,11 +25,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 
-from cachetools import TLRUCache, TTLCache
-
 from ..auth.principal import Principal
 from ..config import TokensConfig
 from ..errors import InvalidToken, StoreUnavailable
+from ..expiring import Expiring
 from .fields import networks
 from .secret import hash_token, well_formed
 from .store import RevocationPush, TokenRecord, TokenStore
@@ -88,21 +87,19 @@ class TokenValidator:
         self.cache_misses = 0
         self.store_writes = 0
         self.last_poll = 0.0  # clock() of the last successful read of the revocation feed
-        self._cache: TTLCache[bytes, _Entry] = TTLCache(CACHE_SIZE, ttl=cfg.cache_ttl, timer=clock)
+        # Validated tokens by hash, each for cache_ttl seconds.
+        self._cache: Expiring[bytes, _Entry] = Expiring(CACHE_SIZE, clock)
         # Uses seen by this process and perhaps not yet in the store (the idle check reads both).
-        self._used: TTLCache[str, float] = TTLCache(CACHE_SIZE, ttl=cfg.idle_ttl or 1.0, timer=clock)
+        self._used: Expiring[str, float] = Expiring(CACHE_SIZE, clock)
         # A hash is remembered as revoked until the token would have expired anyway (the feed
         # does not say when, so those entries keep max_ttl). Bounded: under pressure the oldest
         # go first, and such a token is then refused by the store, or with 503 if it is down.
-        self._revoked: TLRUCache[bytes, float] = TLRUCache(
-            REVOKED_SIZE, ttu=lambda _key, expires_at, _now: expires_at, timer=clock
-        )
+        self._revoked: Expiring[bytes, float] = Expiring(REVOKED_SIZE, clock)
         # Unknown hashes: a hash cannot become known later (nobody can present a secret before it
         # is minted, and an insert commits before the secret is shown), so a short negative cache
         # only refuses what the store would refuse, and never turns a refusal into an admission.
-        self._unknown: TTLCache[bytes, bool] = TTLCache(
-            UNKNOWN_SIZE, ttl=min(UNKNOWN_TTL, cfg.cache_ttl), timer=clock
-        )
+        self._unknown: Expiring[bytes, bool] = Expiring(UNKNOWN_SIZE, clock)
+        self._unknown_ttl = min(UNKNOWN_TTL, cfg.cache_ttl)
         self._seq: int | None = None
         self._hashes: dict[str, bytes] = {}
         self._pending: dict[str, float] = {}
@@ -122,16 +119,17 @@ class TokenValidator:
             if len(self._hashes) >= HASH_MEMO:
                 self._hashes.clear()
             self._hashes[credential] = token_hash
+        now = self.clock()
         # SECURITY: a hash seen revoked stays refused, whatever the cache or the store says.
-        if token_hash in self._revoked:
+        if self._revoked.get(token_hash, now) is not None:
             raise InvalidToken("token revoked")
-        entry = self._cache.get(token_hash)
+        entry = self._cache.get(token_hash, now)
         fresh = entry is None
         if entry is None:
             entry = await self._lookup(token_hash)
+            now = self.clock()
         else:
             self.cache_hits += 1
-        now = self.clock()
         self._check_times(token_hash, entry, now)
         if self.cfg.idle_ttl is not None and self._idle(entry, now):
             # Another process may have used it since this entry was cached: ask the store before
@@ -159,7 +157,8 @@ class TokenValidator:
 
     def _idle(self, entry: _Entry, now: float) -> bool:
         assert self.cfg.idle_ttl is not None
-        last = max(entry.last_used, self._used.get(entry.principal.token_id or "", 0.0))
+        used = self._used.get(entry.principal.token_id or "", now)
+        last = entry.last_used if used is None else max(entry.last_used, used)
         return now - last > self.cfg.idle_ttl
 
     def expires_early(self, token_hash: bytes, expires_at: float) -> None:
@@ -167,10 +166,10 @@ class TokenValidator:
         entry = self._cache.get(token_hash)
         if entry is not None:
             principal = dataclasses.replace(entry.principal, expires_at=expires_at)
-            self._cache[token_hash] = dataclasses.replace(entry, principal=principal)
+            self._cache.set(token_hash, dataclasses.replace(entry, principal=principal), self._cached_until())
 
     async def _lookup(self, token_hash: bytes) -> _Entry:
-        if token_hash in self._unknown:
+        if self._unknown.get(token_hash) is not None:
             self.cache_hits += 1
             raise InvalidToken("unknown token")
         self.cache_misses += 1
@@ -179,36 +178,36 @@ class TokenValidator:
         await self._ensure_feed_position()
         record = await self.store.by_hash(token_hash)
         if record is None:
-            self._unknown[token_hash] = True
+            self._unknown.set(token_hash, True, self.clock() + self._unknown_ttl)
             raise InvalidToken("unknown token")
         if record.revoked_at is not None:
             self.revoked_locally(token_hash, record.expires_at)
             raise InvalidToken("token revoked")
         # A poll may have marked it revoked while the lookup was in flight.
-        if token_hash in self._revoked:
+        if self._revoked.get(token_hash) is not None:
             raise InvalidToken("token revoked")
         entry = _Entry(
             principal_for(record), record.not_before, max(record.last_used_at or 0.0, record.created_at)
         )
         if record.expires_at > self.clock():
-            self._cache[token_hash] = entry
+            self._cache.set(token_hash, entry, self._cached_until())
         return entry
 
     def revoked_locally(self, token_hash: bytes, expires_at: float | None = None) -> None:
         """Refuse this hash from now on and drop it from the cache."""
-        entry = self._cache.pop(token_hash, None)
+        entry = self._cache.pop(token_hash)
         if entry is not None and expires_at is None:
             expires_at = entry.principal.expires_at
         if expires_at is None:
             expires_at = self.clock() + self.cfg.max_ttl
-        self._revoked[token_hash] = expires_at
+        self._revoked.set(token_hash, expires_at, expires_at)
 
     def note_used(self, token_id: str) -> None:
         """Record a use of an allowed request; written in the next batch, never per request."""
         now = self.clock()
         self._pending[token_id] = now
         if self.cfg.idle_ttl is not None:
-            self._used[token_id] = now
+            self._used.set(token_id, now, now + self.cfg.idle_ttl)
 
     async def poll_once(self) -> None:
         """Apply revocations made anywhere on the store since the last poll, after carrying out
@@ -257,7 +256,10 @@ class TokenValidator:
         self._seq = 0 if head >= _FEED_HEAD_PROBE else head
 
     def _drop(self, token_hash: bytes) -> None:
-        self._cache.pop(token_hash, None)
+        self._cache.pop(token_hash)
+
+    def _cached_until(self) -> float:
+        return self.clock() + self.cfg.cache_ttl
 
     async def start(self) -> None:
         if self._tasks:
