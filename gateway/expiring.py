@@ -7,9 +7,11 @@ are never revoked) raise and catch a KeyError. Here a lookup is one dict access 
 comparison with the clock.
 
 Values are never None (None is the answer for "no live entry"). An entry is live while
-`clock() < deadline`; a dead one is dropped when it is next looked up, or when the map is full.
-A full map drops the entry least recently set or found live, after sweeping out every dead
-entry if an eighth of its size was inserted since the last sweep: never a sweep per insert.
+`clock() < deadline`; a dead one is dropped when it is next looked up, and an entry already dead
+when set is not kept. The map is ordered by use, least recently set or found live first: each
+insert first drops up to two dead entries from that end, so a map whose keys churn (the negative
+cache, a token cache with a short TTL) stays near its live size without a sweep, and a full map
+then drops its least recently used entry.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ V = TypeVar("V")
 
 
 class Expiring(Generic[K, V]):
-    __slots__ = ("_data", "_inserted", "clock", "maxsize")
+    __slots__ = ("_data", "clock", "maxsize")
 
     def __init__(self, maxsize: int, clock: Callable[[], float]) -> None:
         if maxsize < 1:
@@ -31,7 +33,6 @@ class Expiring(Generic[K, V]):
         self.maxsize = maxsize
         self.clock = clock
         self._data: OrderedDict[K, tuple[V, float]] = OrderedDict()  # least recently used first
-        self._inserted = 0  # since the last sweep
 
     def get(self, key: K, now: float | None = None) -> V | None:
         """The live value for `key` (at `now`, or the clock's time), else None."""
@@ -50,10 +51,15 @@ class Expiring(Generic[K, V]):
 
     def set(self, key: K, value: V, deadline: float) -> None:
         data = self._data
+        if not self.clock() < deadline:
+            data.pop(key, None)
+            return
         if key in data:
             data.move_to_end(key)
-        elif len(data) >= self.maxsize:
-            self._make_room()
+        else:
+            self._trim()
+            if len(data) >= self.maxsize:
+                data.popitem(last=False)
         data[key] = (value, deadline)
 
     def pop(self, key: K) -> V | None:
@@ -68,12 +74,14 @@ class Expiring(Generic[K, V]):
         """Entries held, dead ones not yet dropped included."""
         return len(self._data)
 
-    def _make_room(self) -> None:
+    def _trim(self) -> None:
+        """Drop up to two dead entries from the least recently used end."""
         data = self._data
-        self._inserted += 1
-        if self._inserted >= max(1, self.maxsize // 8):
-            self._inserted, now = 0, self.clock()
-            for key in [key for key, (_, deadline) in data.items() if not now < deadline]:
-                del data[key]
-        if len(data) >= self.maxsize:
-            data.popitem(last=False)
+        now = self.clock()
+        for _ in range(2):
+            if not data:
+                return
+            key = next(iter(data))
+            if now < data[key][1]:
+                return
+            del data[key]
