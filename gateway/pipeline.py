@@ -37,8 +37,10 @@ from .surface.paths import CleanPath, clean
 SHADOWABLE = (InvalidToken, InsufficientScope, TargetDenied)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
+    """Never changed once made (not frozen, for the reason CleanPath gives)."""
+
     method: str
     path: CleanPath
     route: Route

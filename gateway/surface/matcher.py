@@ -31,8 +31,10 @@ class Verdict(Enum):
     FULL = "full"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Match:
+    """Never changed once made (not frozen, for the reason CleanPath gives)."""
+
     verdict: Verdict
     route: Route | None = None
     params: dict[str, str] = field(default_factory=dict)
