@@ -203,19 +203,23 @@ class HeaderPolicy:
         return out
 
 
-_IDENTITY_MEMO: dict[tuple[Principal, str], dict[str, str]] = {}
+# By the principal object's id, the principal kept beside its headers: while it is kept there,
+# no other object can have its id. (A key of the principal itself hashed all its fields each time.)
+_IDENTITY_MEMO: dict[tuple[int, str], tuple[Principal, dict[str, str]]] = {}
 
 
 def identity_headers(principal: Principal, workspace_header: str) -> dict[str, str]:
     """The identity headers for a principal (remembered: a cached token's principal is one
     object, asked about on every request). Callers must not change the dict returned."""
-    key = (principal, workspace_header)
+    key = (id(principal), workspace_header)
     memo = _IDENTITY_MEMO.get(key)
-    if memo is None:
-        if len(_IDENTITY_MEMO) >= VERDICT_MEMO:
-            _IDENTITY_MEMO.clear()
-        memo = _IDENTITY_MEMO[key] = _identity_headers(principal, workspace_header)
-    return memo
+    if memo is not None and memo[0] is principal:
+        return memo[1]
+    if len(_IDENTITY_MEMO) >= VERDICT_MEMO:
+        _IDENTITY_MEMO.clear()
+    headers = _identity_headers(principal, workspace_header)
+    _IDENTITY_MEMO[key] = (principal, headers)
+    return headers
 
 
 def _identity_headers(principal: Principal, workspace_header: str) -> dict[str, str]:
