@@ -65,18 +65,17 @@ def main() -> None:
     procs = [start([py, os.path.join(HERE, "upstream.py"), str(up)], up)]
     counted: dict[str, float] = {}
     try:
-        gateway = _under_callgrind([py, "-m", "gateway", "serve", "-c", cfg], gw, folder, "gw", env, procs)
         passthrough = [py, os.path.join(HERE, "passthrough.py"), str(ref), f"http://127.0.0.1:{up}"]
-        reference = _under_callgrind(passthrough, ref, folder, "ref", env, procs)
+        gateway = _under_callgrind(control, [py, "-m", "gateway", "serve", "-c", cfg], gw, folder, env, procs)
+        reference = _under_callgrind(control, passthrough, ref, folder, env, procs)
         print(f"{'case':<12} {'requests':>8} {'instructions/request':>21} {'ratio to passthrough':>21}")
         for case in args.cases or CASES:
-            proc, port = (reference, ref) if case == "passthrough" else (gateway, gw)
+            proc, port, out = reference if case == "passthrough" else gateway
             request = _request(PATHS[case], credentials[case])
             _send(port, request, 300)  # warm: caches, the upstream pool, the allocator
             _control(control, "-z", proc.pid)
             _send(port, request, args.requests)
-            name = "gw" if proc is gateway else "ref"
-            total, dump = _instructions(control, proc.pid, os.path.join(folder, name + ".callgrind"))
+            total, dump = _instructions(control, proc.pid, out)
             counted[case] = total / args.requests
             ratio = f"{counted['passthrough'] / counted[case]:.2f}" if "passthrough" in counted else ""
             print(f"{case:<12} {args.requests:>8} {counted[case]:>21,.0f} {ratio:>21}")
@@ -91,11 +90,11 @@ def main() -> None:
 
 
 def _under_callgrind(
-    cmd: list[str], port: int, folder: str, name: str, env: dict[str, str], procs: list[Proc]
-) -> Proc:
-    """A server under callgrind (added to `procs`), instrumentation on once it listens: its
-    start-up is not counted."""
-    out = os.path.join(folder, name + ".callgrind")
+    control: str, cmd: list[str], port: int, folder: str, env: dict[str, str], procs: list[Proc]
+) -> tuple[Proc, int, str]:
+    """A server under callgrind (added to `procs`), instrumentation on once it listens (its
+    start-up is not counted): the process, its port, and callgrind's output file."""
+    out = os.path.join(folder, f"{port}.callgrind")
     with open(out + ".log", "wb") as log:
         proc = subprocess.Popen(
             ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *cmd],
@@ -103,8 +102,8 @@ def _under_callgrind(
         )  # fmt: skip
     procs.append(proc)
     wait_port(port, 300)
-    _control(shutil.which("callgrind_control") or "callgrind_control", "-i", "on", proc.pid)
-    return proc
+    _control(control, "-i", "on", proc.pid)
+    return proc, port, out
 
 
 def _request(path: str, credential: str | None) -> bytes:

@@ -50,14 +50,14 @@ class Expiring(Generic[K, V]):
         return self.get(key) is not None
 
     def set(self, key: K, value: V, deadline: float) -> None:
-        data = self._data
-        if not self.clock() < deadline:
+        data, now = self._data, self.clock()
+        if not now < deadline:
             data.pop(key, None)
             return
         if key in data:
             data.move_to_end(key)
         else:
-            self._trim()
+            self._trim(now)
             if len(data) >= self.maxsize:
                 data.popitem(last=False)
         data[key] = (value, deadline)
@@ -74,10 +74,9 @@ class Expiring(Generic[K, V]):
         """Entries held, dead ones not yet dropped included."""
         return len(self._data)
 
-    def _trim(self) -> None:
+    def _trim(self, now: float) -> None:
         """Drop up to two dead entries from the least recently used end."""
         data = self._data
-        now = self.clock()
         for _ in range(2):
             if not data:
                 return

@@ -11,6 +11,7 @@ from ..expiring import Expiring
 class FailedAuthLimiter:
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute = per_minute
+        self._clock = clock
         # One mutable cell per IP, counted in place, until 60 s after its first failure: a
         # fixed window, which further failures do not push back.
         self._counts: Expiring[str, list[int]] = Expiring(100_000, clock)
@@ -26,6 +27,6 @@ class FailedAuthLimiter:
             # The count lives until the first failure ages out: a fixed one-minute window.
             cell = self._counts.get(ip)
             if cell is None:
-                self._counts.set(ip, [1], self._counts.clock() + 60)
+                self._counts.set(ip, [1], self._clock() + 60)
             else:
                 cell[0] += 1

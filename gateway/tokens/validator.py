@@ -169,7 +169,7 @@ class TokenValidator:
             self._cache.set(token_hash, dataclasses.replace(entry, principal=principal), self._cached_until())
 
     async def _lookup(self, token_hash: bytes) -> _Entry:
-        if self._unknown.get(token_hash) is not None:
+        if token_hash in self._unknown:
             self.cache_hits += 1
             raise InvalidToken("unknown token")
         self.cache_misses += 1
@@ -184,7 +184,7 @@ class TokenValidator:
             self.revoked_locally(token_hash, record.expires_at)
             raise InvalidToken("token revoked")
         # A poll may have marked it revoked while the lookup was in flight.
-        if self._revoked.get(token_hash) is not None:
+        if token_hash in self._revoked:
             raise InvalidToken("token revoked")
         entry = _Entry(
             principal_for(record), record.not_before, max(record.last_used_at or 0.0, record.created_at)
