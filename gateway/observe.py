@@ -172,15 +172,7 @@ class Metrics:
 
     def add_source(self, collect: Callable[[], Iterator[Any]]) -> None:
         """Register a callback collector (cache counters, feed lag) read at scrape time."""
-
-        class _Source(Collector):
-            def collect(self) -> Iterator[Any]:
-                return collect()
-
-            def describe(self) -> list[Any]:
-                return []
-
-        self.sources.register(_Source())
+        self.sources.register(_Source(collect))
 
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -188,6 +180,19 @@ class Metrics:
             multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
             return generate_latest(merged) + generate_latest(self.sources)
         return generate_latest(self.registry) + generate_latest(self.sources)
+
+
+class _Source(Collector):
+    """A collector whose samples a callback gives at scrape time."""
+
+    def __init__(self, collect: Callable[[], Iterator[Any]]) -> None:
+        self._collect = collect
+
+    def collect(self) -> Iterator[Any]:
+        return self._collect()
+
+    def describe(self) -> list[Any]:
+        return []
 
 
 def counter(

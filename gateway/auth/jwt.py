@@ -84,7 +84,7 @@ class JwtAuthenticator:
         if any(a.lower() == "none" for a in algorithms):
             # SECURITY: "none" is never accepted, whatever the config object says.
             raise ValueError("jwt.algorithms: 'none' is never accepted")
-        unknown = algorithms - jwt.algorithms.get_default_algorithms().keys()
+        unknown = algorithms - frozenset(jwt.algorithms.get_default_algorithms())
         if unknown:
             raise ValueError(f"jwt.algorithms: unsupported {sorted(unknown)}")
         if algorithms & HMAC_ALGS and algorithms - HMAC_ALGS:

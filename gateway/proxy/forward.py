@@ -9,10 +9,10 @@ streamed with the client's and the upstream's flow control.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
 
 import aiohttp
 from aiohttp import web
@@ -79,15 +79,24 @@ _TIMEOUTS = (TimeoutError, aiohttp.ServerTimeoutError, UpstreamReadTimeout)
 _FAILURES = (aiohttp.ClientError, asyncio.IncompleteReadError, UpstreamError)
 
 
-@contextlib.asynccontextmanager
-async def upstream_errors(name: str) -> AsyncIterator[None]:
-    """Map client-side failures to the contract's 502/504, never leaking internals."""
-    try:
-        yield
-    except _TIMEOUTS:
-        raise UpstreamTimeout(f"upstream {name} did not answer in time") from None
-    except _FAILURES:
-        raise UpstreamUnavailable(f"upstream {name} is unavailable") from None
+class UpstreamErrors:
+    """`async with UpstreamErrors(name):` maps client-side failures to the contract's 502/504,
+    never leaking internals. (A class, not a generator: the module is compiled, see setup.py.)"""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if isinstance(exc, _TIMEOUTS):
+            raise UpstreamTimeout(f"upstream {self.name} did not answer in time") from None
+        if isinstance(exc, _FAILURES):
+            raise UpstreamUnavailable(f"upstream {self.name} is unavailable") from None
+        return False
 
 
 def request_head(
@@ -127,7 +136,7 @@ async def forward(
     head = request_head(method, target, pool.authority, headers.items(), framing)
     started = time.perf_counter()
     if has_body:
-        async with upstream_errors(name):
+        async with UpstreamErrors(name):
             conn, _ = await pool.acquire()
             msg = await _exchange(request, conn, head, declared is None, max_body, scan)
     else:
@@ -141,7 +150,7 @@ async def forward(
 
 async def exchange_plain(pool: Pool, method: str, head: bytes) -> tuple[Connection, Message]:
     """A request without a body: its head out, the response head back (both doors use this).
-    Failures map as `upstream_errors` maps them (inline: this is every request's path)."""
+    Failures map as `UpstreamErrors` maps them (inline: this is every request's path)."""
     try:
         conn, reused = await pool.acquire()
         try:

@@ -12,7 +12,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ..errors import BadRequest
-from .forward import upstream_errors
+from .forward import UpstreamErrors
 
 _HANDSHAKE = (
     "sec-websocket-key",
@@ -57,7 +57,7 @@ async def proxy_websocket(
         # (no `Connection: upgrade`, a bad key or version): a JSON 400, no upstream socket.
         raise BadRequest("broken WebSocket handshake (Connection, Sec-WebSocket-Key or -Version)")
     # Connect upstream before answering 101, so a dead upstream is still a clean 502.
-    async with upstream_errors(name):
+    async with UpstreamErrors(name):
         upstream = await session.ws_connect(ws_url, headers=headers, protocols=protocols, autoping=True)
     # The client is told the subprotocol the upstream chose from its offer, or none: never one
     # the upstream does not speak.
