@@ -1,8 +1,9 @@
 # scopegate: the gateway as a container. Config and surface are mounted at /etc/scopegate,
 # the token store lives on the /var/lib/scopegate volume, secrets come from the environment.
-FROM python:3.11-slim AS build
+# The build stage has a C compiler: the request path is compiled with mypyc (setup.py).
+FROM python:3.11 AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY gateway ./gateway
 RUN pip install --no-cache-dir --prefix=/install .
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import itertools
 import json
 import logging
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 from gateway.observe import JsonFormatter
@@ -304,3 +306,18 @@ def captured_access_log(convert: Callable[[str], T]) -> Iterator[list[T]]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+
+
+def interpreted(module: ModuleType) -> ModuleType:
+    """A plain-Python copy of one of our modules, loaded from its source whatever the build
+    compiled (setup.py). For a test that counts the steps an algorithm takes by wrapping one of
+    its functions: a compiled module calls its own functions directly, past any monkeypatch."""
+    package, _, name = module.__name__.rpartition(".")
+    source = Path(str(module.__file__)).parent / f"{name}.py"
+    copy_name = f"{package}._interpreted_{name}"
+    spec = importlib.util.spec_from_file_location(copy_name, source)
+    assert spec is not None and spec.loader is not None
+    copy = importlib.util.module_from_spec(spec)
+    sys.modules[copy_name] = copy  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(copy)
+    return copy

@@ -10,10 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-import gateway.proxy.forward
-import gateway.web.fastserve
-import gateway.web.management
 from gateway.web.admin import build_admin_app
+from gateway.web.runtime import Runtime
 from tests.conftest import EXAMPLE_ROUTES, Gateway, MakeGateway, Upstream
 from tests.gates.conftest import bearer, mint
 from tests.support import captured_access_log
@@ -34,6 +32,27 @@ def boom(*_args: Any, **_kwargs: Any) -> Any:
     raise RuntimeError("injected failure: /secret/internal/path")
 
 
+def fail_once_reading_draining(patch: pytest.MonkeyPatch) -> None:
+    """Make the next read of `Runtime.draining` raise a bug of ours, once.
+
+    The request path is compiled (setup.py), so its functions cannot be monkeypatched; the
+    Runtime it reads is plain Python. A door reads `draining` first when it is about to answer:
+    the proxy door right after the upstream's answer arrived, `/auth/verify` right after its
+    decision and identity headers. The failure lands there, as a bug past those steps would."""
+    armed = [True]
+
+    def get(rt: Runtime) -> bool:
+        if armed[0]:
+            armed[0] = False
+            boom()
+        return bool(rt.__dict__["draining"])
+
+    def put(rt: Runtime, value: bool) -> None:
+        rt.__dict__["draining"] = value
+
+    patch.setattr(Runtime, "draining", property(get, put), raising=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # issue 8 item 5: the last resort
 
@@ -42,9 +61,8 @@ async def test_unexpected_failure_in_the_proxy_door_is_a_json_500(
     make_gateway: MakeGateway, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gw = await make_gateway()
-    # The upstream answers; turning its headers into ours fails (behind either door).
-    monkeypatch.setattr(gateway.proxy.forward, "downstream_raw", boom)
-    monkeypatch.setattr(gateway.web.fastserve, "downstream_pairs", boom)
+    # The upstream answers; the door fails as it turns that answer into ours.
+    fail_once_reading_draining(monkeypatch)
     with captured_access_log(json.loads) as lines:
         resp = await gw.client.get("/v1/health", headers={"X-Request-Id": "rid-boom"})
         text = await resp.text()
@@ -72,7 +90,7 @@ async def test_unexpected_failure_in_auth_verify_is_a_json_500(
     make_gateway: MakeGateway, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gw = await make_gateway()
-    monkeypatch.setattr(gateway.web.management, "identity_headers", boom)
+    fail_once_reading_draining(monkeypatch)
     headers = {"X-Original-URI": "/v1/health", "X-Original-Method": "GET", "X-Request-Id": "rid-verify"}
     with captured_access_log(json.loads) as lines:
         resp = await gw.client.get("/auth/verify", headers=headers)
@@ -90,8 +108,7 @@ async def test_the_gateway_keeps_serving_after_an_unexpected_failure(
 ) -> None:
     gw = await make_gateway()
     with monkeypatch.context() as patch:
-        patch.setattr(gateway.proxy.forward, "downstream_raw", boom)
-        patch.setattr(gateway.web.fastserve, "downstream_pairs", boom)
+        fail_once_reading_draining(patch)
         assert (await gw.client.get("/v1/health")).status == 500
     resp = await gw.client.get("/v1/health")
     assert resp.status == 200
