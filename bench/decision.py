@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-import setup as S
+import cases as S
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.config import load_config

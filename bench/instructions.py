@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 
-import setup as S
+import cases as S
 from common import free_port, start, wait_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-import setup as S
+import cases as S
 from common import free_port, need_wrk, start, wait_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
