@@ -2,6 +2,7 @@
 
     python bench/instructions.py                    # passthrough, anonymous, token, jwt: 2,000 each
     python bench/instructions.py passthrough token --requests 5000 --top 20
+    python bench/instructions.py "pass down" down --requests 50      # 1 MiB responses
 
 wrk's req/s on a shared 2-core machine moves by 10 % from run to run, more than most single
 changes to the request path are worth. This starts the benchmark upstream normally, and one
@@ -36,9 +37,13 @@ PATHS = {
     "anonymous": "/v1/health",
     "token": "/v1/playlists/1",
     "jwt": "/v1/playlists/1",
+    "pass down": "/v1/blob/1048576",  # a 1 MiB response; run with --requests 50 or so
+    "down": "/v1/blob/1048576",
 }
 Proc = subprocess.Popen[bytes]
-CASES = list(PATHS)  # the passthrough first: every other row's ratio is to it
+CASES = list(PATHS)
+DEFAULT = ["passthrough", "anonymous", "token", "jwt"]  # the passthrough first: the ratios' reference
+REFERENCE = {"down": "pass down"}  # a row's reference, when not the passthrough
 
 
 def main() -> None:
@@ -59,6 +64,8 @@ def main() -> None:
         "anonymous": None,
         "token": S.mint(cfg, "--name", "bench", "--scope", "read"),
         "jwt": S.sign(secret, "HS256"),
+        "pass down": None,
+        "down": None,
     }
     py = sys.executable
     env = {**os.environ, "PYTHONPATH": os.path.join(HERE, os.pardir)}
@@ -69,15 +76,16 @@ def main() -> None:
         gateway = _under_callgrind(control, [py, "-m", "gateway", "serve", "-c", cfg], gw, folder, env, procs)
         reference = _under_callgrind(control, passthrough, ref, folder, env, procs)
         print(f"{'case':<12} {'requests':>8} {'instructions/request':>21} {'ratio to passthrough':>21}")
-        for case in args.cases or CASES:
-            proc, port, out = reference if case == "passthrough" else gateway
+        for case in args.cases or DEFAULT:
+            proc, port, out = reference if case.startswith("pass") else gateway
             request = _request(PATHS[case], credentials[case])
-            _send(port, request, 300)  # warm: caches, the upstream pool, the allocator
+            _send(port, request, min(300, args.requests))  # warm: caches, the upstream pool, the allocator
             _control(control, "-z", proc.pid)
             _send(port, request, args.requests)
             total, dump = _instructions(control, proc.pid, out)
             counted[case] = total / args.requests
-            ratio = f"{counted['passthrough'] / counted[case]:.2f}" if "passthrough" in counted else ""
+            ref_case = REFERENCE.get(case, "passthrough")
+            ratio = f"{counted[ref_case] / counted[case]:.2f}" if ref_case in counted else ""
             print(f"{case:<12} {args.requests:>8} {counted[case]:>21,.0f} {ratio:>21}")
             if args.top:
                 _annotate(dump, args.top)
