@@ -3,6 +3,7 @@
     python bench/instructions.py                    # passthrough, anonymous, token, jwt: 2,000 each
     python bench/instructions.py passthrough token --requests 5000 --top 20
     python bench/instructions.py "pass down" down --requests 50      # 1 MiB responses
+    python bench/instructions.py stub "verify token" "verify jwt"    # forward-auth, as nginx asks
 
 wrk's req/s on a shared 2-core machine moves by 10 % from run to run, more than most single
 changes to the request path are worth. This starts the benchmark upstream normally, and one
@@ -39,11 +40,18 @@ PATHS = {
     "jwt": "/v1/playlists/1",
     "pass down": "/v1/blob/1048576",  # a 1 MiB response; run with --requests 50 or so
     "down": "/v1/blob/1048576",
+    # Forward-auth, asked as deploy/nginx/forward-auth.conf asks (the stub is bench/stub_auth.py).
+    "stub": "/auth/verify",
+    "verify token": "/auth/verify",
+    "verify jwt": "/auth/verify",
 }
 Proc = subprocess.Popen[bytes]
 CASES = list(PATHS)
 DEFAULT = ["passthrough", "anonymous", "token", "jwt"]  # the passthrough first: the ratios' reference
-REFERENCE = {"down": "pass down"}  # a row's reference, when not the passthrough
+# A row's reference, when not the passthrough.
+REFERENCE = {"down": "pass down", "verify token": "stub", "verify jwt": "stub"}
+# What nginx's auth_request subrequest carries besides the client's own headers.
+FORWARD_AUTH = "X-Original-URI: /v1/playlists/1\r\nX-Original-Method: GET\r\nX-Forwarded-For: 127.0.0.1\r\n"
 
 
 def main() -> None:
@@ -51,6 +59,7 @@ def main() -> None:
     ap.add_argument("cases", nargs="*", choices=[[], *CASES], default=[])
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--top", type=int, default=0, help="also print each case's K costliest C functions")
+    ap.add_argument("--inclusive", action="store_true", help="--top with callees")
     args = ap.parse_args()
     control = shutil.which("callgrind_control")
     if shutil.which("valgrind") is None or control is None:
@@ -66,19 +75,31 @@ def main() -> None:
         "jwt": S.sign(secret, "HS256"),
         "pass down": None,
         "down": None,
+        "stub": None,
+        "verify token": None,
+        "verify jwt": S.sign(secret, "HS256"),
     }
+    credentials["verify token"] = credentials["token"]
     py = sys.executable
     env = {**os.environ, "PYTHONPATH": os.path.join(HERE, os.pardir)}
     procs = [start([py, os.path.join(HERE, "upstream.py"), str(up)], up)]
+    stub_port = free_port()
     counted: dict[str, float] = {}
     try:
         passthrough = [py, os.path.join(HERE, "passthrough.py"), str(ref), f"http://127.0.0.1:{up}"]
         gateway = _under_callgrind(control, [py, "-m", "gateway", "serve", "-c", cfg], gw, folder, env, procs)
         reference = _under_callgrind(control, passthrough, ref, folder, env, procs)
+        stub = None
+        if "stub" in args.cases:
+            stub_cmd = [py, os.path.join(HERE, "stub_auth.py"), str(stub_port)]
+            stub = _under_callgrind(control, stub_cmd, stub_port, folder, env, procs)
         print(f"{'case':<12} {'requests':>8} {'instructions/request':>21} {'ratio to passthrough':>21}")
         for case in args.cases or DEFAULT:
             proc, port, out = reference if case.startswith("pass") else gateway
-            request = _request(PATHS[case], credentials[case])
+            if case == "stub" and stub is not None:
+                proc, port, out = stub
+            extra = FORWARD_AUTH if PATHS[case] == "/auth/verify" else ""
+            request = _request(PATHS[case], credentials[case], extra)
             _send(port, request, min(300, args.requests))  # warm: caches, the upstream pool, the allocator
             _control(control, "-z", proc.pid)
             _send(port, request, args.requests)
@@ -88,13 +109,16 @@ def main() -> None:
             ratio = f"{counted[ref_case] / counted[case]:.2f}" if ref_case in counted else ""
             print(f"{case:<12} {args.requests:>8} {counted[case]:>21,.0f} {ratio:>21}")
             if args.top:
-                _annotate(dump, args.top)
+                _annotate(dump, args.top, args.inclusive)
     finally:
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=60)
-    shutil.rmtree(folder, ignore_errors=True)
+    if args.top:
+        print(f"callgrind's dumps are kept in {folder}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _under_callgrind(
@@ -114,9 +138,9 @@ def _under_callgrind(
     return proc, port, out
 
 
-def _request(path: str, credential: str | None) -> bytes:
+def _request(path: str, credential: str | None, extra: str = "") -> bytes:
     auth = f"Authorization: Bearer {credential}\r\n" if credential else ""
-    return f"GET {path} HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\n{auth}\r\n".encode()
+    return f"GET {path} HTTP/1.1\r\nHost: bench\r\n{extra}User-Agent: bench\r\n{auth}\r\n".encode()
 
 
 def _send(port: int, request: bytes, count: int) -> None:
@@ -148,9 +172,11 @@ def _control(control: str, *args: object) -> None:
     subprocess.run([control, *map(str, args)], capture_output=True, check=True)
 
 
-def _annotate(dump: str, top: int) -> None:
-    """The functions with the most instructions of their own (callgrind_annotate's table)."""
-    text = subprocess.run(["callgrind_annotate", dump], capture_output=True, text=True, check=True).stdout
+def _annotate(dump: str, top: int, inclusive: bool) -> None:
+    """The functions with the most instructions of their own, or with their callees' too
+    (callgrind_annotate's table)."""
+    cmd = ["callgrind_annotate", *(["--inclusive=yes"] if inclusive else []), dump]
+    text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rows = [line for line in text.splitlines() if " (" in line and "[" in line]
     for line in rows[:top]:
         print("   " + line.strip())
