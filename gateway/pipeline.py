@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from aiohttp.hdrs import AUTHORIZATION, UPGRADE
 from multidict import CIMultiDictProxy
 
 from .auth.bearer import Authenticate, authenticate, credential_of
@@ -132,7 +133,7 @@ class Pipeline:
         self, cls: RouteClass, headers: CIMultiDictProxy[str], peer: str | None
     ) -> Principal:
         """The credential stage: ANONYMOUS on anonymous routes, else a verified Principal."""
-        if len(headers.getall("Authorization", [])) > 1:
+        if len(headers.getall(AUTHORIZATION, ())) > 1:
             raise BadRequest("more than one Authorization header")
         if cls is RouteClass.ANONYMOUS:
             return ANONYMOUS
@@ -155,7 +156,7 @@ def check_request_shape(path: CleanPath, headers: CIMultiDictProxy[str]) -> None
         # SECURITY: frameworks that honour `_method` would run a POST as a DELETE behind our back;
         # names are read as PHP reads them (`.method`, ` _method`, `_method%00x`, `_method[]`).
         raise BadRequest("the _method parameter is not accepted")
-    upgrade = headers.get("Upgrade")
+    upgrade = headers.get(UPGRADE)
     if upgrade is not None:
         if upgrade.strip().lower() != "websocket":
             raise BadRequest("only websocket upgrades are accepted")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
+from aiohttp.hdrs import AUTHORIZATION
 from multidict import CIMultiDictProxy
 
 from ..errors import BadRequest, InvalidToken
@@ -15,7 +16,7 @@ Authenticate = Callable[[str, str | None], Awaitable[Principal | None]]
 
 
 def credential_of(headers: CIMultiDictProxy[str], max_len: int) -> str:
-    values = headers.getall("Authorization", [])
+    values = headers.getall(AUTHORIZATION, ())
     if len(values) > 1:
         # SECURITY: with two headers, `.get()` takes the first and an upstream may take the last.
         raise BadRequest("more than one Authorization header")

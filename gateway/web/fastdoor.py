@@ -268,16 +268,23 @@ class FastDoor(asyncio.Protocol):
         if req is None:
             self._hand_off()
             return
+        rt = self.rt
         vetted: CleanPath | Exception
-        try:
-            vetted = self.rt.pipeline.vet(req.method, req.target, req.headers)
-        except Exception as exc:  # answered here, by the same refusal path as any other
-            vetted = exc
+        if req.target == rt.verify_target and req.method in rt.cfg.methods:
+            # Forward-auth's own address, asked on every request behind a proxy: what `vet` checks
+            # past the method is the path (vetted at start-up) and a query or an Upgrade (there
+            # is none: an upgrade was handed to aiohttp). The question inside is vetted in full.
+            vetted = rt.verify_path
         else:
-            mount = self.rt.mount_segments
-            if vetted.segments[: len(mount)] == mount and vetted.segments[len(mount) :] != VERIFY:
-                self._hand_off()  # the management API is aiohttp's, forward-auth aside
-                return
+            try:
+                vetted = rt.pipeline.vet(req.method, req.target, req.headers)
+            except Exception as exc:  # answered here, by the same refusal path as any other
+                vetted = exc
+            else:
+                mount = rt.mount_segments
+                if vetted.segments[: len(mount)] == mount and vetted.segments[len(mount) :] != VERIFY:
+                    self._hand_off()  # the management API is aiohttp's, forward-auth aside
+                    return
         del buf[:end]
         self._busy = True
         self._waiting_head = False

@@ -13,14 +13,16 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
+from aiohttp.hdrs import AUTHORIZATION
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from ..auth.principal import Principal
 from ..pipeline import Decision
 from ..proxy.forward import content_length, exchange_plain, pump, request_head
-from ..proxy.headers import SERVER, client_ip, downstream_pairs
+from ..proxy.headers import SERVER, VERDICT_MEMO, client_ip, downstream_pairs, identity_headers
 from .errors import error_parts
 from .ledger import Ledger
-from .management import forward_auth
+from .management import forward_decision
 
 if TYPE_CHECKING:
     from ..proxy.pool import Connection, Message
@@ -57,10 +59,9 @@ async def serve_plain(door: FastDoor, req: Plain, vetted: CleanPath | Exception)
         if vetted.segments[: len(rt.mount_segments)] == rt.mount_segments:
             # The one management endpoint the fast door serves (it hands off the others).
             led.fields["route"] = "management"
-            out = await forward_auth(rt, req.headers, door.peer, led.rid, led.fields)
-            out.setdefault("Server", SERVER)
+            d = await forward_decision(rt, req.headers, door.peer, led.fields)
             led.decision, status = "allow", 200
-            door.write(_whole(200, out, b"", req.method, keep_alive and not rt.draining))
+            door.write(_verified(d, req, led.rid, rt.cfg.workspace_header, keep_alive and not rt.draining))
             led.done(status)
             return not keep_alive
         client = client_ip(door.peer, req.headers, rt.cfg.trusted_proxies)
@@ -148,6 +149,42 @@ async def _respond(
 
     await pump(conn, write, finish, door.cut, led.timings)
     return status
+
+
+def _verified(d: Decision, req: Plain, rid: str, workspace_header: str, keep_alive: bool) -> bytes:
+    """Forward-auth's 200 (`forward_answer`'s headers, as `_whole` frames them), from the
+    principal's identity lines checked once (`_identity_lines`), not a head checked per request."""
+    # The request id is ours or a client's that matched _REQUEST_ID_RE: nothing to break a line.
+    head = b"HTTP/1.1 200 OK\r\n%bX-Request-Id: %b\r\n" % (
+        _identity_lines(d.principal, workspace_header),
+        rid.encode(),
+    )
+    if d.principal.kind == "jwt":
+        # The JWT to pass on (see forward_answer), checked as `_head` checks every value.
+        value = _checked(req.headers.get(AUTHORIZATION, "").encode("utf-8", "ignore"), 0)[:-4]
+        head += b"X-Auth-Authorization: %b\r\nAuthorization: %b\r\n" % (value, value)
+    head += _SERVER_LINE + (b"\r\nDate: " if req.method == "HEAD" else b"\r\nContent-Length: 0\r\nDate: ")
+    head += _http_date().encode()
+    return head + (b"\r\n\r\n" if keep_alive else b"\r\nConnection: close\r\n\r\n")
+
+
+_IDENTITY_LINES: dict[tuple[int, str], tuple[Principal, bytes]] = {}
+
+
+def _identity_lines(principal: Principal, workspace_header: str) -> bytes:
+    """The identity headers' lines, each ended, checked as `_head` checks a head (remembered per
+    principal, as `identity_headers` is)."""
+    key = (id(principal), workspace_header)
+    memo = _IDENTITY_LINES.get(key)
+    if memo is not None and memo[0] is principal:
+        return memo[1]
+    if len(_IDENTITY_LINES) >= VERDICT_MEMO:
+        _IDENTITY_LINES.clear()
+    pairs = identity_headers(principal, workspace_header).items()
+    lines = "".join(f"{name}: {value}\r\n" for name, value in pairs).encode("utf-8", "ignore")
+    _checked(lines[:-2], len(pairs) - 1)
+    _IDENTITY_LINES[key] = (principal, lines)
+    return lines
 
 
 def _whole(status: int, headers: CIMultiDict[str], body: bytes, method: str, keep_alive: bool) -> bytes:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from aiohttp.hdrs import AUTHORIZATION
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from ..errors import BadRequest, NotFound
 from ..observe import escape
@@ -20,7 +21,13 @@ from .tokens_api import only, tokens
 from .ui import serve_ui
 
 if TYPE_CHECKING:
+    from ..pipeline import Decision
     from .runtime import Runtime
+
+# What a fronting proxy asks about: Traefik's and Envoy's names, then nginx's (istr: looked up
+# without lower-casing the name on every request).
+URI_NAMES = (istr("X-Forwarded-Uri"), istr("X-Original-URI"))
+METHOD_NAMES = (istr("X-Forwarded-Method"), istr("X-Original-Method"))
 
 
 async def management(
@@ -49,11 +56,10 @@ def original_request(headers: CIMultiDictProxy[str]) -> tuple[str, str]:
     # SECURITY: each proxy sets one family of names and passes a client's copy of the other on
     # (nginx sets X-Original-*, Traefik X-Forwarded-*): when both are present they must agree, or
     # a client could have us judge a request other than the one the proxy forwards.
-    def given(*names: str) -> set[str]:
-        return {v for n in names for v in headers.getall(n, []) if v}
-
-    uris = given("X-Forwarded-Uri", "X-Original-URI")
-    methods = {m.upper() for m in given("X-Forwarded-Method", "X-Original-Method")}
+    uris = {v for v in headers.getall(URI_NAMES[0], ()) if v}
+    uris.update(v for v in headers.getall(URI_NAMES[1], ()) if v)
+    methods = {m.upper() for m in headers.getall(METHOD_NAMES[0], ()) if m}
+    methods.update(m.upper() for m in headers.getall(METHOD_NAMES[1], ()) if m)
     if not uris:
         raise BadRequest("forward-auth needs X-Forwarded-Uri or X-Original-URI")
     if not methods:
@@ -74,7 +80,16 @@ async def verify(rt: Runtime, request: web.Request, rid: str, fields: dict[str, 
 async def forward_auth(
     rt: Runtime, headers: CIMultiDictProxy[str], peer: str | None, rid: str, fields: dict[str, Any]
 ) -> CIMultiDict[str]:
-    """The answer's headers for a forward-auth question (both doors ask here); raises its refusal."""
+    """The answer's headers for a forward-auth question; raises its refusal."""
+    d = await forward_decision(rt, headers, peer, fields)
+    return forward_answer(d, headers, rid, rt.cfg.workspace_header)
+
+
+async def forward_decision(
+    rt: Runtime, headers: CIMultiDictProxy[str], peer: str | None, fields: dict[str, Any]
+) -> Decision:
+    """The pipeline's decision on a forward-auth question (both doors ask here); raises its
+    refusal. The answer is `forward_answer`'s headers (the fast door writes the same as bytes)."""
     fields["route"] = "verify"
     method, uri = original_request(headers)
     fields["method"], fields["path"] = method, escape(uri.partition("?")[0])[:2048]
@@ -83,15 +98,22 @@ async def forward_auth(
         raise BadRequest("forward-auth cannot ask about the management mount")
     d = await rt.pipeline.decide(method, path, headers, client_ip(peer, headers, rt.cfg.trusted_proxies))
     fields.update(d.log_fields())
-    out: CIMultiDict[str] = CIMultiDict(identity_headers(d.principal, rt.cfg.workspace_header))
+    if d.principal.token_id:
+        rt.validator.note_used(d.principal.token_id)
+    return d
+
+
+def forward_answer(
+    d: Decision, headers: CIMultiDictProxy[str], rid: str, workspace_header: str
+) -> CIMultiDict[str]:
+    """Forward-auth's 200: the identity headers, the request id, and a JWT to pass on."""
+    out: CIMultiDict[str] = CIMultiDict(identity_headers(d.principal, workspace_header))
     out["X-Request-Id"] = rid
     if d.principal.kind == "jwt":
         # The Authorization value the fronting proxy should pass on: a JWT's, never a token's.
-        out["X-Auth-Authorization"] = headers.get("Authorization", "")
+        out["X-Auth-Authorization"] = headers.get(AUTHORIZATION, "")
         # Traefik's authResponseHeaders and ingress-nginx's auth-response-headers copy by name and
         # delete the request's copy when the answer lacks it: naming `Authorization` lets them
         # pass a JWT on and drop a token. Never sent for a token.
         out["Authorization"] = out["X-Auth-Authorization"]
-    if d.principal.token_id:
-        rt.validator.note_used(d.principal.token_id)
     return out

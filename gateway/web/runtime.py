@@ -23,6 +23,7 @@ from ..scopes import Catalogue
 from ..surface.loader import load_surface
 from ..surface.matcher import Matcher
 from ..surface.model import Surface
+from ..surface.paths import clean
 from ..tokens.service import TokenService
 from ..tokens.store import RevocationPush
 from ..tokens.stores import store_for
@@ -49,6 +50,9 @@ class Runtime:
         self.jwt = authenticator_for(cfg, clock)
         self.service = TokenService(self.store, self.validator, cfg.tokens, lambda: self.catalogue, clock)
         self.mount_segments = tuple(s for s in cfg.management_mount.split("/") if s)
+        # Forward-auth's own address, as proxies ask it (vetted once here: see FastDoor._next).
+        self.verify_target = "/" + "/".join((*self.mount_segments, "verify"))
+        self.verify_path = clean(self.verify_target)
         self.pipeline = Pipeline(
             cfg,
             lambda: self.matcher,

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import jwt as pyjwt
 import pytest
 from aiohttp import web
 
@@ -65,11 +66,16 @@ async def start_door(tmp_path: Path, upstream: Upstream) -> AsyncIterator[StartD
     runners: list[web.AppRunner] = []
 
     async def start(
-        *, fast: bool = True, extra: str = "", keepalive: float | None = None, upstream_url: str = ""
+        *,
+        fast: bool = True,
+        extra: str = "",
+        keepalive: float | None = None,
+        upstream_url: str = "",
+        store: str = "sqlite:///tokens.db",
     ) -> Door:
         folder = tmp_path / f"door{len(runners)}"
         folder.mkdir()
-        config = write_config(folder, upstream_url or upstream.url, ROUTES, extra)
+        config = write_config(folder, upstream_url or upstream.url, ROUTES, extra, store)
         rt = Runtime(load_config(str(config)))
         if keepalive is None:
             runner = public_runner(rt)
@@ -209,6 +215,9 @@ FAST = {
     "verify-method-405": req(
         "GET", "/auth/verify", "X-Forwarded-Method: DELETE", "X-Forwarded-Uri: /v1/health"
     ),
+    "verify-method-outside-config-405": req(
+        "PATCH", "/auth/verify", "X-Forwarded-Method: GET", "X-Forwarded-Uri: /v1/health"
+    ),
     "verify-keep-alive": req(
         "GET", "/auth/verify", "X-Forwarded-Method: GET", "X-Forwarded-Uri: /a", close=False
     )
@@ -281,6 +290,48 @@ async def test_what_is_not_plain_goes_to_aiohttp_untouched(
     data = HANDED[name]
     await assert_same_through_both(doors, upstream, data)
     assert doors.fast.rt.handed_off == 1
+
+
+SECRET = "fast-door-forward-auth-" + "s" * 32
+FORWARD_AUTH_EXTRA = f'jwt: {{algorithms: [HS256], secret: "{SECRET}"}}\nheaders: {{workspace: X-Tenant}}\n'
+
+
+async def test_forward_auth_answers_a_token_and_a_jwt_as_aiohttp(
+    start_door: StartDoor, upstream: Upstream, tmp_path: Path
+) -> None:
+    # The fast door writes forward-auth's 200 as bytes, from identity lines kept per principal
+    # (fastserve._verified); aiohttp's door builds it from forward_answer's headers. One store
+    # file behind both, so one token is good at each.
+    store = f"sqlite:///{tmp_path / 'shared.db'}"
+    fast = await start_door(extra=FORWARD_AUTH_EXTRA, store=store)
+    plain = await start_door(fast=False, extra=FORWARD_AUTH_EXTRA, store=store)
+    _, token = await fast.rt.service.create(
+        None, {"name": "t", "workspace": "w1", "project": "p1", "scopes": ["read", "write"]}
+    )
+    now = int(time.time())
+    claims = {"sub": "alice", "workspace_id": "w1", "iat": now, "exp": now + 600}
+    a_jwt = pyjwt.encode(claims, SECRET, "HS256")
+    ask = ("X-Original-Method: GET", "X-Original-URI: /v1/playlists/1?x=1", "X-Forwarded-For: 10.0.0.1")
+    for credential, kind in ((token, b"token"), (a_jwt, b"jwt")):
+        auth = f"Authorization: Bearer {credential}"
+        data = (
+            req("GET", "/auth/verify", *ask, auth, close=False)
+            + req("GET", "/auth/verify", *ask, auth, close=False)  # the identity lines remembered
+            + req("HEAD", "/auth/verify", *ask, auth, "X-Request-Id: client.id-1", close=False)
+            + req("GET", "/auth/verify", *ask, auth)  # Connection: close
+        )
+        answers = [normal(await exchange(door.port, data)) for door in (plain, fast)]
+        assert answers[1] == answers[0]
+        reply = answers[1]
+        assert reply.count(b"HTTP/1.1 200 OK\r\nX-Auth-Type: " + kind + b"\r\n") == 4
+        assert reply.count(b"\r\nX-Tenant: w1\r\n") == 4
+        assert b"\r\nX-Request-Id: client.id-1\r\n" in reply
+        assert reply.count(b"\r\nContent-Length: 0\r\n") == 3  # not on HEAD's, as aiohttp
+        assert reply.endswith(b"\r\nConnection: close\r\n\r\n")
+        passed = b"\r\nX-Auth-Authorization: Bearer " + a_jwt.encode() + b"\r\nAuthorization: Bearer "
+        assert reply.count(passed) == (4 if kind == b"jwt" else 0)
+        assert credential.encode() not in reply or kind == b"jwt"  # SECURITY: a token is never echoed
+    assert fast.rt.fast_requests == 8 and fast.rt.handed_off == 0
 
 
 async def test_a_body_never_carries_a_second_request_past_the_gate(doors: Doors, upstream: Upstream) -> None:
