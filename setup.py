@@ -40,6 +40,7 @@ HOT = [
     "gateway/observe.py",
     "gateway/surface/paths.py",
     "gateway/surface/matcher.py",
+    "gateway/surface/model.py",  # the routes every decision reads
     "gateway/proxy/headers.py",
     "gateway/proxy/pool.py",
     "gateway/auth/bearer.py",

@@ -246,13 +246,14 @@ class TextFormatter(logging.Formatter):
 
 
 _second: list[Any] = [-1, ""]
+_MILLIS = [f".{ms:03d}Z" for ms in range(1000)]  # formatted once, not once per request
 
 
 def _iso(ts: float) -> str:
     whole = int(ts)
     if whole != _second[0]:  # strftime once per second, not once per request
         _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
-    return f"{_second[1]}.{int(ts % 1 * 1000):03d}Z"
+    return str(_second[1]) + _MILLIS[int((ts - whole) * 1000)]
 
 
 class _ClientFault(logging.Filter):

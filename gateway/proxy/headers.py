@@ -7,7 +7,7 @@ import itertools
 import os
 import re
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from ..auth.principal import Principal
 
@@ -53,6 +53,7 @@ FORWARDED = frozenset(
     {"forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip"}
 )
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+X_REQUEST_ID = istr("X-Request-Id")  # istr: looked up without lower-casing it per request
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -65,14 +66,15 @@ VERDICT_MEMO = 4096  # distinct names (or principals) remembered before the memo
 # drawn once per process, then a counter. Ids are for correlation, never secrets.
 _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = itertools.count(1)
+_ID_SPAN = 1 << 64  # hex() of n + 2**64 is "0x1" and n's 16 digits: no format spec to parse
 
 
 def new_request_id() -> str:
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+    return _ID_PREFIX + hex(next(_ID_COUNTER) % _ID_SPAN + _ID_SPAN)[3:]
 
 
 def request_id(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str:
-    given = headers.get("X-Request-Id")
+    given = headers.get(X_REQUEST_ID)
     return given if given is not None and _REQUEST_ID_RE.match(given) else new_request_id()
 
 

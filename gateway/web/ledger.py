@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 LOG = logging.getLogger("scopegate")
 
 
+def _ms(ms: float) -> float:
+    """Milliseconds to the microsecond, as round(ms, 3) gives them for a timing (not negative),
+    without the decimal conversion round() makes for a float."""
+    return int(ms * 1000 + 0.5) / 1000
+
+
 class Ledger:
     """Filled as the request goes through the pipeline; `done` counts and logs it once."""
 
@@ -88,11 +94,9 @@ class Ledger:
         rt.metrics.request_done(
             fields["route"] or "", fields["class"] or "", self.decision, self.reason, status, total
         )
-        fields.update(
-            decision=self.decision,
-            reason=self.reason,
-            status=status,
-            upstream_ms=round(timings.get("upstream_ms", 0.0), 3),
-            total_ms=round(total * 1000, 3),
-        )
+        fields["decision"] = self.decision
+        fields["reason"] = self.reason
+        fields["status"] = status
+        fields["upstream_ms"] = _ms(timings.get("upstream_ms", 0.0))
+        fields["total_ms"] = _ms(total * 1000)
         log_request(fields)
