@@ -41,6 +41,8 @@ REVOKED_SIZE = 250_000
 UNKNOWN_SIZE = 10_000
 UNKNOWN_TTL = 5.0
 HASH_MEMO = 10_000  # credentials whose SHA-256 is remembered (cleared when full)
+TOUCH_CHUNK = 500  # last-used times written in one transaction (see TokenValidator.flush)
+TOUCH_PAUSE = 0.01  # seconds between two such transactions
 _FEED_HEAD_PROBE = 2**63 - 1
 
 
@@ -235,17 +237,25 @@ class TokenValidator:
                 self.last_poll = self.clock()
                 return
 
-    async def flush(self) -> None:
-        """Write pending last-used times in one batch; on failure keep them for the next one."""
+    async def flush(self, pause: float = TOUCH_PAUSE, chunk: int = TOUCH_CHUNK) -> None:
+        """Write pending last-used times, `chunk` to a transaction with `pause` seconds
+        between two. A busy gateway's batch is thousands of rows on random pages: written as one
+        transaction, it held the store, the disk and the GIL long enough to show in every
+        request's p99 (bench/run.py, store miss c1). On failure, or when cancelled, what is not
+        written is kept for the next flush (a chunk written twice is harmless: MAX)."""
         if not self._pending:
             return
-        batch, self._pending = self._pending, {}
-        try:
-            await self.store.touch(batch)
-        except StoreUnavailable:
-            for token_id, at in batch.items():
-                self._pending[token_id] = max(at, self._pending.get(token_id, at))
-            raise
+        items = list(self._pending.items())
+        self._pending = {}
+        for start in range(0, len(items), chunk):
+            try:
+                if start:
+                    await asyncio.sleep(pause)
+                await self.store.touch(dict(items[start : start + chunk]))
+            except BaseException:
+                for token_id, at in items[start:]:
+                    self._pending[token_id] = max(at, self._pending.get(token_id, at))
+                raise
         self.store_writes += 1
 
     async def _ensure_feed_position(self) -> None:
@@ -283,7 +293,7 @@ class TokenValidator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         try:
-            await self.flush()
+            await self.flush(pause=0)
         except StoreUnavailable as e:
             log.warning("final last_used flush failed, %d token(s) not updated: %s", len(self._pending), e)
 

@@ -277,6 +277,50 @@ async def test_failed_flush_keeps_the_batch(
     assert validator.store_writes == 1
 
 
+async def test_a_flush_in_chunks_keeps_what_a_failure_left_unwritten(
+    store: TokenStore, validator: TokenValidator, clock: Clock
+) -> None:
+    # A busy gateway's batch is written a chunk to a transaction, with pauses between: the store
+    # going away in a pause loses nothing, and the next flush writes the rest.
+    records = [(await mint(store, clock, name=f"t{i}"))[0] for i in range(3)]
+    for record in records:
+        validator.note_used(record.id)
+    flushing = asyncio.create_task(validator.flush(pause=0.5, chunk=1))
+    await asyncio.sleep(0.2)  # the first chunk is written; the flush waits to write the second
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await flushing
+    await store.open()
+    first = await store.by_id(records[0].id)
+    assert first is not None and first.last_used_at == clock()
+    second = await store.by_id(records[1].id)
+    assert second is not None and second.last_used_at is None
+    await validator.flush(pause=0, chunk=1)
+    for record in records:
+        stored = await store.by_id(record.id)
+        assert stored is not None and stored.last_used_at == clock()
+
+
+async def test_a_flush_cancelled_between_chunks_keeps_the_rest(
+    store: TokenStore, validator: TokenValidator, clock: Clock
+) -> None:
+    records = [(await mint(store, clock, name=f"t{i}"))[0] for i in range(3)]
+    for record in records:
+        validator.note_used(record.id)
+    flushing = asyncio.create_task(validator.flush(pause=0.5, chunk=2))
+    await asyncio.sleep(0.2)
+    flushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    last = await store.by_id(records[2].id)
+    assert last is not None and last.last_used_at is None
+    await validator.flush(pause=0)
+    for record in records:
+        stored = await store.by_id(record.id)
+        assert stored is not None and stored.last_used_at == clock()
+    assert validator.store_writes == 1
+
+
 async def test_stop_flushes_pending_use(store: TokenStore, validator: TokenValidator, clock: Clock) -> None:
     record, _ = await mint(store, clock)
     async with validator:
