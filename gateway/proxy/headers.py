@@ -6,6 +6,8 @@ import ipaddress
 import itertools
 import os
 import re
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
@@ -55,6 +57,7 @@ FORWARDED = frozenset(
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 X_REQUEST_ID = istr("X-Request-Id")  # istr: looked up without lower-casing it per request
 
+T = TypeVar("T")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # What happens to a client header on its way upstream (decided per name, remembered).
@@ -205,23 +208,34 @@ class HeaderPolicy:
         return out
 
 
-# By the principal object's id, the principal kept beside its headers: while it is kept there,
-# no other object can have its id. (A key of the principal itself hashed all its fields each time.)
-_IDENTITY_MEMO: dict[tuple[int, str], tuple[Principal, dict[str, str]]] = {}
+class PerPrincipal(Generic[T]):
+    """What `make` gives for a principal and the workspace header's name, remembered: a cached
+    token's principal is one object, asked about on every request. Kept by the principal
+    object's id, the principal beside the value: while it is kept there, no other object can
+    have its id. (A key of the principal itself hashed all its fields each time.) Callers must
+    not change a value returned."""
+
+    __slots__ = ("_made", "_memo")
+
+    def __init__(self, make: Callable[[Principal, str], T]) -> None:
+        self._made = make
+        self._memo: dict[tuple[int, str], tuple[Principal, T]] = {}
+
+    def get(self, principal: Principal, workspace_header: str) -> T:
+        key = (id(principal), workspace_header)
+        memo = self._memo.get(key)
+        if memo is not None and memo[0] is principal:
+            return memo[1]
+        if len(self._memo) >= VERDICT_MEMO:
+            self._memo.clear()
+        value = self._made(principal, workspace_header)
+        self._memo[key] = (principal, value)
+        return value
 
 
 def identity_headers(principal: Principal, workspace_header: str) -> dict[str, str]:
-    """The identity headers for a principal (remembered: a cached token's principal is one
-    object, asked about on every request). Callers must not change the dict returned."""
-    key = (id(principal), workspace_header)
-    memo = _IDENTITY_MEMO.get(key)
-    if memo is not None and memo[0] is principal:
-        return memo[1]
-    if len(_IDENTITY_MEMO) >= VERDICT_MEMO:
-        _IDENTITY_MEMO.clear()
-    headers = _identity_headers(principal, workspace_header)
-    _IDENTITY_MEMO[key] = (principal, headers)
-    return headers
+    """The identity headers for a principal (remembered, see PerPrincipal)."""
+    return _IDENTITY.get(principal, workspace_header)
 
 
 def _identity_headers(principal: Principal, workspace_header: str) -> dict[str, str]:
@@ -253,6 +267,9 @@ MAX_VALUE = 1024  # characters of one identity header
 def _header_safe(value: str) -> str:
     # Claims come from signed JWTs but are still client-chosen text: no CR/LF/NUL into headers.
     return value.translate(_CONTROL)[:MAX_VALUE]
+
+
+_IDENTITY = PerPrincipal(_identity_headers)
 
 
 def _scopes_value(scopes: frozenset[str]) -> str:

@@ -19,7 +19,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from ..auth.principal import Principal
 from ..pipeline import Decision
 from ..proxy.forward import content_length, exchange_plain, pump, request_head
-from ..proxy.headers import SERVER, VERDICT_MEMO, client_ip, downstream_pairs, identity_headers
+from ..proxy.headers import SERVER, PerPrincipal, client_ip, downstream_pairs, identity_headers
 from .errors import error_parts
 from .ledger import Ledger
 from .management import forward_decision
@@ -153,10 +153,10 @@ async def _respond(
 
 def _verified(d: Decision, req: Plain, rid: str, workspace_header: str, keep_alive: bool) -> bytes:
     """Forward-auth's 200 (`forward_answer`'s headers, as `_whole` frames them), from the
-    principal's identity lines checked once (`_identity_lines`), not a head checked per request."""
+    principal's identity lines checked once (`_lines_of`), not a head checked per request."""
     # The request id is ours or a client's that matched _REQUEST_ID_RE: nothing to break a line.
     head = b"HTTP/1.1 200 OK\r\n%bX-Request-Id: %b\r\n" % (
-        _identity_lines(d.principal, workspace_header),
+        _IDENTITY_LINES.get(d.principal, workspace_header),
         rid.encode(),
     )
     if d.principal.kind == "jwt":
@@ -168,23 +168,15 @@ def _verified(d: Decision, req: Plain, rid: str, workspace_header: str, keep_ali
     return head + (b"\r\n\r\n" if keep_alive else b"\r\nConnection: close\r\n\r\n")
 
 
-_IDENTITY_LINES: dict[tuple[int, str], tuple[Principal, bytes]] = {}
-
-
-def _identity_lines(principal: Principal, workspace_header: str) -> bytes:
-    """The identity headers' lines, each ended, checked as `_head` checks a head (remembered per
-    principal, as `identity_headers` is)."""
-    key = (id(principal), workspace_header)
-    memo = _IDENTITY_LINES.get(key)
-    if memo is not None and memo[0] is principal:
-        return memo[1]
-    if len(_IDENTITY_LINES) >= VERDICT_MEMO:
-        _IDENTITY_LINES.clear()
+def _lines_of(principal: Principal, workspace_header: str) -> bytes:
+    """The identity headers' lines, each ended, checked as `_head` checks a head."""
     pairs = identity_headers(principal, workspace_header).items()
     lines = "".join(f"{name}: {value}\r\n" for name, value in pairs).encode("utf-8", "ignore")
     _checked(lines[:-2], len(pairs) - 1)
-    _IDENTITY_LINES[key] = (principal, lines)
     return lines
+
+
+_IDENTITY_LINES = PerPrincipal(_lines_of)  # remembered per principal, as identity_headers are
 
 
 def _whole(status: int, headers: CIMultiDict[str], body: bytes, method: str, keep_alive: bool) -> bytes:
