@@ -40,6 +40,8 @@ PATHS = {
     "jwt": "/v1/playlists/1",
     "pass down": "/v1/blob/1048576",  # a 1 MiB response; run with --requests 50 or so
     "down": "/v1/blob/1048576",
+    "pass up": "/v1/blob",  # a 1 KiB request body (UPLOAD)
+    "up": "/v1/blob",
     # Forward-auth, asked as deploy/nginx/forward-auth.conf asks (the stub is bench/stub_auth.py).
     "stub": "/auth/verify",
     "verify token": "/auth/verify",
@@ -49,7 +51,8 @@ Proc = subprocess.Popen[bytes]
 CASES = list(PATHS)
 DEFAULT = ["passthrough", "anonymous", "token", "jwt"]  # the passthrough first: the ratios' reference
 # A row's reference, when not the passthrough.
-REFERENCE = {"down": "pass down", "verify token": "stub", "verify jwt": "stub"}
+REFERENCE = {"down": "pass down", "up": "pass up", "verify token": "stub", "verify jwt": "stub"}
+UPLOAD = 1024  # the request body of the "up" cases, as bench/run.py's "up 1 KB"
 # What nginx's auth_request subrequest carries besides the client's own headers.
 FORWARD_AUTH = "X-Original-URI: /v1/playlists/1\r\nX-Original-Method: GET\r\nX-Forwarded-For: 127.0.0.1\r\n"
 
@@ -75,6 +78,8 @@ def main() -> None:
         "jwt": S.sign(secret, "HS256"),
         "pass down": None,
         "down": None,
+        "pass up": None,
+        "up": None,
         "stub": None,
         "verify token": None,
         "verify jwt": S.sign(secret, "HS256"),
@@ -99,7 +104,7 @@ def main() -> None:
             if case == "stub" and stub is not None:
                 proc, port, out = stub
             extra = FORWARD_AUTH if PATHS[case] == "/auth/verify" else ""
-            request = _request(PATHS[case], credentials[case], extra)
+            request = _request(PATHS[case], credentials[case], extra, UPLOAD if case.endswith("up") else 0)
             _send(port, request, min(300, args.requests))  # warm: caches, the upstream pool, the allocator
             _control(control, "-z", proc.pid)
             _send(port, request, args.requests)
@@ -138,9 +143,12 @@ def _under_callgrind(
     return proc, port, out
 
 
-def _request(path: str, credential: str | None, extra: str = "") -> bytes:
+def _request(path: str, credential: str | None, extra: str = "", body: int = 0) -> bytes:
     auth = f"Authorization: Bearer {credential}\r\n" if credential else ""
-    return f"GET {path} HTTP/1.1\r\nHost: bench\r\n{extra}User-Agent: bench\r\n{auth}\r\n".encode()
+    if body:
+        extra += f"Content-Type: application/octet-stream\r\nContent-Length: {body}\r\n"
+    head = f"{'POST' if body else 'GET'} {path} HTTP/1.1\r\nHost: bench\r\n{extra}User-Agent: bench\r\n{auth}\r\n"
+    return head.encode() + b"x" * body
 
 
 def _send(port: int, request: bytes, count: int) -> None:
