@@ -108,6 +108,13 @@ class BodyTooLarge(GatewayError):
     status, code = 413, "body_too_large"
 
 
+class ClientGone(GatewayError):
+    """The client left while its request body was being read: no answer can reach it. Logged
+    with nginx's status for it, 499, and never counted as a failure of ours."""
+
+    status, code = 499, "client_gone"
+
+
 class RateLimited(GatewayError):
     status, code = 429, "rate_limited"
 

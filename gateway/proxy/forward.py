@@ -20,7 +20,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ..config import Upstream
-from ..errors import BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
+from ..errors import BodyTooLarge, ClientGone, UpstreamTimeout, UpstreamUnavailable
 from .formscan import FormScan
 from .headers import SERVER, downstream_raw
 from .pool import Connection, Message, Pool, UpstreamError, UpstreamReadTimeout
@@ -136,9 +136,8 @@ async def forward(
     head = request_head(method, target, pool.authority, headers.items(), framing)
     started = time.perf_counter()
     if has_body:
-        async with UpstreamErrors(name):
-            conn, _ = await pool.acquire()
-            msg = await _exchange(request, conn, head, declared is None, max_body, scan)
+        read = request.content.readany
+        conn, msg = await exchange_body(pool, method, head, read, declared is None, max_body, scan)
     else:
         conn, msg = await exchange_plain(pool, method, head)
     timings["upstream_ms"] = (time.perf_counter() - started) * 1000
@@ -170,6 +169,32 @@ async def exchange_plain(pool: Pool, method: str, head: bytes) -> tuple[Connecti
         raise UpstreamUnavailable(f"upstream {pool.name} is unavailable") from None
 
 
+async def exchange_whole(pool: Pool, method: str, head: bytes, body: bytes) -> tuple[Connection, Message]:
+    """A request whose body is all here (most small ones): head and body in one write, then
+    the answer, with no task for each direction. Never retried: it has a body."""
+    async with UpstreamErrors(pool.name):
+        conn, _ = await pool.acquire()
+        msg = await _plain(conn, head + body, method)
+    return conn, msg
+
+
+async def exchange_body(
+    pool: Pool,
+    method: str,
+    head: bytes,
+    read: Callable[[], Awaitable[bytes]],
+    chunked: bool,
+    max_body: int,
+    scan: FormScan | None,
+) -> tuple[Connection, Message]:
+    """A request with a body (both doors): its head out, then each chunk `read` gives (b"" at
+    its end) while the answer is awaited. Never retried: the body cannot be sent twice."""
+    async with UpstreamErrors(pool.name):
+        conn, _ = await pool.acquire()
+        msg = await _exchange(method, read, conn, head, chunked, max_body, scan)
+    return conn, msg
+
+
 async def _plain(conn: Connection, head: bytes, method: str) -> Message:
     try:
         conn.send_head(head, head_request=method == "HEAD")
@@ -181,7 +206,8 @@ async def _plain(conn: Connection, head: bytes, method: str) -> Message:
 
 
 async def _exchange(
-    request: web.Request,
+    method: str,
+    read: Callable[[], Awaitable[bytes]],
     conn: Connection,
     head: bytes,
     chunked: bool,
@@ -191,10 +217,10 @@ async def _exchange(
     sending: asyncio.Future[None] | None = None
     answer: asyncio.Future[Message] | None = None
     try:
-        conn.send_head(head, head_request=request.method == "HEAD")
+        conn.send_head(head, head_request=method == "HEAD")
         # The body goes up while we listen: an upstream may answer (413, 401 ...) before it has
         # all of it, and a stalled client must not keep that answer from being passed on.
-        sending = asyncio.ensure_future(_send_body(request, conn, chunked, max_body, scan))
+        sending = asyncio.ensure_future(_send_body(read, conn, chunked, max_body, scan))
         answer = asyncio.ensure_future(conn.head())
         await asyncio.wait((sending, answer), return_when=asyncio.FIRST_COMPLETED)
         if sending.done():
@@ -215,10 +241,20 @@ async def _exchange(
 
 
 async def _send_body(
-    request: web.Request, conn: Connection, chunked: bool, max_body: int, scan: FormScan | None
+    read: Callable[[], Awaitable[bytes]],
+    conn: Connection,
+    chunked: bool,
+    max_body: int,
+    scan: FormScan | None,
 ) -> None:
     seen = 0
-    async for chunk in request.content.iter_any():
+    while True:
+        try:
+            chunk = await read()
+        except ConnectionError:  # `read` reads the client: it left mid-body
+            raise ClientGone("the client closed the connection mid-body") from None
+        if not chunk:
+            break
         # Every request-body chunk passes here, once.
         seen += len(chunk)
         if seen > max_body:

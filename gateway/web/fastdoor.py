@@ -2,11 +2,18 @@
 
 Each connection starts here. Bytes are buffered until a request head's blank line; only that
 head is parsed (llhttp, via httptools). A head that is plain (HTTP/1.1, an origin-form target,
-no body, no upgrade, nothing unusual, see `_plain`) is served here, through the same pipeline
-and bookkeeping as the aiohttp door (fastserve.py). Anything else is handed to aiohttp before a
-byte of it is consumed: aiohttp's own protocol takes the transport and is fed exactly what the
-client sent, this request's head onwards, and keeps the connection for good. So bodies,
-WebSockets, `Expect`, HTTP/1.0 and every parser refusal behave as they do behind aiohttp.
+no body or one framed by a single Content-Length, no upgrade, nothing unusual, see `_plain`) is
+served here, through the same pipeline and bookkeeping as the aiohttp door (fastserve.py).
+Anything else is handed to aiohttp before a byte of it is consumed: aiohttp's own protocol takes
+the transport and is fed exactly what the client sent, this request's head onwards, and keeps the
+connection for good. So chunked bodies, WebSockets, `Expect`, HTTP/1.0 and every parser refusal
+behave as they do behind aiohttp.
+
+A Content-Length body is counted off the bytes that follow its head, whatever their split: the
+forward reads it (`read_body`, reading paused while BODY_BUFFER bytes wait), and the next head
+starts where it ends. What a refused request leaves unread is read and dropped for up to LINGER
+seconds, as aiohttp lingers, before the next request; an upstream that answered before the body
+was all sent closes the connection, as on aiohttp's door.
 
 One timer per connection carries the header deadline (a head must arrive within
 `limits.header_timeout`) and the idle keep-alive timeout, pushed back lazily.
@@ -36,9 +43,14 @@ LOG = logging.getLogger("scopegate")
 MAX_HEAD = 8190  # bytes: under aiohttp's line (8190) and field (16384) limits, whatever the split
 MAX_HEADERS = 100  # aiohttp refuses more than 128
 BUFFER_LIMIT = 256 * 1024  # pipelined bytes buffered while a request is served, before reading stops
+BODY_BUFFER = (
+    64 * 1024
+)  # request-body bytes waiting for the upstream before reading stops (aiohttp's door: 64 KiB)
+LINGER = 10.0  # seconds a refused request's unread body is read and dropped (aiohttp's lingering_time)
 FAST_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
-# SECURITY: a header that frames a body or switches protocols is aiohttp's to judge: a fast
-# request never has a body, so nothing after its head can be smuggled in as part of it.
+# SECURITY: chunked framing, an upgrade or an Expect is aiohttp's to judge. A fast request's body
+# is exactly its one Content-Length (digits, checked by llhttp and again below), so nothing after
+# it can be smuggled in as part of it, nor a part of it read as a request.
 HAND_OFF = frozenset({b"transfer-encoding", b"upgrade", b"expect", b"sec-websocket-key1"})
 VERIFY = ("verify",)  # forward-auth, under the management mount: served here too
 # Headers aiohttp refuses to see twice (its SINGLETON_HEADERS).
@@ -77,13 +89,14 @@ Fallback = Callable[[float | None], asyncio.Protocol]  # aiohttp's protocol, giv
 class _Head:
     """httptools' callbacks for one head: the target, the raw headers, and what llhttp made of it."""
 
-    __slots__ = ("complete", "headers", "keep_alive", "method", "parser", "url", "version")
+    __slots__ = ("complete", "headed", "headers", "keep_alive", "method", "parser", "url", "version")
 
     def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.complete = False
+        self.headed = False
         self.keep_alive = False
         self.method = b""
         self.version = ""
@@ -95,6 +108,7 @@ class _Head:
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self.headed = True
         parser = self.parser
         self.keep_alive = parser.should_keep_alive()
         self.method = parser.get_method()
@@ -104,13 +118,17 @@ class _Head:
         self.complete = True
 
     def read(self, head: bytes) -> bool:
-        self.url, self.headers, self.complete = b"", [], False
+        """Whether `head` is one whole request head; `complete` when no body follows it."""
+        self.url, self.headers, self.complete, self.headed = b"", [], False, False
         try:
             self.parser.feed_data(head)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             self.parser = httptools.HttpRequestParser(self)
             return False
-        return self.complete
+        if not self.complete and self.headed:
+            # A body follows, counted off by the door: the next head needs a parser of its own.
+            self.parser = httptools.HttpRequestParser(self)
+        return self.headed
 
 
 def _plain(head: bytes, parsed: _Head) -> Plain | None:
@@ -130,6 +148,7 @@ def _plain(head: bytes, parsed: _Head) -> Plain | None:
         return None
     seen: set[bytes] = set()
     pairs: list[tuple[str, str]] = []
+    length = 0
     for raw_name, raw_value in parsed.headers:
         lname = raw_name.lower()
         if lname in HAND_OFF:
@@ -139,14 +158,18 @@ def _plain(head: bytes, parsed: _Head) -> Plain | None:
                 return None
             seen.add(lname)
         value = raw_value.rstrip(b" \t")
-        if lname == b"content-length" and value != b"0":
-            return None  # SECURITY: a body (or a length that is not one) is aiohttp's to read
+        if lname == b"content-length":
+            if not value.isdigit() or len(value) > 18 or (value[0] == 48 and len(value) > 1):  # 48: "0"
+                return None  # SECURITY: a length that is not plainly one is aiohttp's to refuse
+            length = int(value)
         name = CANONICAL.get(lname)
         pairs.append((name or raw_name.decode("latin-1"), value.decode("latin-1")))
     if b"host" not in seen:
         return None  # aiohttp refuses an HTTP/1.1 request without Host
+    if parsed.complete != (length == 0):
+        return None  # SECURITY: llhttp and this count must agree on where the request ends
     headers = CIMultiDictProxy(CIMultiDict(pairs))
-    return Plain(parsed.method.decode(), parsed.url.decode("latin-1"), headers, parsed.keep_alive)
+    return Plain(parsed.method.decode(), parsed.url.decode("latin-1"), headers, parsed.keep_alive, length)
 
 
 class FastDoor(asyncio.Protocol):
@@ -178,6 +201,13 @@ class FastDoor(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
+        # The current request's body: bytes read and not yet forwarded (kept as received, so a
+        # chunk goes upstream uncopied), their count, and the bytes still to come from the client.
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._body_left = 0
+        self._body_waiter: asyncio.Future[None] | None = None
+        self._lingering = False  # dropping the rest of an answered request's body
         self._waiting_head = False
         self._deadline = 0.0  # when the connection is closed, 0 while a request is served
         self._timer: asyncio.TimerHandle | None = None
@@ -197,6 +227,15 @@ class FastDoor(asyncio.Protocol):
         self._set_deadline(self._loop.time() + self._header_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self._body_left:
+            data = self._body_part(data)
+            if self._body_left:
+                return
+            if self._lingering:  # the rest of an answered request's body is in: on to the next
+                self._lingering = False
+                self._buf += data
+                self._next()
+                return
         self._buf += data
         if self._busy:
             if len(self._buf) > BUFFER_LIMIT and not self._read_paused:
@@ -214,6 +253,7 @@ class FastDoor(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         self._wake()
+        self._wake_body()
         if not self._handed:
             self._server.connection_lost(self, exc)
 
@@ -286,6 +326,13 @@ class FastDoor(asyncio.Protocol):
                     self._hand_off()  # the management API is aiohttp's, forward-auth aside
                     return
         del buf[:end]
+        if req.length:
+            taken = bytes(buf[: req.length])
+            del buf[: req.length]
+            if taken:  # never an empty piece: read_body's b"" is the body's end
+                self._body.append(taken)
+            self._body_size = len(taken)
+            self._body_left = req.length - len(taken)
         self._busy = True
         self._waiting_head = False
         self._deadline = 0.0
@@ -311,9 +358,17 @@ class FastDoor(asyncio.Protocol):
             except ConnectionError:
                 return
         self._busy = False
+        self._body.clear()  # what the forward did not read of a body fully received
+        self._body_size = 0
         if self._read_paused:
             self._read_paused = False
             self.transport.resume_reading()
+        if self._body_left:
+            # Answered before the body was all here (a refusal): read the rest and drop it, as
+            # aiohttp lingers, so the answer is not lost to a reset; then the next request.
+            self._lingering = True
+            self._set_deadline(self._loop.time() + LINGER)
+            return
         self._next()
 
     def _hand_off(self) -> None:
@@ -336,6 +391,62 @@ class FastDoor(asyncio.Protocol):
         if self._read_paused:
             self._read_paused = False
             transport.resume_reading()
+
+    # -- a request body ---------------------------------------------------------------------------
+
+    @property
+    def body_unread(self) -> bool:
+        """Some of the current request's body was never read by the forward."""
+        return bool(self._body_left or self._body)
+
+    def whole_body(self) -> bytes | None:
+        """The request's body if all of it is here (taken), else None: `read_body` streams it."""
+        if self._body_left:
+            return None
+        body = b"".join(self._body)
+        self._body.clear()
+        self._body_size = 0
+        return body
+
+    async def read_body(self) -> bytes:
+        """The request body's next bytes, as they arrive; b"" once all were read.
+        ConnectionResetError if the client left first."""
+        while not self._body:
+            if not self._body_left:
+                return b""
+            if self._lost:
+                raise ConnectionResetError("the client closed the connection mid-body")
+            waiter = self._body_waiter = self._loop.create_future()
+            await waiter
+        chunk = b"".join(self._body)  # one piece is itself, not a copy
+        self._body.clear()
+        self._body_size = 0
+        if self._read_paused and len(self._buf) <= BUFFER_LIMIT:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return chunk
+
+    def _body_part(self, data: bytes) -> bytes:
+        """Count `data` off the body (kept for the forward, or dropped when lingering); the
+        bytes past its end."""
+        left = self._body_left
+        part, rest = (data, b"") if len(data) <= left else (data[:left], data[left:])
+        self._body_left = left - len(part)
+        if not self._lingering:
+            self._body.append(part)
+            self._body_size += len(part)
+            self._wake_body()
+            if self._body_size > BODY_BUFFER and not self._read_paused:
+                self._read_paused = True  # the upstream is slower than the client: wait for it
+                self.transport.pause_reading()
+        return rest
+
+    def _wake_body(self) -> None:
+        waiter = self._body_waiter
+        if waiter is not None:
+            self._body_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- writing --------------------------------------------------------------------------------
 

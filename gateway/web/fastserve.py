@@ -17,8 +17,17 @@ from aiohttp.hdrs import AUTHORIZATION
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..auth.principal import Principal
+from ..errors import BodyTooLarge
 from ..pipeline import Decision
-from ..proxy.forward import content_length, exchange_plain, pump, request_head
+from ..proxy.formscan import scanner_for
+from ..proxy.forward import (
+    content_length,
+    exchange_body,
+    exchange_plain,
+    exchange_whole,
+    pump,
+    request_head,
+)
 from ..proxy.headers import SERVER, PerPrincipal, client_ip, downstream_pairs, identity_headers
 from .errors import error_parts
 from .ledger import Ledger
@@ -39,12 +48,14 @@ _CONTROL = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 
 @dataclass(slots=True)
 class Plain:
-    """A request the fast door serves: no body, HTTP/1.1, an origin-form target."""
+    """A request the fast door serves: HTTP/1.1, an origin-form target, no body or one of
+    `length` bytes (its Content-Length)."""
 
     method: str
     target: str
     headers: CIMultiDictProxy[str]
     keep_alive: bool
+    length: int = 0
 
 
 async def serve_plain(door: FastDoor, req: Plain, vetted: CleanPath | Exception) -> bool:
@@ -99,9 +110,29 @@ async def _proxy(door: FastDoor, req: Plain, d: Decision, led: Ledger, keep_aliv
     upstream = d.route.upstream
     pool = rt.upstreams.pools[upstream]
     target = rt.upstreams.target(upstream, d.path.raw, d.path.query)
-    head = request_head(req.method, target, pool.authority, headers, None)
-    started = time.perf_counter()
-    conn, msg = await exchange_plain(pool, req.method, head)
+    if req.length:
+        limits = rt.cfg.limits
+        # SECURITY: a form body naming `_method` is refused before the upstream has all of it.
+        scan = scanner_for(req.headers, limits.form_inspect, req.method)
+        if req.length > limits.max_body:
+            raise BodyTooLarge(f"request body over {limits.max_body} bytes")
+        head = request_head(req.method, target, pool.authority, headers, f"Content-Length: {req.length}")
+        started = time.perf_counter()
+        body = door.whole_body()
+        if body is not None:
+            if scan is not None:
+                body = scan.feed(body) + scan.end()  # raises before a byte goes upstream
+            conn, msg = await exchange_whole(pool, req.method, head, body)
+        else:
+            conn, msg = await exchange_body(
+                pool, req.method, head, door.read_body, False, limits.max_body, scan
+            )
+            if not conn.reusable and door.body_unread:
+                keep_alive = False  # the upstream answered before the client's body was all read
+    else:
+        head = request_head(req.method, target, pool.authority, headers, None)
+        started = time.perf_counter()
+        conn, msg = await exchange_plain(pool, req.method, head)
     led.timings["upstream_ms"] = (time.perf_counter() - started) * 1000
     try:
         return await _respond(door, req, conn, msg, led, keep_alive)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDictProxy
 
-from ..errors import GatewayError, InternalError
+from ..errors import ClientGone, GatewayError, InternalError
 from ..observe import escape, log_request
 from ..pipeline import Decision, RouteRefused
 from ..proxy.headers import request_id
@@ -70,6 +70,9 @@ class Ledger:
             self.fields.update(exc.log_fields())
             self.reason = exc.code
             return exc, False
+        if isinstance(exc, ClientGone):
+            self.reason = exc.code  # the decision stands; the client never heard it
+            return exc, True
         if isinstance(exc, GatewayError):
             self.reason = exc.code
             if exc.status < 500:

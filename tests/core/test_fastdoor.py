@@ -149,6 +149,8 @@ def req(method: str, target: str, *headers: str, close: bool = True, body: bytes
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+FORM = "Content-Type: application/x-www-form-urlencoded"
+
 FAST = {
     "get": req("GET", "/open/x?a=1&b=%2F"),
     "head": req("HEAD", "/open/x"),
@@ -224,10 +226,48 @@ FAST = {
     + req("GET", "/auth/verify", "X-Forwarded-Method: GET", "X-Forwarded-Uri: /b"),
     "connection-named-header": req("GET", "/open/x", "Connection: X-Drop", "X-Drop: 1", close=False)
     + req("GET", "/open/y"),
+    "post-body": req("POST", "/open/x", "Content-Length: 5", body=b"hello"),
+    "content-length-with-smuggled-request": req(
+        "GET", "/open/x", "Content-Length: 35", close=False, body=b"GET /v1/admin HTTP/1.1\r\nHost: g\r\n\r\n"
+    )
+    + req("GET", "/open/after"),
+    "pipelined-fast-then-body-then-fast": req("GET", "/open/1", close=False)
+    + req("POST", "/open/2", "Content-Length: 3", close=False, body=b"abc")
+    + req("GET", "/open/3"),
+    "put-patch-delete-bodies": req("PUT", "/open/1", "Content-Length: 2", close=False, body=b"{}")
+    + req("PATCH", "/open/2", "Content-Length: 4", close=False, body=b"[1,2]"[:4])
+    + req("DELETE", "/open/3", "Content-Length: 1", body=b"x"),
+    "head-with-body": req("HEAD", "/open/x", "Content-Length: 3", body=b"abc"),
+    "refused-body-then-next-401": req(
+        "POST", "/v1/playlists", "Content-Length: 5", close=False, body=b"hello"
+    )
+    + req("GET", "/open/after"),
+    "form": req("POST", "/open/x", FORM, "Content-Length: 7", body=b"a=1&b=2"),
+    "form-method-field-400": req(
+        "POST", "/open/x", FORM, "Content-Length: 14", close=False, body=b"_method=DELETE"
+    )
+    + req("GET", "/open/after"),
+    "form-over-form-inspect-413": req("POST", "/open/x", FORM, "Content-Length: 70000", body=b"a" * 70000),
+    "multipart-method-field-400": req(
+        "POST",
+        "/open/x",
+        "Content-Type: multipart/form-data; boundary=XyZ",
+        "Content-Length: 72",
+        body=b'--XyZ\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--XyZ--',
+    ),
+    "verify-with-body": req(
+        "POST",
+        "/auth/verify",
+        "X-Forwarded-Method: GET",
+        "X-Forwarded-Uri: /open/x",
+        "Content-Length: 2",
+        close=False,
+        body=b"{}",
+    )
+    + req("GET", "/open/after"),
 }
 
 HANDED = {
-    "post-body": req("POST", "/open/x", "Content-Length: 5", body=b"hello"),
     "chunked-body": req("POST", "/open/x", "Transfer-Encoding: chunked", body=b"5\r\nhello\r\n0\r\n\r\n"),
     "expect-continue": req("PUT", "/open/x", "Expect: 100-continue", "Content-Length: 2", body=b"ok"),
     "http-1.0": b"GET /open/x HTTP/1.0\r\nHost: gw.test\r\n\r\n",
@@ -250,19 +290,21 @@ HANDED = {
     "utf8-header": req("GET", "/open/x", "X-Name: caf\u00e9"),
     "long-head": req("GET", "/open/x", "X-Big: " + "b" * 9000),
     "leading-crlf": b"\r\n" + req("GET", "/open/x"),
-    "content-length-with-smuggled-request": req(
-        "GET", "/open/x", "Content-Length: 35", close=False, body=b"GET /v1/admin HTTP/1.1\r\nHost: g\r\n\r\n"
-    )
-    + req("GET", "/open/after"),
     "negative-length": req("GET", "/open/x", "Content-Length: -1"),
     "two-lengths": req("GET", "/open/x", "Content-Length: 0", "Content-Length: 0"),
-    "pipelined-fast-then-body-then-fast": req("GET", "/open/1", close=False)
-    + req("POST", "/open/2", "Content-Length: 3", close=False, body=b"abc")
-    + req("GET", "/open/3"),
 }
 
 
-async def assert_same_through_both(doors: Doors, upstream: Upstream, data: bytes) -> None:
+# Form bodies refused for a `_method` field. aiohttp's door streams the body, so the upstream
+# sees the request start and then cut short. The fast door reads a body that is all here before
+# anything goes upstream, so the upstream never hears of the request.
+NEVER_SENT = {
+    "form-method-field-400": ("POST", "/open/x", 0),
+    "multipart-method-field-400": ("POST", "/open/x", 0),
+}
+
+
+async def assert_same_through_both(doors: Doors, upstream: Upstream, data: bytes, name: str = "") -> None:
     """The same bytes through aiohttp's door, then the fast door: the same answer, byte for byte
     (Date and request ids aside), and the same requests at the upstream."""
     before = normal(await exchange(doors.plain.port, data))
@@ -270,6 +312,8 @@ async def assert_same_through_both(doors: Doors, upstream: Upstream, data: bytes
     upstream.seen.clear()
     after = normal(await exchange(doors.fast.port, data))
     assert after == before
+    if name in NEVER_SENT:
+        seen.remove(NEVER_SENT[name])
     assert [(s.method, s.raw_path, s.body_len) for s in upstream.seen] == seen
 
 
@@ -278,8 +322,9 @@ async def test_the_fast_door_answers_byte_for_byte_as_aiohttp(
     doors: Doors, upstream: Upstream, name: str
 ) -> None:
     data = FAST[name]
-    await assert_same_through_both(doors, upstream, data)
-    assert doors.fast.rt.fast_requests == data.count(b" HTTP/1.1\r\n")
+    await assert_same_through_both(doors, upstream, data, name)
+    # A request line inside a body is the body's (the smuggling case), not a request.
+    assert doors.fast.rt.fast_requests == data.count(b" HTTP/1.1\r\n") - data.count(b"GET /v1/admin")
     assert doors.fast.rt.handed_off == 0
 
 
@@ -335,8 +380,8 @@ async def test_forward_auth_answers_a_token_and_a_jwt_as_aiohttp(
 
 
 async def test_a_body_never_carries_a_second_request_past_the_gate(doors: Doors, upstream: Upstream) -> None:
-    # SECURITY: the fast door consumes a head only; a request with a body goes to aiohttp whole,
-    # so a request hidden in the body is the body, never a request of its own.
+    # SECURITY: a Content-Length body is counted off by the fast door, a chunked one goes to
+    # aiohttp whole: either way a request hidden in the body is the body, never a request.
     smuggled = b"GET /v1/admin HTTP/1.1\r\nHost: g\r\n\r\n"
     for framing, body in (
         (f"Content-Length: {len(smuggled)}", smuggled),
@@ -346,7 +391,7 @@ async def test_a_body_never_carries_a_second_request_past_the_gate(doors: Doors,
         reply = await exchange(doors.fast.port, req("GET", "/open/x", framing, body=body))
         assert reply.count(b"HTTP/1.1 ") == 1 and reply.startswith(b"HTTP/1.1 200 ")
         assert [(s.raw_path, s.body_len) for s in upstream.seen] == [("/open/x", len(smuggled))]
-    assert doors.fast.rt.handed_off == 2
+    assert doors.fast.rt.fast_requests == 1 and doors.fast.rt.handed_off == 1
 
 
 async def test_pipelined_requests_are_answered_in_order(doors: Doors, upstream: Upstream) -> None:
@@ -371,7 +416,7 @@ async def test_a_mix_of_fast_and_handed_requests_keeps_its_order(doors: Doors, u
     paths = re.findall(rb'"path": ?"(/open/[^"]+)"', reply)
     assert paths == [b"/open/1", b"/open/2", b"/open/3", b"/open/4", b"/open/5"]
     assert reply.index(b'"scopes"') > reply.index(b"/open/4")
-    assert doors.fast.rt.fast_requests == 2 and doors.fast.rt.handed_off == 1
+    assert doors.fast.rt.fast_requests == 4 and doors.fast.rt.handed_off == 1
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:

@@ -87,7 +87,6 @@ HANDED = {
     "cl-empty": head("Host: a", "Content-Length:", CLOSE),
     "cl-negative": head("Host: a", "Content-Length: -0", CLOSE),
     "cl-two-lowercase": head("Host: a", "Content-Length: 0", "content-length: 0", CLOSE),
-    "cl-smuggles-admin": head("Host: a", f"Content-Length: {len(SMUGGLED)}", CLOSE) + SMUGGLED,
     # Transfer-Encoding in every spelling llhttp or aiohttp might read as one.
     "te-identity": head("Host: a", "Transfer-Encoding: identity", CLOSE),
     "te-empty": head("Host: a", "Transfer-Encoding:", CLOSE),
@@ -148,6 +147,9 @@ HANDED = {
 # Heads the fast door serves itself: the gate's verdict and the upstream's view must not change.
 FAST = {
     "cl-0-then-a-second-request": head("Host: a", "Content-Length: 0") + SMUGGLED,
+    # SECURITY: a body counted off by its Content-Length, the request inside it never gated.
+    "cl-smuggles-admin": head("Host: a", f"Content-Length: {len(SMUGGLED)}", CLOSE) + SMUGGLED,
+    "cl-body-then-a-second-request": head("Host: a", "Content-Length: 4") + b"abcd" + SMUGGLED,
     "cl-0-no-space": head("Host: a", "Content-Length:0", CLOSE),
     "cl-0-padded": head("Host: a", "Content-Length:  0  ", CLOSE),
     "te-underscore-twin": head("Host: a", "Transfer_Encoding: chunked", CLOSE),
@@ -317,9 +319,10 @@ async def test_content_length_zero_then_a_request_is_gated_as_a_request(
 
 
 async def test_a_body_on_get_is_never_a_second_request(doors: Doors, upstream: Upstream) -> None:
-    reply = await exchange(doors.fast.port, HANDED["cl-smuggles-admin"])
+    reply = await exchange(doors.fast.port, FAST["cl-smuggles-admin"])
     assert reply.count(b"HTTP/1.1 ") == 1 and reply.startswith(b"HTTP/1.1 200 ")
     assert [(s.raw_path, s.body_len) for s in upstream.seen] == [("/open/x", len(SMUGGLED))]
+    assert doors.fast.rt.fast_requests == 1 and doors.fast.rt.handed_off == 0
 
 
 async def test_identity_and_forwarding_headers_never_reach_the_upstream(
@@ -461,7 +464,7 @@ async def test_a_hand_off_arriving_while_a_fast_request_is_answered_waits_its_tu
         writer.write(req("GET", "/slow?s=0.4", close=False))
         await eventually(lambda: upstream.seen)
         writer.write(
-            req("POST", "/open/2", "Content-Length: 3", "Content-Type: text/plain", close=False, body=b"abc")
+            req("POST", "/open/2", "Transfer-Encoding: chunked", close=False, body=b"3\r\nabc\r\n0\r\n\r\n")
             + req("GET", "/open/3")
         )
         reply = await asyncio.wait_for(reader.read(), 10)
