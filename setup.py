@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent
 # Modules off the hot path stay Python, and so does proxy/forward.py: compiled, it doubled the
 # kernel time of 1 MB downloads under 32 connections (bisected module by module; cause unknown).
 HOT = [
+    "gateway/web/fastbody.py",
     "gateway/web/fastdoor.py",
     "gateway/web/fastserve.py",
     "gateway/web/ledger.py",

@@ -9,9 +9,9 @@ the transport and is fed exactly what the client sent, this request's head onwar
 connection for good. So chunked bodies, WebSockets, `Expect`, HTTP/1.0 and every parser refusal
 behave as they do behind aiohttp.
 
-A Content-Length body is counted off the bytes that follow its head, whatever their split: the
-forward reads it (`read_body`, reading paused while BODY_BUFFER bytes wait), and the next head
-starts where it ends. What a refused request leaves unread is read and dropped for up to LINGER
+A Content-Length body is counted off the bytes that follow its head, whatever their split
+(fastbody.py): the forward takes it (reading paused while BODY_BUFFER bytes wait), and the next
+head starts where it ends. What a refused request leaves unread is read and dropped for up to LINGER
 seconds, as aiohttp lingers, before the next request; an upstream that answered before the body
 was all sent closes the connection, as on aiohttp's door.
 
@@ -30,6 +30,7 @@ import httptools
 from aiohttp.tcp_helpers import tcp_nodelay
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from .fastbody import Body
 from .fastserve import Plain, serve_plain
 from .peer import peer_address
 
@@ -201,13 +202,7 @@ class FastDoor(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
-        # The current request's body: bytes read and not yet forwarded (kept as received, so a
-        # chunk goes upstream uncopied), their count, and the bytes still to come from the client.
-        self._body: list[bytes] = []
-        self._body_size = 0
-        self._body_left = 0
-        self._body_waiter: asyncio.Future[None] | None = None
-        self._lingering = False  # dropping the rest of an answered request's body
+        self.body = Body(self._loop, self._body_taken)  # the current request's, if it has one
         self._waiting_head = False
         self._deadline = 0.0  # when the connection is closed, 0 while a request is served
         self._timer: asyncio.TimerHandle | None = None
@@ -227,12 +222,16 @@ class FastDoor(asyncio.Protocol):
         self._set_deadline(self._loop.time() + self._header_timeout)
 
     def data_received(self, data: bytes) -> None:
-        if self._body_left:
-            data = self._body_part(data)
-            if self._body_left:
+        body = self.body
+        if body.left:
+            data = body.feed(data)
+            if body.left:
+                if body.size > BODY_BUFFER and not self._read_paused:
+                    self._read_paused = True  # the upstream is slower than the client: wait for it
+                    self.transport.pause_reading()
                 return
-            if self._lingering:  # the rest of an answered request's body is in: on to the next
-                self._lingering = False
+            if body.lingering:  # the rest of an answered request's body is in: on to the next
+                body.lingering = False
                 self._buf += data
                 self._next()
                 return
@@ -253,7 +252,7 @@ class FastDoor(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         self._wake()
-        self._wake_body()
+        self.body.lost()
         if not self._handed:
             self._server.connection_lost(self, exc)
 
@@ -327,12 +326,8 @@ class FastDoor(asyncio.Protocol):
                     return
         del buf[:end]
         if req.length:
-            taken = bytes(buf[: req.length])
+            self.body.start(bytes(buf[: req.length]), req.length)
             del buf[: req.length]
-            if taken:  # never an empty piece: read_body's b"" is the body's end
-                self._body.append(taken)
-            self._body_size = len(taken)
-            self._body_left = req.length - len(taken)
         self._busy = True
         self._waiting_head = False
         self._deadline = 0.0
@@ -358,15 +353,14 @@ class FastDoor(asyncio.Protocol):
             except ConnectionError:
                 return
         self._busy = False
-        self._body.clear()  # what the forward did not read of a body fully received
-        self._body_size = 0
+        body = self.body
+        body.linger()  # drops what the forward did not take
         if self._read_paused:
             self._read_paused = False
             self.transport.resume_reading()
-        if self._body_left:
+        if body.lingering:
             # Answered before the body was all here (a refusal): read the rest and drop it, as
             # aiohttp lingers, so the answer is not lost to a reset; then the next request.
-            self._lingering = True
             self._set_deadline(self._loop.time() + LINGER)
             return
         self._next()
@@ -392,61 +386,12 @@ class FastDoor(asyncio.Protocol):
             self._read_paused = False
             transport.resume_reading()
 
-    # -- a request body ---------------------------------------------------------------------------
-
-    @property
-    def body_unread(self) -> bool:
-        """Some of the current request's body was never read by the forward."""
-        return bool(self._body_left or self._body)
-
-    def whole_body(self) -> bytes | None:
-        """The request's body if all of it is here (taken), else None: `read_body` streams it."""
-        if self._body_left:
-            return None
-        body = b"".join(self._body)
-        self._body.clear()
-        self._body_size = 0
-        return body
-
-    async def read_body(self) -> bytes:
-        """The request body's next bytes, as they arrive; b"" once all were read.
-        ConnectionResetError if the client left first."""
-        while not self._body:
-            if not self._body_left:
-                return b""
-            if self._lost:
-                raise ConnectionResetError("the client closed the connection mid-body")
-            waiter = self._body_waiter = self._loop.create_future()
-            await waiter
-        chunk = b"".join(self._body)  # one piece is itself, not a copy
-        self._body.clear()
-        self._body_size = 0
+    def _body_taken(self) -> None:
+        """The forward took the body's held bytes: read the client again, unless pipelined
+        requests fill the buffer."""
         if self._read_paused and len(self._buf) <= BUFFER_LIMIT:
             self._read_paused = False
             self.transport.resume_reading()
-        return chunk
-
-    def _body_part(self, data: bytes) -> bytes:
-        """Count `data` off the body (kept for the forward, or dropped when lingering); the
-        bytes past its end."""
-        left = self._body_left
-        part, rest = (data, b"") if len(data) <= left else (data[:left], data[left:])
-        self._body_left = left - len(part)
-        if not self._lingering:
-            self._body.append(part)
-            self._body_size += len(part)
-            self._wake_body()
-            if self._body_size > BODY_BUFFER and not self._read_paused:
-                self._read_paused = True  # the upstream is slower than the client: wait for it
-                self.transport.pause_reading()
-        return rest
-
-    def _wake_body(self) -> None:
-        waiter = self._body_waiter
-        if waiter is not None:
-            self._body_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
 
     # -- writing --------------------------------------------------------------------------------
 

@@ -118,16 +118,16 @@ async def _proxy(door: FastDoor, req: Plain, d: Decision, led: Ledger, keep_aliv
             raise BodyTooLarge(f"request body over {limits.max_body} bytes")
         head = request_head(req.method, target, pool.authority, headers, f"Content-Length: {req.length}")
         started = time.perf_counter()
-        body = door.whole_body()
+        body = door.body.whole()
         if body is not None:
             if scan is not None:
                 body = scan.feed(body) + scan.end()  # raises before a byte goes upstream
             conn, msg = await exchange_whole(pool, req.method, head, body)
         else:
             conn, msg = await exchange_body(
-                pool, req.method, head, door.read_body, False, limits.max_body, scan
+                pool, req.method, head, door.body.read, False, limits.max_body, scan
             )
-            if not conn.reusable and door.body_unread:
+            if not conn.reusable and door.body.unread:
                 keep_alive = False  # the upstream answered before the client's body was all read
     else:
         head = request_head(req.method, target, pool.authority, headers, None)

@@ -1,4 +1,4 @@
-"""Request bodies on the fast door (gateway/web/fastdoor.py, `read_body`), against real sockets.
+"""Request bodies on the fast door (gateway/web/fastbody.py), against real sockets.
 
 A body framed by its one Content-Length is counted off the bytes after its head, however the
 client's packets split it, and goes upstream as it arrives; the bytes after it are the next
