@@ -2,9 +2,10 @@
 
 The door feeds it every byte after the request's head until `left` is 0; what is past the body
 goes back to the door as the next request's. The forward takes the body whole when it is all
-here (`whole`), or as it arrives (`read`, b"" at its end). Pieces are kept as they arrived, so a
-piece goes upstream uncopied. A body the forward never read is dropped as it arrives while the
-door lingers (`linger`).
+here and small (`whole`), or piece by piece as it arrives (`read`, b"" at its end). Pieces are
+kept as they arrived, so a streamed piece goes upstream uncopied and a large body is never
+copied whole. A body the forward never read is dropped as it arrives while the door lingers
+(`linger`).
 """
 
 from __future__ import annotations
@@ -51,11 +52,14 @@ class Body:
             self._wake()
         return rest
 
-    def whole(self) -> bytes | None:
-        """The body, taken, if all of it is here; else None (`read` streams it)."""
-        if self.left:
+    def whole(self, limit: int) -> bytes | None:
+        """The body, taken, if all of it is here and at most `limit` bytes; else None (`read`
+        streams it)."""
+        if self.left or self.size > limit:
             return None
-        return self._take()
+        chunk = b"".join(self._pieces)  # one piece is itself, not a copy
+        self.clear()
+        return chunk
 
     async def read(self) -> bytes:
         """The body's next bytes as they arrive; b"" once all were read. ConnectionResetError if
@@ -67,7 +71,10 @@ class Body:
                 raise ConnectionResetError("the client closed the connection mid-body")
             waiter = self._waiter = self._loop.create_future()
             await waiter
-        return self._take()
+        chunk = self._pieces.pop(0)
+        self.size -= len(chunk)
+        self._taken()
+        return chunk
 
     def linger(self) -> None:
         """Answered before the body was all read: what is held, and what is still to come, is dropped."""
@@ -81,12 +88,6 @@ class Body:
     def lost(self) -> None:
         self.gone = True
         self._wake()
-
-    def _take(self) -> bytes:
-        chunk = b"".join(self._pieces)  # one piece is itself, not a copy
-        self.clear()
-        self._taken()
-        return chunk
 
     def _wake(self) -> None:
         waiter = self._waiter

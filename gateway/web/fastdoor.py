@@ -44,9 +44,8 @@ LOG = logging.getLogger("scopegate")
 MAX_HEAD = 8190  # bytes: under aiohttp's line (8190) and field (16384) limits, whatever the split
 MAX_HEADERS = 100  # aiohttp refuses more than 128
 BUFFER_LIMIT = 256 * 1024  # pipelined bytes buffered while a request is served, before reading stops
-BODY_BUFFER = (
-    64 * 1024
-)  # request-body bytes waiting for the upstream before reading stops (aiohttp's door: 64 KiB)
+# Request-body bytes waiting for a slower upstream before reading stops (aiohttp's door: 64 KiB).
+BODY_BUFFER = 64 * 1024
 LINGER = 10.0  # seconds a refused request's unread body is read and dropped (aiohttp's lingering_time)
 FAST_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
 # SECURITY: chunked framing, an upgrade or an Expect is aiohttp's to judge. A fast request's body
@@ -387,9 +386,9 @@ class FastDoor(asyncio.Protocol):
             transport.resume_reading()
 
     def _body_taken(self) -> None:
-        """The forward took the body's held bytes: read the client again, unless pipelined
-        requests fill the buffer."""
-        if self._read_paused and len(self._buf) <= BUFFER_LIMIT:
+        """The forward took a piece of the body: read the client again once what is held is
+        under BODY_BUFFER, unless pipelined requests fill the buffer."""
+        if self._read_paused and self.body.size <= BODY_BUFFER and len(self._buf) <= BUFFER_LIMIT:
             self._read_paused = False
             self.transport.resume_reading()
 

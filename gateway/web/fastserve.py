@@ -33,6 +33,8 @@ from .errors import error_parts
 from .ledger import Ledger
 from .management import forward_decision
 
+WHOLE_BODY = 64 * 1024  # a body all here and this small goes upstream in one write with its head
+
 if TYPE_CHECKING:
     from ..proxy.pool import Connection, Message
     from ..surface.paths import CleanPath
@@ -118,7 +120,7 @@ async def _proxy(door: FastDoor, req: Plain, d: Decision, led: Ledger, keep_aliv
             raise BodyTooLarge(f"request body over {limits.max_body} bytes")
         head = request_head(req.method, target, pool.authority, headers, f"Content-Length: {req.length}")
         started = time.perf_counter()
-        body = door.body.whole()
+        body = door.body.whole(WHOLE_BODY)
         if body is not None:
             if scan is not None:
                 body = scan.feed(body) + scan.end()  # raises before a byte goes upstream
