@@ -147,7 +147,8 @@ def _request(path: str, credential: str | None, extra: str = "", body: int = 0) 
     auth = f"Authorization: Bearer {credential}\r\n" if credential else ""
     if body:
         extra += f"Content-Type: application/octet-stream\r\nContent-Length: {body}\r\n"
-    head = f"{'POST' if body else 'GET'} {path} HTTP/1.1\r\nHost: bench\r\n{extra}User-Agent: bench\r\n{auth}\r\n"
+    method = "POST" if body else "GET"
+    head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\n{extra}User-Agent: bench\r\n{auth}\r\n"
     return head.encode() + b"x" * body
 
 
