@@ -114,6 +114,12 @@ def request_head(
     return text.encode("utf-8", "surrogateescape") + b"\r\n\r\n"
 
 
+def check_body_size(size: int, max_body: int) -> None:
+    """A body over `limits.max_body`, declared or counted so far, is refused (both doors)."""
+    if size > max_body:
+        raise BodyTooLarge(f"request body over {max_body} bytes")
+
+
 async def forward(
     request: web.Request,
     upstreams: Upstreams,
@@ -125,8 +131,8 @@ async def forward(
     scan: FormScan | None = None,
 ) -> web.StreamResponse:
     declared = request.content_length
-    if declared is not None and declared > max_body:
-        raise BodyTooLarge(f"request body over {max_body} bytes")
+    if declared is not None:
+        check_body_size(declared, max_body)
     pool = upstreams.pools[name]
     method = request.method
     has_body = request.body_exists
@@ -257,8 +263,7 @@ async def _send_body(
             break
         # Every request-body chunk passes here, once.
         seen += len(chunk)
-        if seen > max_body:
-            raise BodyTooLarge(f"request body over {max_body} bytes")
+        check_body_size(seen, max_body)
         if scan is not None:
             # SECURITY: a form scanner holds back what it has not judged; its refusal (raised
             # here) aborts the upstream connection before the upstream has a complete body.

@@ -17,10 +17,10 @@ from aiohttp.hdrs import AUTHORIZATION
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..auth.principal import Principal
-from ..errors import BodyTooLarge
 from ..pipeline import Decision
 from ..proxy.formscan import scanner_for
 from ..proxy.forward import (
+    check_body_size,
     content_length,
     exchange_body,
     exchange_plain,
@@ -116,8 +116,7 @@ async def _proxy(door: FastDoor, req: Plain, d: Decision, led: Ledger, keep_aliv
         limits = rt.cfg.limits
         # SECURITY: a form body naming `_method` is refused before the upstream has all of it.
         scan = scanner_for(req.headers, limits.form_inspect, req.method)
-        if req.length > limits.max_body:
-            raise BodyTooLarge(f"request body over {limits.max_body} bytes")
+        check_body_size(req.length, limits.max_body)
         head = request_head(req.method, target, pool.authority, headers, f"Content-Length: {req.length}")
         started = time.perf_counter()
         body = door.body.whole(WHOLE_BODY)
