@@ -159,7 +159,7 @@ def _plain(head: bytes, parsed: _Head) -> Plain | None:
             seen.add(lname)
         value = raw_value.rstrip(b" \t")
         if lname == b"content-length":
-            if not value.isdigit() or len(value) > 18 or (value[0] == 48 and len(value) > 1):  # 48: "0"
+            if not value.isdigit() or len(value) > 18 or (value.startswith(b"0") and value != b"0"):
                 return None  # SECURITY: a length that is not plainly one is aiohttp's to refuse
             length = int(value)
         name = CANONICAL.get(lname)
