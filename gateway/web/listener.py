@@ -187,14 +187,14 @@ class GuardedSite(web.TCPSite):
             inner = server() if refused is None else _JsonErrorHandler(server, refused)
             return _HeaderDeadline(inner, timeout, deadline)
 
-        factory: Callable[[], asyncio.Protocol] = aiohttp_protocol
+        factory: Callable[[], asyncio.BaseProtocol] = aiohttp_protocol
         app = getattr(self._runner, "app", None)
         if self._fast_door and app is not None and RUNTIME in app:
             rt = app[RUNTIME]
             # aiohttp's RequestHandler default, unless the runner was given one (serve.py is).
             keepalive = float(server._kwargs.get("keepalive_timeout", 3630.0))
 
-            def factory() -> asyncio.Protocol:
+            def factory() -> asyncio.BaseProtocol:
                 return FastDoor(rt, server, aiohttp_protocol, timeout, keepalive)
 
         self._server = await asyncio.get_running_loop().create_server(

@@ -31,7 +31,7 @@ from tests.conftest import EXAMPLE_ROUTES, Upstream, write_config
 from tests.core.test_upstream_client import fixed, raw_upstream
 from tests.ops.test_tls import StartTls, TlsGateway, client_context, start_tls
 from tests.ops.tlskit import issue, make_ca
-from tests.support import captured_access_log, eventually
+from tests.support import captured_access_log, eventually, start_serve, stop_async
 
 __all__ = ["start_tls"]  # the fixture, from the TLS tests
 
@@ -613,6 +613,30 @@ async def test_tls_listener_on_uvloop_serves_fast_and_hands_over(
     gw: TlsGateway = await start_tls()  # `scopegate serve`: uvloop, listen.tls
     reply = await asyncio.to_thread(_tls_exchange, gw.port, client_context(gw.ca), TLS_PIPELINE)
     _three_answers(reply, upstream)
+
+
+async def test_plain_listener_on_uvloop_hands_over_mid_connection(tmp_path: Path, upstream: Upstream) -> None:
+    # The fast door reads as a BufferedProtocol, aiohttp's protocol does not: bytes that arrive
+    # after the hand-off must reach aiohttp (uvloop's set_protocol restarts reading with the new
+    # protocol's kind of callbacks), never the fast door's buffer.
+    running = await start_serve(write_config(tmp_path, upstream.url))
+    try:
+        chunked = req("POST", "/open/up", "Transfer-Encoding: chunked", close=False)
+        pipeline = req("GET", "/open/1", close=False) + chunked + b"5\r\nhello\r\n"
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        writer.write(pipeline)
+        await eventually(lambda: len(upstream.seen) == 2)  # handed over: aiohttp forwards the POST
+        writer.write(b"6\r\n world\r\n0\r\n\r\n" + req("GET", "/open/3"))  # read by aiohttp
+        reply = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    finally:
+        await stop_async(running.proc, 15)
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == 3, reply
+    assert [(s.method, s.raw_path, s.body_len, s.complete) for s in upstream.seen] == [
+        ("GET", "/open/1", 0, True),
+        ("POST", "/open/up", 11, True),
+        ("GET", "/open/3", 0, True),
+    ]
 
 
 async def test_tls_listener_on_asyncio_serves_fast_and_hands_over(tmp_path: Path, upstream: Upstream) -> None:

@@ -116,6 +116,23 @@ async def test_a_refused_upload_is_read_and_dropped_then_the_next_request_is_ser
     assert doors.fast.rt.fast_requests == 2 and doors.fast.rt.handed_off == 0
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-door", "aiohttp-door"])
+async def test_a_refused_upload_on_a_closing_connection_is_read_before_the_close(
+    doors: Doors, upstream: Upstream, fast: bool
+) -> None:
+    # `Connection: close` with a large body sent at once: closed while the body is still coming,
+    # the unread bytes would reset the connection, and the client could lose the answer to it.
+    door = doors.fast if fast else doors.plain
+    size = 2_000_000
+    reader, writer = await asyncio.open_connection("127.0.0.1", door.port)
+    writer.write(req("POST", "/v1/playlists", f"Content-Length: {size}", body=b"c" * size))
+    answer, _ = await asyncio.wait_for(asyncio.gather(reader.read(), writer.drain()), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 ") and b"\r\nConnection: close\r\n" in answer
+    assert answer.endswith(b"}")  # the whole JSON error, then a clean end of stream
+    assert upstream.seen == []
+
+
 async def test_a_refused_upload_never_finished_is_closed_after_the_linger(
     start_door: StartDoor, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
