@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from gateway.auth import jwt as jwt_module
 from gateway.auth.jwt import MAX_JWT_BYTES, MAX_KID_CHARS, JwtAuthenticator, authenticator_for
 from gateway.config import JwtConfig, load_config
 from gateway.errors import ConfigError, InvalidToken
@@ -267,6 +268,27 @@ async def test_a_second_use_at_the_same_instant_hits_the_cache(make_env: MakeEnv
     for _ in range(3):
         assert await env.auth.authenticate(token, None) is not None
     assert decodes[0] == 1
+
+
+async def test_the_digest_memo_holds_only_verified_credentials_and_stays_bounded(
+    make_env: MakeEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jwt_module, "DIGEST_MEMO", 3)
+    env = await make_env("secret-hs256")
+    decodes = count_decodes(env.auth)
+    forged = env.signer.token(sub="mallory")[:-4] + "AAAA"
+    with pytest.raises(InvalidToken):
+        await env.auth.authenticate(forged, None)
+    assert env.auth._digests == {}  # a credential that failed is never remembered
+    tokens = [env.signer.token(sub=f"user{i}") for i in range(7)]
+    for token in tokens:
+        assert await env.auth.authenticate(token, None) is not None
+        assert len(env.auth._digests) <= 3
+    # Remembered or not, each is still its own verified entry: no further signature checks.
+    for i, token in enumerate(tokens):
+        principal = await env.auth.authenticate(token, None)
+        assert principal is not None and principal.subject == f"user{i}"
+    assert decodes[0] == 8
 
 
 async def test_cached_signature_still_checks_expiry(make_env: MakeEnv, clock: Clock) -> None:
