@@ -77,8 +77,6 @@ SINGLE = frozenset(
         b"user-agent",
     }
 )
-# Visible ASCII, space and tab (CR and LF are counted separately): no control bytes, no obs-text.
-_PLAIN_BYTES = bytes(range(0x20, 0x7F)) + b"\t\r\n"
 
 
 def _canonical_names() -> dict[bytes, str]:
@@ -143,7 +141,10 @@ class _Head:
 def _plain(head: bytes, parsed: _Head) -> Plain | None:
     """The request, if the fast door may serve it; None hands it to aiohttp."""
     if (
-        head.translate(None, _PLAIN_BYTES)
+        # ASCII only: obs-text is aiohttp's. No control byte but HTAB gets past llhttp (read below;
+        # the hostile tests' NUL, DEL, VT, FF and ESC heads are all handed over). Deleting every
+        # plain byte with bytes.translate said the same at 2 % of a request's instructions.
+        not head.isascii()
         or head.count(b"\n") != head.count(b"\r\n")  # SECURITY: a bare LF frames differently elsewhere
         or head.count(b"\r") != head.count(b"\r\n")
         or b"\r\n " in head
