@@ -140,15 +140,15 @@ class _Head:
 
 def _plain(head: bytes, parsed: _Head) -> Plain | None:
     """The request, if the fast door may serve it; None hands it to aiohttp."""
+    crlf = head.count(b"\r\n")
     if (
         # ASCII only: obs-text is aiohttp's. No control byte but HTAB gets past llhttp (read below;
-        # the hostile tests' NUL, DEL, VT, FF and ESC heads are all handed over). Deleting every
-        # plain byte with bytes.translate said the same at 2 % of a request's instructions.
+        # the hostile tests' NUL, DEL, VT, FF and ESC heads are all handed over), nor a folded
+        # line (obs-fold, obs-fold-tab, te-obs-fold). Checking both here again, with
+        # bytes.translate and two substring searches, cost 4 % of a forward-auth check.
         not head.isascii()
-        or head.count(b"\n") != head.count(b"\r\n")  # SECURITY: a bare LF frames differently elsewhere
-        or head.count(b"\r") != head.count(b"\r\n")
-        or b"\r\n " in head
-        or b"\r\n\t" in head  # obs-fold
+        or head.count(b"\n") != crlf  # SECURITY: a bare LF frames differently elsewhere
+        or head.count(b"\r") != crlf
         or not parsed.read(head)
         or parsed.version != "1.1"
         or parsed.method not in FAST_METHODS
