@@ -50,9 +50,10 @@ BUFFER_LIMIT = 256 * 1024  # pipelined bytes buffered while a request is served,
 # Request-body bytes waiting for a slower upstream before reading stops (aiohttp's door: 64 KiB).
 BODY_BUFFER = 64 * 1024
 # Every read of a client lands in one buffer of this size, shared by the process's connections
-# and copied out at once, so no piece of a body is larger. With uvloop's own 256 KiB reads, 32
-# uploads of 1 MB left the allocator holding 11 MB more (bench/run.py, peak RSS); 64 KiB reads
-# saved 4 MB more than this size but cost more CPU per upload.
+# and copied out at once, so no piece of a body is larger. Peak RSS with 32 uploads of 1 MB, side
+# by side (README, Reads into one shared buffer): 79.7 MB at uvloop's own 256 KiB reads, 68.9 MB
+# at 128 KiB, 65.0 MB at 64 KiB, whose extra reads cost more CPU per upload in that run (954
+# against 845 us, within the machine's noise).
 READ_SIZE = 128 * 1024
 _READ = memoryview(bytearray(READ_SIZE))
 LINGER = 10.0  # seconds a refused request's unread body is read and dropped (aiohttp's lingering_time)
