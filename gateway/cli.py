@@ -234,6 +234,7 @@ def _serve(args: argparse.Namespace) -> int:
                 reuse_port=args.worker_id is not None,
                 admin=worker == "0",
                 ready=_announce if args.worker_id is None else None,
+                settle_heap=True,
             )
         )
     return 0

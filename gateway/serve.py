@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .config import Config
 from .errors import StartupError
+from .heap import settle
 from .observe import flush_log
 from .web.admin import build_admin_app
 from .web.app import build_app
@@ -39,7 +40,10 @@ async def serve(
     admin: bool = True,
     ready: Callable[[list[tuple[str, int]]], Awaitable[None]] | None = None,
     stop: asyncio.Event | None = None,
+    settle_heap: bool = False,
 ) -> None:
+    """One worker until `stop` (or SIGTERM). `settle_heap`: freeze the started heap out of the
+    cycle collector's full passes (gateway/heap.py), for a process that is only this worker."""
     rt = Runtime(cfg, worker=worker)
     runner = public_runner(rt)
     await runner.setup()
@@ -75,6 +79,8 @@ async def serve(
         bound[0][1],
         len(rt.surface.routes),
     )
+    if settle_heap:
+        settle()
     if ready is not None:
         await ready(bound)
 

@@ -15,6 +15,7 @@ from ..auth.principal import Principal
 from ..auth.ratelimit import FailedAuthLimiter
 from ..config import Config
 from ..errors import ConfigError, StartupError, StoreUnavailable
+from ..heap import resettle
 from ..observe import Metrics, counter, gauge, log_request
 from ..pipeline import Pipeline
 from ..proxy.forward import Upstreams
@@ -233,6 +234,7 @@ class Runtime:
             return False
         self.surface, self.matcher = surface, Matcher(surface)
         self.catalogue = Catalogue.build(surface.scope_names())
+        resettle()  # the old surface is let go: collect it, freeze the new one
         self.metrics.reloads.labels("ok").inc()
         LOG.info("surface reloaded: %d routes", len(surface.routes))
         return True

@@ -9,6 +9,7 @@ from gateway.config import TokensConfig
 from gateway.errors import InvalidToken, StoreUnavailable
 from gateway.tokens import postgres as postgres_module
 from gateway.tokens import sqlite as sqlite_module
+from gateway.tokens import validator as validator_module
 from gateway.tokens.secret import checksum, generate, hash_token
 from gateway.tokens.store import TokenStore
 from gateway.tokens.validator import TokenValidator
@@ -81,6 +82,30 @@ async def test_valid_token_gives_its_principal(
     assert (p.workspace, p.project, p.expires_at) == ("ws1", "p1", record.expires_at)
     assert p.scopes == p.mint_scopes == frozenset({"agency"})
     assert p.targets == frozenset({("playlist", "7")})
+
+
+async def test_cached_tokens_share_their_scope_sets_and_keep_their_own_scopes(
+    store: TokenStore, validator: TokenValidator, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each cached token used to hold two frozensets of its own: 430 of its 906 bytes, and two of
+    # the five objects a full pass of the cycle collector visits per cached token.
+    monkeypatch.setattr(validator_module, "SCOPE_SETS", 2)
+    monkeypatch.setattr(validator_module, "_scope_sets", {})
+    minted = [
+        await mint(store, clock, name=f"t{i}", scopes=scopes)
+        for i, scopes in enumerate([("read",), ("read",), ("write",), ("read", "write"), ("read",)])
+    ]
+    _, agent_secret = await mint(store, clock, name="agent", scopes=("agency",), targets=(("playlist", "7"),))
+    got = [await validator.authenticate(secret) for _, secret in minted]
+    assert all(p is not None for p in got)
+    principals = [p for p in got if p is not None]
+    assert [p.scopes for p in principals] == [frozenset(r.scopes) for r, _ in minted]
+    assert principals[0].scopes is principals[1].scopes is principals[0].mint_scopes
+    assert principals[0].targets is principals[2].targets == frozenset()
+    # The third distinct list filled the two-entry table: it starts over, and still answers right.
+    assert principals[4].scopes == frozenset({"read"}) and principals[4].scopes is not principals[0].scopes
+    p = await validator.authenticate(agent_secret)
+    assert p is not None and p.targets == frozenset({("playlist", "7")}) and p.scopes == frozenset({"agency"})
 
 
 async def test_unknown_token_is_invalid(validator: TokenValidator) -> None:
