@@ -42,10 +42,8 @@ SHADOWABLE = (InvalidToken, InsufficientScope, TargetDenied)
 class Decision:
     """Never changed once made (not frozen, for the reason CleanPath gives)."""
 
-    method: str
     path: CleanPath
     route: Route
-    params: dict[str, str]
     principal: Principal
     shadow_denied: GatewayError | None = None
 
@@ -124,10 +122,10 @@ class Pipeline:
             if not route.shadow:
                 raise RouteRefused(exc, route, principal) from None
             # Forwarded as far as it got: authenticated identity if any, never more.
-            return Decision(method, path, route, found.params, principal, shadow_denied=exc)
+            return Decision(path, route, principal, shadow_denied=exc)
         except GatewayError as exc:
             raise RouteRefused(exc, route, principal) from None
-        return Decision(method, path, route, found.params, principal)
+        return Decision(path, route, principal)
 
     async def authenticate(
         self, cls: RouteClass, headers: CIMultiDictProxy[str], peer: str | None
