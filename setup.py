@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent
 HOT = [
     "gateway/web/fastbody.py",
     "gateway/web/fastdoor.py",
+    "gateway/web/fasthead.py",
     "gateway/web/fastserve.py",
     "gateway/web/ledger.py",
     "gateway/web/management.py",  # /auth/verify (forward-auth)
@@ -44,6 +45,7 @@ HOT = [
     "gateway/surface/model.py",  # the routes every decision reads
     "gateway/proxy/headers.py",
     "gateway/proxy/pool.py",
+    "gateway/proxy/response.py",
     "gateway/auth/bearer.py",
     "gateway/auth/jwt.py",
     "gateway/auth/principal.py",

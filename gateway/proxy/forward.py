@@ -23,7 +23,8 @@ from ..config import Upstream
 from ..errors import BodyTooLarge, ClientGone, UpstreamTimeout, UpstreamUnavailable
 from .formscan import FormScan
 from .headers import SERVER, downstream_raw
-from .pool import Connection, Message, Pool, UpstreamError, UpstreamReadTimeout
+from .pool import Connection, Pool
+from .response import Message, UpstreamError, UpstreamReadTimeout
 
 # Methods a request may be sent twice for (RFC 9110 9.2.2), when it has no body.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})

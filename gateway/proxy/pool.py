@@ -22,6 +22,13 @@ from typing import Any
 import httptools
 
 from ..config import Upstream
+from .response import (
+    Message,
+    UpstreamConnectError,
+    UpstreamConnectTimeout,
+    UpstreamError,
+    UpstreamReadTimeout,
+)
 
 # Every upstream read lands in one buffer of this size, shared by the process's connections: the
 # parser copies the body out at once, so no read of the socket is ever held as a whole (uvloop's
@@ -34,55 +41,6 @@ MAX_IDLE = 100  # idle keep-alive connections kept per upstream
 # Seconds an idle connection is reused for: below the 5 s keep-alive of Node and friends, so
 # a POST rarely meets an upstream that is closing the connection under it.
 IDLE_TIMEOUT = 4.0
-
-
-class UpstreamError(Exception):
-    """The upstream failed this request; `answered` says whether any response byte had arrived."""
-
-    def __init__(self, message: str, *, answered: bool = True) -> None:
-        super().__init__(message)
-        self.answered = answered
-
-
-class UpstreamConnectError(UpstreamError):
-    pass
-
-
-class UpstreamReadTimeout(UpstreamError):
-    pass
-
-
-class UpstreamConnectTimeout(UpstreamReadTimeout):
-    pass
-
-
-class Message:
-    """One response as it arrives: the head, then body chunks waiting to be taken."""
-
-    __slots__ = (
-        "buffered",
-        "chunks",
-        "close_delimited",
-        "complete",
-        "head_done",
-        "headers",
-        "interim",
-        "keep_alive",
-        "reason",
-        "status",
-    )
-
-    def __init__(self) -> None:
-        self.status = 0
-        self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.head_done = False
-        self.complete = False
-        self.interim = False
-        self.keep_alive = False
-        self.close_delimited = False
-        self.chunks: deque[bytes] = deque()
-        self.buffered = 0
 
 
 class Connection(asyncio.BufferedProtocol):

@@ -2,7 +2,7 @@
 
 Each connection starts here. Bytes are buffered until a request head's blank line; only that
 head is parsed (llhttp, via httptools). A head that is plain (HTTP/1.1, an origin-form target,
-no body or one framed by a single Content-Length, no upgrade, nothing unusual, see `_plain`) is
+no body or one framed by a single Content-Length, no upgrade, nothing unusual: fasthead.py) is
 served here, through the same pipeline and bookkeeping as the aiohttp door (fastserve.py).
 Anything else is handed to aiohttp before a byte of it is consumed: aiohttp's own protocol takes
 the transport and is fed exactly what the client sent, this request's head onwards, and keeps the
@@ -29,11 +29,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import httptools
 from aiohttp.tcp_helpers import tcp_nodelay
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from .fastbody import Body
+from .fasthead import MAX_HEAD, HeadParser, plain
 from .fastserve import Plain, serve_plain
 from .peer import peer_address
 
@@ -43,9 +42,6 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger("scopegate")
 
-# What a fast head may be. Anything else goes to aiohttp, which decides as it always has.
-MAX_HEAD = 8190  # bytes: under aiohttp's line (8190) and field (16384) limits, whatever the split
-MAX_HEADERS = 100  # aiohttp refuses more than 128
 BUFFER_LIMIT = 256 * 1024  # pipelined bytes buffered while a request is served, before reading stops
 # Request-body bytes waiting for a slower upstream before reading stops (aiohttp's door: 64 KiB).
 BODY_BUFFER = 64 * 1024
@@ -57,130 +53,8 @@ BODY_BUFFER = 64 * 1024
 READ_SIZE = 128 * 1024
 _READ = memoryview(bytearray(READ_SIZE))
 LINGER = 10.0  # seconds a refused request's unread body is read and dropped (aiohttp's lingering_time)
-FAST_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
-# SECURITY: chunked framing, an upgrade or an Expect is aiohttp's to judge. A fast request's body
-# is exactly its one Content-Length (digits, checked by llhttp and again below), so nothing after
-# it can be smuggled in as part of it, nor a part of it read as a request.
-HAND_OFF = frozenset({b"transfer-encoding", b"upgrade", b"expect", b"sec-websocket-key1"})
 VERIFY = ("verify",)  # forward-auth, under the management mount: served here too
-# Headers aiohttp refuses to see twice (its SINGLETON_HEADERS).
-SINGLE = frozenset(
-    {
-        b"content-length",
-        b"content-location",
-        b"content-range",
-        b"content-type",
-        b"etag",
-        b"host",
-        b"max-forwards",
-        b"server",
-        b"transfer-encoding",
-        b"user-agent",
-    }
-)
-
-
-def _canonical_names() -> dict[bytes, str]:
-    # aiohttp's parser names known headers by its own constants ("content-type" arrives as
-    # "Content-Type"); the fast door does the same, so upstreams see the same names.
-    from aiohttp import hdrs
-    from multidict import istr
-
-    return {str(v).lower().encode(): str(v) for v in vars(hdrs).values() if isinstance(v, istr)}
-
-
-CANONICAL = _canonical_names()
-
 Fallback = Callable[[float | None], asyncio.Protocol]  # aiohttp's protocol, given a head deadline
-
-
-class _Head:
-    """httptools' callbacks for one head: the target, the raw headers, and what llhttp made of it."""
-
-    __slots__ = ("complete", "headed", "headers", "keep_alive", "method", "parser", "url", "version")
-
-    def __init__(self) -> None:
-        self.parser = httptools.HttpRequestParser(self)
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.complete = False
-        self.headed = False
-        self.keep_alive = False
-        self.method = b""
-        self.version = ""
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        self.headed = True
-        parser = self.parser
-        self.keep_alive = parser.should_keep_alive()
-        self.method = parser.get_method()
-        self.version = parser.get_http_version()
-
-    def on_message_complete(self) -> None:
-        self.complete = True
-
-    def read(self, head: bytes) -> bool:
-        """Whether `head` is one whole request head; `complete` when no body follows it."""
-        self.url, self.headers, self.complete, self.headed = b"", [], False, False
-        try:
-            self.parser.feed_data(head)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            self.parser = httptools.HttpRequestParser(self)
-            return False
-        if not self.complete and self.headed:
-            # A body follows, counted off by the door: the next head needs a parser of its own.
-            self.parser = httptools.HttpRequestParser(self)
-        return self.headed
-
-
-def _plain(head: bytes, parsed: _Head) -> Plain | None:
-    """The request, if the fast door may serve it; None hands it to aiohttp."""
-    crlf = head.count(b"\r\n")
-    if (
-        # ASCII only: obs-text is aiohttp's. No control byte but HTAB gets past llhttp (read below;
-        # the hostile tests' NUL, DEL, VT, FF and ESC heads are all handed over), nor a folded
-        # line (obs-fold, obs-fold-tab, te-obs-fold). Checking both here again, with
-        # bytes.translate and two substring searches, cost 4 % of a forward-auth check.
-        not head.isascii()
-        or head.count(b"\n") != crlf  # SECURITY: a bare LF frames differently elsewhere
-        or head.count(b"\r") != crlf
-        or not parsed.read(head)
-        or parsed.version != "1.1"
-        or parsed.method not in FAST_METHODS
-        or not parsed.url.startswith(b"/")
-        or len(parsed.headers) > MAX_HEADERS
-    ):
-        return None
-    seen: set[bytes] = set()
-    pairs: list[tuple[str, str]] = []
-    length = 0
-    for raw_name, raw_value in parsed.headers:
-        lname = raw_name.lower()
-        if lname in HAND_OFF:
-            return None
-        if lname in SINGLE:
-            if lname in seen:
-                return None
-            seen.add(lname)
-        value = raw_value.rstrip(b" \t")
-        if lname == b"content-length":
-            if not value.isdigit() or len(value) > 18 or (value.startswith(b"0") and value != b"0"):
-                return None  # SECURITY: a length that is not plainly one is aiohttp's to refuse
-            length = int(value)
-        name = CANONICAL.get(lname)
-        pairs.append((name or raw_name.decode("latin-1"), value.decode("latin-1")))
-    if b"host" not in seen:
-        return None  # aiohttp refuses an HTTP/1.1 request without Host
-    if parsed.complete != (length == 0):
-        return None  # SECURITY: llhttp and this count must agree on where the request ends
-    headers = CIMultiDictProxy(CIMultiDict(pairs))
-    return Plain(parsed.method.decode(), parsed.url.decode("latin-1"), headers, parsed.keep_alive, length)
 
 
 class FastDoor(asyncio.BufferedProtocol):
@@ -203,7 +77,7 @@ class FastDoor(asyncio.BufferedProtocol):
         self.peer: str | None = None
         self.scheme = "http"
         self._buf = bytearray()
-        self._head = _Head()
+        self._head = HeadParser()
         self._task: asyncio.Task[None] | None = None
         self._busy = False  # a request is being served; later bytes wait in the buffer
         self._lost = False
@@ -320,7 +194,7 @@ class FastDoor(asyncio.BufferedProtocol):
             return
         head = bytes(buf[:end])
         try:
-            req = _plain(head, self._head)
+            req = plain(head, self._head)
         except Exception:  # a bug of ours: aiohttp, which checks everything itself, decides
             LOG.exception("the fast door failed reading a request head; handed to aiohttp")
             req = None

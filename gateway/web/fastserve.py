@@ -36,7 +36,8 @@ from .management import forward_decision
 WHOLE_BODY = 64 * 1024  # a body all here and this small goes upstream in one write with its head
 
 if TYPE_CHECKING:
-    from ..proxy.pool import Connection, Message
+    from ..proxy.pool import Connection
+    from ..proxy.response import Message
     from ..surface.paths import CleanPath
     from .fastdoor import FastDoor
 
