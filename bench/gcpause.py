@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import tracemalloc
 
 import cases as S
 from common import free_port, need_wrk, start, stop
+from run import random_token
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -51,7 +53,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def run(config: str, port: int, unsettled: bool, loads: list[tuple[str, list[str]]], seconds: int,
-        folder: str) -> list[tuple[str, list[float], float]]:  # fmt: skip
+        folder: str) -> list[tuple[str, list[float], str]]:  # fmt: skip
     results = []
     env = {**os.environ, "PYTHONPATH": os.path.join(HERE, os.pardir)}
     if unsettled:
@@ -119,14 +121,7 @@ def main() -> None:
     token = S.mint(config, "--name", "bench", "--scope", "read")
     tokens_file = os.path.join(folder, "tokens.txt")
     S.seed_store(config, args.tokens, tokens_file)
-    script = os.path.join(folder, "random.lua")
-    with open(script, "w") as fh:
-        fh.write(f"""local tokens = {{}}
-for line in io.lines("{tokens_file}") do tokens[#tokens + 1] = line end
-request = function()
-  return wrk.format(nil, nil, {{["Authorization"] = "Bearer " .. tokens[math.random(#tokens)]}})
-end
-""")
+    script = random_token(folder, tokens_file)
     loads = [("cached token", ["-H", f"Authorization: Bearer {token}"]),
              (f"{args.tokens:,} tokens", ["-s", script])]  # fmt: skip
     upstream = start([sys.executable, os.path.join(HERE, "upstream.py"), str(up_port)], up_port)
@@ -135,6 +130,7 @@ end
         rows += [("unsettled", *r) for r in run(config, port, True, loads, args.seconds, folder)]
     finally:
         stop([upstream])
+        shutil.rmtree(folder, ignore_errors=True)
     print(f"\nwrk -t1 -c32, {args.seconds} s per row; full collections (generation 2) during the load")
     print(f"| {'heap':<9} | {'load':<16} | passes | median ms | longest ms | wrk p99 |")
     print(f"|{'-' * 11}|{'-' * 18}|--------|-----------|------------|---------|")
