@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 # without lower-casing the name on every request).
 URI_NAMES = (istr("X-Forwarded-Uri"), istr("X-Original-URI"))
 METHOD_NAMES = (istr("X-Forwarded-Method"), istr("X-Original-Method"))
+_NONE: tuple[str, ...] = ()
 
 
 async def management(
@@ -56,19 +57,30 @@ def original_request(headers: CIMultiDictProxy[str]) -> tuple[str, str]:
     # SECURITY: each proxy sets one family of names and passes a client's copy of the other on
     # (nginx sets X-Original-*, Traefik X-Forwarded-*): when both are present they must agree, or
     # a client could have us judge a request other than the one the proxy forwards.
-    uris = {v for v in headers.getall(URI_NAMES[0], ()) if v}
-    uris.update(v for v in headers.getall(URI_NAMES[1], ()) if v)
-    methods = {m.upper() for m in headers.getall(METHOD_NAMES[0], ()) if m}
-    methods.update(m.upper() for m in headers.getall(METHOD_NAMES[1], ()) if m)
-    if not uris:
+    uri = _agreed(headers, URI_NAMES, False)
+    method = _agreed(headers, METHOD_NAMES, True)
+    if uri == "":
         raise BadRequest("forward-auth needs X-Forwarded-Uri or X-Original-URI")
-    if not methods:
+    if method == "":
         # SECURITY: guessing GET would let every write through on a read credential when the
         # proxy sends only the URI (nginx's own auth_request example does).
         raise BadRequest("forward-auth needs X-Forwarded-Method or X-Original-Method")
-    if len(uris) > 1 or len(methods) > 1:
+    if uri is None or method is None:
         raise BadRequest("forward-auth: the X-Forwarded-* and X-Original-* names disagree")
-    return methods.pop(), uris.pop()
+    return method, uri
+
+
+def _agreed(headers: CIMultiDictProxy[str], names: tuple[istr, istr], upper: bool) -> str | None:
+    """The one non-empty value the two names carry ("" for none, None when they disagree)."""
+    first, second = headers.getall(names[0], _NONE), headers.getall(names[1], _NONE)
+    if len(first) + len(second) == 1:  # the usual question: one proxy's name, once
+        only = (first or second)[0]
+        if only:
+            return only.upper() if upper else only
+    values = {v.upper() if upper else v for v in (*first, *second) if v}
+    if len(values) > 1:
+        return None
+    return values.pop() if values else ""
 
 
 async def verify(rt: Runtime, request: web.Request, rid: str, fields: dict[str, Any]) -> web.StreamResponse:

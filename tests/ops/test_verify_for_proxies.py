@@ -7,7 +7,10 @@ import time
 
 import jwt
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.errors import BadRequest
+from gateway.web.management import original_request
 from tests.conftest import MakeGateway
 
 SECRET = secrets.token_urlsafe(48)
@@ -48,6 +51,37 @@ async def test_disagreeing_forwarded_and_original_names_are_refused(make_gateway
     )
     assert r.status == 400
     assert (await r.json())["error"] == "bad_request"
+
+
+U, M, FU, FM = "X-Original-URI", "X-Original-Method", "X-Forwarded-Uri", "X-Forwarded-Method"
+
+
+@pytest.mark.parametrize(
+    ("pairs", "expected"),
+    [
+        pytest.param([(U, "/a"), (M, "get")], ("GET", "/a"), id="one-family-method-folded"),
+        pytest.param([(FU, "/a"), (FM, "POST")], ("POST", "/a"), id="other-family"),
+        pytest.param([(U, "/a"), (U, "/a"), (M, "GET")], ("GET", "/a"), id="same-value-twice"),
+        pytest.param([(U, "/a"), (FU, "/a"), (M, "GET"), (FM, "get")], ("GET", "/a"), id="families-agree"),
+        pytest.param([(U, ""), (FU, "/a"), (M, "GET")], ("GET", "/a"), id="empty-copy-ignored"),
+        pytest.param([(U, "/a"), (U, "/admin"), (M, "GET")], "disagree", id="one-name-twice-differing"),
+        pytest.param([(FU, "/a"), (FU, "/admin"), (FM, "GET")], "disagree", id="other-name-twice-differing"),
+        pytest.param([(U, "/a"), (M, "GET"), (M, "DELETE")], "disagree", id="method-twice-differing"),
+        pytest.param([(FU, "/a"), (FM, "GET"), (FM, "DELETE")], "disagree", id="other-method-twice"),
+        pytest.param([(U, "/a"), (FU, "/b"), (M, "GET")], "disagree", id="families-differ"),
+        pytest.param([(U, ""), (M, "GET")], "needs X-Forwarded-Uri", id="only-an-empty-uri"),
+        pytest.param([(U, "/a")], "needs X-Forwarded-Method", id="no-method"),
+        pytest.param([(U, "/a"), (U, "/b")], "needs X-Forwarded-Method", id="no-method-before-disagreeing"),
+    ],
+)
+def test_the_question_is_one_method_and_one_uri(pairs: list[tuple[str, str]], expected: object) -> None:
+    headers = CIMultiDictProxy(CIMultiDict(pairs))
+    if isinstance(expected, tuple):
+        assert original_request(headers) == expected
+        return
+    with pytest.raises(BadRequest) as refused:
+        original_request(headers)
+    assert str(expected) in refused.value.detail
 
 
 async def test_failed_auth_limit_is_per_client_behind_a_trusted_proxy(make_gateway: MakeGateway) -> None:
