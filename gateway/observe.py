@@ -306,7 +306,7 @@ atexit.register(flush_log)
 
 def _json_line(fields: dict[str, Any]) -> str:
     try:
-        return orjson.dumps(fields).decode() + "\n"
+        return orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE).decode()
     except TypeError:  # text orjson will not encode (a lone surrogate): the general path
         return json.dumps(fields, separators=(",", ":"), ensure_ascii=True) + "\n"
 

@@ -36,6 +36,8 @@ from .surface.paths import CleanPath, clean
 
 # Refusals a shadow route forwards anyway (decided, logged and counted, not enforced).
 SHADOWABLE = (InvalidToken, InsufficientScope, TargetDenied)
+# A class's name for the decision line: a dict lookup, not the enum's `value` descriptor.
+CLASS_NAMES = {cls: cls.value for cls in RouteClass}
 
 
 @dataclass(slots=True)
@@ -52,7 +54,7 @@ class Decision:
         kind = self.principal.kind
         return {
             "route": self.route.id,
-            "class": self.route.cls.value,
+            "class": CLASS_NAMES[self.route.cls],
             "credential": kind if kind != "anonymous" else "none",
             "token_id": self.principal.token_id,
             "upstream": self.route.upstream,
@@ -72,7 +74,7 @@ class RouteRefused(GatewayError):
         kind = self.principal.kind
         return {
             "route": self.route.id,
-            "class": self.route.cls.value,
+            "class": CLASS_NAMES[self.route.cls],
             "credential": kind if kind != "anonymous" else "none",
             "token_id": self.principal.token_id,
         }
