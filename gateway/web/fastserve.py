@@ -47,6 +47,8 @@ _SERVER_LINE = f"Server: {SERVER}".encode()
 _LAST_CHUNK = b"0\r\n\r\n"
 # Control bytes a head may not hold (CR and LF are counted apart): deleted, the length tells.
 _CONTROL = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+PASSED_ON_MEMO = 1_000  # JWTs whose passed-on lines are remembered (cleared when full)
+_PASSED_ON: dict[str, bytes] = {}
 
 
 @dataclass(slots=True)
@@ -193,12 +195,24 @@ def _verified(d: Decision, req: Plain, rid: str, workspace_header: str, keep_ali
         rid.encode(),
     )
     if d.principal.kind == "jwt":
-        # The JWT to pass on (see forward_answer), checked as `_head` checks every value.
-        value = _checked(req.headers.get(AUTHORIZATION, "").encode("utf-8", "ignore"), 0)[:-4]
-        head += b"X-Auth-Authorization: %b\r\nAuthorization: %b\r\n" % (value, value)
+        head += _passed_on(req.headers.get(AUTHORIZATION, ""))
     head += _SERVER_LINE + (b"\r\nDate: " if req.method == "HEAD" else b"\r\nContent-Length: 0\r\nDate: ")
     head += _http_date().encode()
     return head + (b"\r\n\r\n" if keep_alive else b"\r\nConnection: close\r\n\r\n")
+
+
+def _passed_on(authorization: str) -> bytes:
+    """The lines that pass a JWT on (see forward_answer), its value checked as `_head` checks
+    every value. Remembered per value, as the JWT's digest is: a client sends the same one until
+    it expires, and the check cost 7,400 instructions a request (bench/instructions.py)."""
+    lines = _PASSED_ON.get(authorization)
+    if lines is None:
+        value = _checked(authorization.encode("utf-8", "ignore"), 0)[:-4]  # raises: not remembered
+        lines = b"X-Auth-Authorization: %b\r\nAuthorization: %b\r\n" % (value, value)
+        if len(_PASSED_ON) >= PASSED_ON_MEMO:
+            _PASSED_ON.clear()
+        _PASSED_ON[authorization] = lines
+    return lines
 
 
 def _lines_of(principal: Principal, workspace_header: str) -> bytes:

@@ -701,6 +701,31 @@ def test_a_control_byte_in_a_response_head_is_never_written(byte: int) -> None:
         _checked(head, 1)
 
 
+@pytest.mark.parametrize("byte", [*range(0x20), 0x7F])
+def test_a_control_byte_in_a_jwt_passed_on_is_never_written(byte: int) -> None:
+    from gateway.web.fastserve import _passed_on
+
+    value = "Bearer a" + chr(byte) + "b"
+    if byte == 0x09:  # a tab may separate words in a value
+        assert _passed_on(value).endswith(b"\r\nAuthorization: " + value.encode() + b"\r\n")
+        return
+    for _ in range(2):  # refused each time: a refusal is never remembered
+        with pytest.raises(ValueError, match="control character"):
+            _passed_on(value)
+
+
+def test_the_lines_passing_a_jwt_on_are_remembered_as_they_were_built() -> None:
+    from gateway.web import fastserve
+
+    value = "Bearer " + "e" * 40 + "." + "f" * 40 + "." + "g" * 40
+    lines = b"X-Auth-Authorization: %b\r\nAuthorization: %b\r\n" % (value.encode(), value.encode())
+    assert fastserve._passed_on(value) == lines
+    assert fastserve._passed_on(value) is fastserve._passed_on(value)  # built once
+    for n in range(fastserve.PASSED_ON_MEMO + 1):  # the memo is bounded
+        fastserve._passed_on(f"Bearer x{n}")
+    assert len(fastserve._PASSED_ON) <= fastserve.PASSED_ON_MEMO
+
+
 def test_a_response_head_of_printable_and_high_bytes_is_written_as_it_is() -> None:
     from gateway.web.fastserve import _checked
 
