@@ -2,10 +2,13 @@
 
     python bench/profile.py token           # or: anonymous, jwt
     python bench/profile.py anonymous --seconds 10 --top 40
+    python bench/profile.py miss            # one connection, every request a store lookup
 
 Starts the benchmark upstream and one gateway on loopback (as bench/run.py does), warms it with
 wrk (`-t1 -c32`) for 2 s, then samples the gateway's thread with `py-spy record --nonblocking`
 (250 Hz) while wrk runs, and prints each function's share of the samples, inclusive and self.
+`miss` seeds a store of `--tokens` tokens, sets a cache_ttl that lets no token stay cached, and
+asks for a random one on each request over one connection, as run.py's `store miss c1` row does.
 Needs `wrk` and `py-spy` (`pip install py-spy`).
 """
 
@@ -21,9 +24,16 @@ import tempfile
 
 import cases as S
 from common import free_port, need_wrk, start, wait_port
+from run import random_token
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PATHS = {"anonymous": "/v1/health", "token": "/v1/playlists/1", "jwt": "/v1/playlists/1"}
+PATHS = {
+    "anonymous": "/v1/health",
+    "token": "/v1/playlists/1",
+    "jwt": "/v1/playlists/1",
+    "miss": "/v1/playlists/1",
+}
+NO_CACHE = "tokens: {cache_ttl: 0.000001}\n"
 
 
 def main() -> None:
@@ -31,6 +41,7 @@ def main() -> None:
     ap.add_argument("case", choices=sorted(PATHS))
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--tokens", type=int, default=1_000_000, help="the store's size for `miss`")
     args = ap.parse_args()
     wrk, spy = need_wrk(), shutil.which("py-spy")
     if spy is None:
@@ -38,11 +49,20 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix="scopegate-profile-")
     up, gw = free_port(), free_port()
     secret = "x" * 32
-    cfg = S.gateway(os.path.join(folder, "gw"), gw, f"http://127.0.0.1:{up}", S.ROUTES, S.hs256(secret))
+    extra = NO_CACHE if args.case == "miss" else ""
+    cfg = S.gateway(
+        os.path.join(folder, "gw"), gw, f"http://127.0.0.1:{up}", S.ROUTES, S.hs256(secret), extra
+    )
     if args.case == "jwt":
         credential = S.sign(secret, "HS256")
     else:
         credential = S.mint(cfg, "--name", "bench", "--scope", "read")
+    load = [wrk, "-t1", "-c32", "-H", f"Authorization: Bearer {credential}"]
+    if args.case == "miss":
+        tokens_file = os.path.join(folder, "tokens.txt")
+        print(f"bench: seeding a store of {args.tokens:,} tokens ...", file=sys.stderr)
+        S.seed_store(cfg, args.tokens, tokens_file)
+        load = [wrk, "-t1", "-c1", "-s", random_token(folder, tokens_file)]
     py = sys.executable
     env = {**os.environ, "PYTHONPATH": os.path.join(HERE, os.pardir)}
     procs = [start([py, os.path.join(HERE, "upstream.py"), str(up)], up)]
@@ -53,7 +73,6 @@ def main() -> None:
             )
         procs.append(gateway)
         wait_port(gw, 60)
-        load = [wrk, "-t1", "-c32", "-H", f"Authorization: Bearer {credential}"]
         url = f"http://127.0.0.1:{gw}{PATHS[args.case]}"
         subprocess.run([*load, "-d2s", url], capture_output=True, check=True)
         raw = os.path.join(folder, "profile.txt")
