@@ -13,6 +13,8 @@ import builtins
 import logging
 import os
 import sqlite3
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -31,6 +33,9 @@ from .store import ExpiryNotice, Status, TokenRecord
 log = logging.getLogger("scopegate.store")
 
 BUSY_TIMEOUT_MS = 2000
+# The nice value of the connection's thread (Linux: a thread's own): its work (the last-used
+# batch above all) waits for the event loop's thread, never the other way round.
+STORE_THREAD_NICE = 19
 SQLITE_HEADER = b"SQLite format 3\x00"
 FEED_PAGE = 10_000
 
@@ -66,6 +71,7 @@ class SqliteTokenStore:
             await conn.execute("PRAGMA synchronous = FULL")
             await conn.execute("PRAGMA foreign_keys = ON")
             await migrate(conn)
+            await _yield_the_cpu(conn)
         except SchemaTooNew as e:
             await _close_quietly(conn)
             raise StoreUnavailable(str(e)) from e
@@ -371,6 +377,25 @@ async def _rollback_quietly(conn: aiosqlite.Connection) -> None:
             await conn.execute("ROLLBACK")
     except (sqlite3.Error, ValueError) as e:
         log.warning("token store rollback failed: %s", e)
+
+
+async def _yield_the_cpu(conn: aiosqlite.Connection) -> None:
+    """Lower the priority of the thread aiosqlite runs this connection on (STORE_THREAD_NICE).
+
+    Woken by the event loop, that thread was placed on the loop's core and held it for
+    milliseconds at a time while it wrote the last-used batch (bench/run.py, store miss c1).
+    Its other work (mints, revocations, the poll) is a few rows, which it still gets the CPU
+    for at once unless other processes saturate the machine. Linux only: aiosqlite does not
+    expose the thread, so a SQL function run on it tells its id, and elsewhere setpriority would
+    take that number for a process's id."""
+    if not sys.platform.startswith("linux"):
+        return
+    await conn.create_function("scopegate_thread_id", 0, threading.get_native_id)
+    rows = await _fetchall(conn, "SELECT scopegate_thread_id()", ())
+    try:
+        os.setpriority(os.PRIO_PROCESS, int(rows[0][0]), STORE_THREAD_NICE)
+    except OSError as e:
+        log.warning("token store: cannot lower its thread's priority: %s", e)
 
 
 async def _close_quietly(conn: aiosqlite.Connection) -> None:

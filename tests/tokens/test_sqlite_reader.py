@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import pytest
 
 from gateway.errors import StoreUnavailable
 from gateway.tokens.secret import hash_token
-from gateway.tokens.sqlite import SqliteTokenStore
+from gateway.tokens.sqlite import STORE_THREAD_NICE, SqliteTokenStore
 from gateway.tokens.sqlite_reader import BY_HASH_SQL, LoopReader, ReaderBusy
 
 from .conftest import Clock, mint, raw
@@ -218,3 +221,28 @@ def test_a_failing_close_is_logged_never_raised(db_path: str, caplog: pytest.Log
     assert [r.getMessage() for r in caplog.records] == ["closing token store reader failed: disk I/O error"]
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         reader.by_hash(b"x" * 32)
+
+
+def _nice_by_thread() -> dict[int, int]:
+    return {int(t): os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own nice value is Linux's")
+async def test_the_store_thread_gives_way_to_the_event_loop(db_path: str, clock: Clock) -> None:
+    # The last-used batch runs on aiosqlite's thread; at the loop's priority it took the loop's
+    # core for milliseconds at a time (bench/run.py, store miss c1). That thread alone is niced.
+    loop_thread = threading.get_native_id()
+    if os.getpriority(os.PRIO_PROCESS, loop_thread) >= STORE_THREAD_NICE:
+        pytest.skip("the tests already run at the lowest priority")
+    before = _nice_by_thread()
+    store = SqliteTokenStore(db_path)
+    await store.open()
+    try:
+        record, _ = await mint(store, clock)
+        await store.touch({record.id: clock()})
+        after = _nice_by_thread()
+    finally:
+        await store.close()
+    started = [nice for tid, nice in after.items() if tid not in before]
+    assert started.count(STORE_THREAD_NICE) == 1  # the connection's thread (to_thread's keep theirs)
+    assert {tid: after[tid] for tid in before if tid in after} == before  # the loop's included

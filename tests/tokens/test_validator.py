@@ -326,6 +326,26 @@ async def test_a_flush_in_chunks_keeps_what_a_failure_left_unwritten(
         assert stored is not None and stored.last_used_at == clock()
 
 
+async def test_a_flush_paces_its_chunks_within_the_flush_interval(
+    store: TokenStore, tokens_cfg: TokensConfig, clock: Clock
+) -> None:
+    # Chunks with pauses between, so the batch's thread never holds a core for long; but the
+    # pauses of one flush fit in TOUCH_SPREAD of the interval, or a busy gateway's flushes
+    # would fall behind its uses.
+    validator = TokenValidator(store, replace(tokens_cfg, last_used_flush=0.5), PREFIX, clock)
+    records = [(await mint(store, clock, name=f"t{i}"))[0] for i in range(3)]
+    for record in records:
+        validator.note_used(record.id)
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(validator.flush(pause=10, chunk=1), timeout=5)
+    took = asyncio.get_running_loop().time() - started
+    # Two pauses of TOUCH_SPREAD x 0.5 s / 2 each: paced, and within the interval.
+    assert validator_module.TOUCH_SPREAD * 0.5 * 0.9 <= took < 0.5
+    for record in records:
+        stored = await store.by_id(record.id)
+        assert stored is not None and stored.last_used_at == clock()
+
+
 async def test_a_flush_cancelled_between_chunks_keeps_the_rest(
     store: TokenStore, validator: TokenValidator, clock: Clock
 ) -> None:
