@@ -263,7 +263,7 @@ class TokenValidator:
         chunks, its thread took the CPU from the event loop's and set the one-connection
         cache-miss p99 (bench/run.py, store miss c1: 2.2 to 2.7 ms, against 0.7 ms with no
         flush); paced over the interval, and with that thread's priority lowered (the SQLite
-        store's open), 1.2 to 1.5 ms. On failure, or when cancelled, what is not written is
+        store's open), 1.2 to 1.6 ms. On failure, or when cancelled, what is not written is
         kept for the next flush (a chunk written twice is harmless: MAX)."""
         if not self._pending:
             return
