@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ log = logging.getLogger("scopegate.store")
 
 PREFIXED = ", ".join("t." + c.strip() for c in COLUMNS.split(","))
 _TARGET_COLUMN = len(COLUMNS.split(","))
+_WRITTEN = itemgetter(_TARGET_COLUMN + 2)  # a target's rowid: the order its token's were written in
 
 
 def one_token_sql(where: str) -> str:
@@ -52,14 +54,9 @@ def token_of(rows: list[Any]) -> TokenRecord | None:
     if not rows:
         return None
     if len(rows) > 1:
-        rows = sorted(rows, key=_written)
+        rows = sorted(rows, key=_WRITTEN)
     targets = [(r[_TARGET_COLUMN], r[_TARGET_COLUMN + 1]) for r in rows if r[_TARGET_COLUMN] is not None]
     return record_of(rows[0], targets)
-
-
-def _written(row: Any) -> int:
-    # The target's rowid: the order its token's targets were inserted in.
-    return int(row[_TARGET_COLUMN + 2])
 
 
 class ReaderBusy(Exception):
