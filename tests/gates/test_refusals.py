@@ -123,7 +123,9 @@ async def test_expired_token_is_401(
     make_gateway: MakeGateway, upstream: Upstream, monkeypatch: pytest.MonkeyPatch, cached: bool
 ) -> None:
     gw = await make_gateway()
-    _, token = await mint(gw, ["full"], expires_in=1)
+    # expires_at is a whole second (floor(now + expires_in)): 1 s would leave anywhere from 0 to
+    # 1 s for the first request, too little on a busy machine; 2 s leaves at least 1.
+    _, token = await mint(gw, ["full"], expires_in=2)
     if cached:
         await allowed(gw, upstream, "GET", PATHS["public"], bearer(token))
     # The validator reads time.time() through its clock: move it past the expiry.
@@ -133,9 +135,9 @@ async def test_expired_token_is_401(
 
 async def test_expired_token_is_401_in_real_time(make_gateway: MakeGateway, upstream: Upstream) -> None:
     gw = await make_gateway()
-    _, token = await mint(gw, ["read"], expires_in=1)
+    _, token = await mint(gw, ["read"], expires_in=2)  # at least 1 s for the first request (above)
     await allowed(gw, upstream, "GET", PATHS["public"], bearer(token))
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(2.2)
     await refused(gw, upstream, "GET", PATHS["public"], bearer(token), 401, "invalid_token")
 
 
