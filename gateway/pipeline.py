@@ -40,14 +40,23 @@ SHADOWABLE = (InvalidToken, InsufficientScope, TargetDenied)
 CLASS_NAMES = {cls: cls.value for cls in RouteClass}
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Decision:
-    """Never changed once made (not frozen, for the reason CleanPath gives)."""
+    """Never changed once made (not frozen, and `__init__` written out, for the reasons
+    CleanPath gives)."""
 
     path: CleanPath
     route: Route
     principal: Principal
-    shadow_denied: GatewayError | None = None
+    shadow_denied: GatewayError | None
+
+    def __init__(
+        self, path: CleanPath, route: Route, principal: Principal, shadow_denied: GatewayError | None = None
+    ) -> None:
+        self.path = path
+        self.route = route
+        self.principal = principal
+        self.shadow_denied = shadow_denied
 
     def log_fields(self) -> dict[str, str | None]:
         """What the decision line says about this decision (never a secret)."""

@@ -31,18 +31,35 @@ class Verdict(Enum):
     FULL = "full"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Match:
-    """Never changed once made (not frozen, for the reason CleanPath gives)."""
+    """Never changed once made (not frozen, and `__init__` written out, for the reasons
+    CleanPath gives)."""
 
     verdict: Verdict
-    route: Route | None = None
-    params: dict[str, str] = field(default_factory=dict)
-    allow: tuple[str, ...] = ()
+    route: Route | None
+    params: dict[str, str]
+    allow: tuple[str, ...]
     # A miss because the request is a trailing-slash or letter-case variant of a more specific
     # pattern: the rule it would reach at an upstream that folds such variants, and why.
-    shadowed: Route | None = None
-    why: str = ""
+    shadowed: Route | None
+    why: str
+
+    def __init__(
+        self,
+        verdict: Verdict,
+        route: Route | None = None,
+        params: dict[str, str] | None = None,
+        allow: tuple[str, ...] = (),
+        shadowed: Route | None = None,
+        why: str = "",
+    ) -> None:
+        self.verdict = verdict
+        self.route = route
+        self.params = {} if params is None else params
+        self.allow = allow
+        self.shadowed = shadowed
+        self.why = why
 
 
 _NO_MATCH = Match(Verdict.NONE)

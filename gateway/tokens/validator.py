@@ -126,7 +126,10 @@ class TokenValidator:
         self._pending: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def authenticate(self, credential: str) -> Principal | None:
+    async def authenticate(self, credential: str, requested_workspace: str | None = None) -> Principal | None:
+        """A Principal for a good API token; None for a credential without the token prefix;
+        raises for one with it that fails. `requested_workspace` is the JWT authenticator's
+        concern (an API token carries its own); taken so both share the one signature."""
         if not credential.startswith(self.prefix):
             return None
         token_hash = self._hashes.get(credential)

@@ -51,16 +51,25 @@ PASSED_ON_MEMO = 1_000  # JWTs whose passed-on lines are remembered (cleared whe
 _PASSED_ON: dict[str, bytes] = {}
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Plain:
     """A request the fast door serves: HTTP/1.1, an origin-form target, no body or one of
-    `length` bytes (its Content-Length)."""
+    `length` bytes (its Content-Length). `__init__` written out, as CleanPath's is."""
 
     method: str
     target: str
     headers: CIMultiDictProxy[str]
     keep_alive: bool
-    length: int = 0
+    length: int
+
+    def __init__(
+        self, method: str, target: str, headers: CIMultiDictProxy[str], keep_alive: bool, length: int = 0
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.length = length
 
 
 async def serve_plain(door: FastDoor, req: Plain, vetted: CleanPath | Exception) -> bool:
