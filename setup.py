@@ -43,6 +43,7 @@ HOT = [
     "gateway/surface/paths.py",
     "gateway/surface/matcher.py",
     "gateway/surface/model.py",  # the routes every decision reads
+    "gateway/proxy/exchange.py",  # a request's round trip, up to the response head
     "gateway/proxy/headers.py",
     "gateway/proxy/pool.py",
     "gateway/proxy/response.py",

@@ -1,6 +1,7 @@
 """Streaming forward to an upstream over our own keep-alive pool: bodies never held whole.
 
-The request head is written once; the body follows as it arrives (its own Content-Length, or
+The request head is written once (a request with no body, or a small one held whole, goes
+through exchange.py's round trip); the body follows as it arrives (its own Content-Length, or
 chunked), each chunk passing through `_send_body`'s one loop. The response head is parsed by
 llhttp (see pool.py); a response already complete goes out in one write, anything else is
 streamed with the client's and the upstream's flow control.
@@ -11,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from types import TracebackType
+from collections.abc import Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -20,14 +20,13 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ..config import Upstream
-from ..errors import BodyTooLarge, ClientGone, UpstreamTimeout, UpstreamUnavailable
+from ..errors import ClientGone
+from .exchange import UpstreamErrors, check_body_size, exchange_plain, request_head
 from .formscan import FormScan
 from .headers import SERVER, downstream_raw
 from .pool import Connection, Pool
-from .response import Message, UpstreamError, UpstreamReadTimeout
+from .response import Message, UpstreamError
 
-# Methods a request may be sent twice for (RFC 9110 9.2.2), when it has no body.
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 LOG = logging.getLogger("scopegate")
 _CRLF = b"\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
@@ -75,52 +74,6 @@ class Upstreams:
         return URL(f"{base.scheme}://{base.raw_authority}{self.target(name, raw_path, query)}", encoded=True)
 
 
-# What a failure talking to an upstream is for the client: 504 when it was too slow, else 502.
-_TIMEOUTS = (TimeoutError, aiohttp.ServerTimeoutError, UpstreamReadTimeout)
-_FAILURES = (aiohttp.ClientError, asyncio.IncompleteReadError, UpstreamError)
-
-
-class UpstreamErrors:
-    """`async with UpstreamErrors(name):` maps client-side failures to the contract's 502/504,
-    never leaking internals. (A class, not a generator: the module is compiled, see setup.py.)"""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
-        if isinstance(exc, _TIMEOUTS):
-            raise UpstreamTimeout(f"upstream {self.name} did not answer in time") from None
-        if isinstance(exc, _FAILURES):
-            raise UpstreamUnavailable(f"upstream {self.name} is unavailable") from None
-        return False
-
-
-def request_head(
-    method: str, target: str, authority: str, headers: Iterable[tuple[str, str]], framing: str | None
-) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {authority}"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    if framing is not None:
-        lines.append(framing)
-    text = "\r\n".join(lines)
-    # SECURITY: one header per line, whatever a value holds (the parser refuses CR/LF, and
-    # identity values are cleaned; this is the last line of defence against header injection).
-    if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1 or "\x00" in text:
-        raise UpstreamUnavailable("a header cannot be forwarded")
-    return text.encode("utf-8", "surrogateescape") + b"\r\n\r\n"
-
-
-def check_body_size(size: int, max_body: int) -> None:
-    """A body over `limits.max_body`, declared or counted so far, is refused (both doors)."""
-    if size > max_body:
-        raise BodyTooLarge(f"request body over {max_body} bytes")
-
-
 async def forward(
     request: web.Request,
     upstreams: Upstreams,
@@ -154,37 +107,6 @@ async def forward(
         pool.release(conn)
 
 
-async def exchange_plain(pool: Pool, method: str, head: bytes) -> tuple[Connection, Message]:
-    """A request without a body: its head out, the response head back (both doors use this).
-    Failures map as `UpstreamErrors` maps them (inline: this is every request's path)."""
-    try:
-        conn, reused = await pool.acquire()
-        try:
-            return conn, await _plain(conn, head, method)
-        except UpstreamError as exc:
-            # SECURITY: a read timeout is an upstream too slow, not one that closed the idle
-            # connection: it may be acting on the request, which is never sent to it twice.
-            closed_idle = reused and not exc.answered and not isinstance(exc, UpstreamReadTimeout)
-            if not (closed_idle and method in IDEMPOTENT):
-                raise
-        # A kept-alive connection the upstream closed as we sent: once more, on a new one.
-        conn = await pool.connect()
-        return conn, await _plain(conn, head, method)
-    except _TIMEOUTS:
-        raise UpstreamTimeout(f"upstream {pool.name} did not answer in time") from None
-    except _FAILURES:
-        raise UpstreamUnavailable(f"upstream {pool.name} is unavailable") from None
-
-
-async def exchange_whole(pool: Pool, method: str, head: bytes, body: bytes) -> tuple[Connection, Message]:
-    """A request whose body is all here (most small ones): head and body in one write, then
-    the answer, with no task for each direction. Never retried: it has a body."""
-    async with UpstreamErrors(pool.name):
-        conn, _ = await pool.acquire()
-        msg = await _plain(conn, head + body, method)
-    return conn, msg
-
-
 async def exchange_body(
     pool: Pool,
     method: str,
@@ -200,16 +122,6 @@ async def exchange_body(
         conn, _ = await pool.acquire()
         msg = await _exchange(method, read, conn, head, chunked, max_body, scan)
     return conn, msg
-
-
-async def _plain(conn: Connection, head: bytes, method: str) -> Message:
-    try:
-        conn.send_head(head, head_request=method == "HEAD")
-        conn.request_sent()
-        return await conn.head()
-    except BaseException:
-        conn.abort()
-        raise
 
 
 async def _exchange(

@@ -12,7 +12,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ..errors import BadRequest
-from .forward import UpstreamErrors
+from .exchange import UpstreamErrors
 
 _HANDSHAKE = (
     "sec-websocket-key",

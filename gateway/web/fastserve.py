@@ -18,16 +18,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..auth.principal import Principal
 from ..pipeline import Decision
+from ..proxy.exchange import check_body_size, exchange_plain, exchange_whole, request_head
 from ..proxy.formscan import scanner_for
-from ..proxy.forward import (
-    check_body_size,
-    content_length,
-    exchange_body,
-    exchange_plain,
-    exchange_whole,
-    pump,
-    request_head,
-)
+from ..proxy.forward import content_length, exchange_body, pump
 from ..proxy.headers import SERVER, PerPrincipal, client_ip, downstream_pairs, identity_headers
 from .errors import error_parts
 from .ledger import Ledger

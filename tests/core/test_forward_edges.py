@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from gateway.errors import UpstreamUnavailable
-from gateway.proxy.forward import request_head
+from gateway.proxy.exchange import request_head
 from tests.conftest import MakeGateway, Upstream
 from tests.core.test_proxy import port_of, raw_get, raw_request
 from tests.core.test_upstream_client import ALL, _reset, fixed, raw_upstream
