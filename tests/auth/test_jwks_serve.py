@@ -139,3 +139,50 @@ async def test_jwks_outage_is_bounded_by_max_stale(
             assert time.monotonic() - down < 2 * DEADLINE, "did not recover"
             await asyncio.sleep(0.25)
         assert await _jwks_age(session, admin) < MAX_STALE
+
+
+def _verify(token: str | None, *, uri: str = PATH, close: bool = False) -> bytes:
+    """Forward-auth's question as nginx asks it (deploy/nginx/forward-auth.conf)."""
+    lines = ["GET /auth/verify HTTP/1.1", "Host: gw", f"X-Original-URI: {uri}", "X-Original-Method: GET"]
+    if token is not None:
+        lines.append(f"Authorization: Bearer {token}")
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _answers(raw: bytes) -> list[tuple[int, str]]:
+    """Each response's status and X-Auth-Type, in order (the answers to /auth/verify)."""
+    out = []
+    while raw:
+        head, _, raw = raw.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+        raw = raw[int(fields.get(b"Content-Length", b"0")) :]
+        out.append((status, fields.get(b"X-Auth-Type", b"").decode()))
+    return out
+
+
+async def test_forward_auth_that_waits_for_the_key_set_keeps_its_place(
+    served: tuple[Running, int], jwks: JwksServer, keys: Keys
+) -> None:
+    # The first JWT fetches the key set (nothing is fetched at start), so its answer waits; the
+    # questions pipelined behind it are answered after it, in order. (A fast door that answered
+    # forward-auth without a task failed here: aiohttp's client timeout needs a current task.)
+    gw, admin = served
+    jwks.publish(keys.rsa, "a", "RS256")
+    token = _signer(keys.rsa, "a").token(exp=int(time.time()) + 600)
+    async with aiohttp.ClientSession() as session:
+        assert await _jwks_age(session, admin) == float("inf")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    try:
+        writer.write(
+            _verify(token)
+            + _verify(None, uri="/v1/health")
+            + _verify(token)
+            + _verify("st_" + "A" * 38, close=True)
+        )
+        raw = await asyncio.wait_for(reader.read(), DEADLINE)
+    finally:
+        writer.close()
+    assert _answers(raw) == [(200, "jwt"), (200, "anonymous"), (200, "jwt"), (401, "")]
