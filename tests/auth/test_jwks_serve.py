@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import EXAMPLE_ROUTES, Upstream
+from tests.core.test_fastdoor import exchange, req
 from tests.support import Running, start_serve, stop_async
 
 from .conftest import Keys
@@ -143,12 +144,10 @@ async def test_jwks_outage_is_bounded_by_max_stale(
 
 def _verify(token: str | None, *, uri: str = PATH, close: bool = False) -> bytes:
     """Forward-auth's question as nginx asks it (deploy/nginx/forward-auth.conf)."""
-    lines = ["GET /auth/verify HTTP/1.1", "Host: gw", f"X-Original-URI: {uri}", "X-Original-Method: GET"]
-    if token is not None:
-        lines.append(f"Authorization: Bearer {token}")
-    if close:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+    credential = () if token is None else (f"Authorization: Bearer {token}",)
+    return req(
+        "GET", "/auth/verify", f"X-Original-URI: {uri}", "X-Original-Method: GET", *credential, close=close
+    )
 
 
 def _answers(raw: bytes) -> list[tuple[int, str]]:
@@ -174,15 +173,11 @@ async def test_forward_auth_that_waits_for_the_key_set_keeps_its_place(
     token = _signer(keys.rsa, "a").token(exp=int(time.time()) + 600)
     async with aiohttp.ClientSession() as session:
         assert await _jwks_age(session, admin) == float("inf")
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    try:
-        writer.write(
-            _verify(token)
-            + _verify(None, uri="/v1/health")
-            + _verify(token)
-            + _verify("st_" + "A" * 38, close=True)
-        )
-        raw = await asyncio.wait_for(reader.read(), DEADLINE)
-    finally:
-        writer.close()
+    asked = (
+        _verify(token)
+        + _verify(None, uri="/v1/health")
+        + _verify(token)
+        + _verify("st_" + "A" * 38, close=True)
+    )
+    raw = await exchange(gw.port, asked, timeout=DEADLINE)
     assert _answers(raw) == [(200, "jwt"), (200, "anonymous"), (200, "jwt"), (401, "")]
