@@ -1,8 +1,9 @@
 """A request's round trip to its upstream, up to the response head: the head built (one line per
 header, nothing injected), written once on a pooled connection, and the answer's head read, with
 a reused connection's failure retried once when that is safe, and every failure mapped to the
-contract's 502 or 504. Both doors send every body-less or small request through here; bodies
-that stream are forward.py's. Compiled (setup.py): this is every proxied request's path.
+contract's 502 or 504. Both doors send every body-less request through here, and the fast door
+a small body it holds whole; bodies that stream are forward.py's. Compiled (setup.py): this is
+nearly every proxied request's path.
 """
 
 from __future__ import annotations
