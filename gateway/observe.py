@@ -11,7 +11,7 @@ import sys
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from aiohttp.http_exceptions import HttpProcessingError
@@ -20,13 +20,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-ACCESS = logging.getLogger("scopegate.access")
-LOG = logging.getLogger("scopegate")
+ACCESS: Final = logging.getLogger("scopegate.access")
+LOG: Final = logging.getLogger("scopegate")
 
 
-REQUEST_LABELS = ["route", "class", "decision", "reason", "status", "worker"]
-DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+REQUEST_LABELS: Final = ["route", "class", "decision", "reason", "status", "worker"]
+DURATION_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+UPSTREAM_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class _Histogram:
@@ -245,8 +245,8 @@ class TextFormatter(logging.Formatter):
         return f"{_iso(record.created)} {record.levelname.lower()} {record.name}: {record.getMessage()}"
 
 
-_second: list[Any] = [-1, ""]
-_MILLIS = [f".{ms:03d}Z" for ms in range(1000)]  # formatted once, not once per request
+_second: Final[list[Any]] = [-1, ""]
+_MILLIS: Final = [f".{ms:03d}Z" for ms in range(1000)]  # formatted once, not once per request
 
 
 def _iso(ts: float) -> str:
@@ -287,7 +287,7 @@ def setup_logging(level: str, fmt: str) -> None:
 
 
 # Decision lines waiting for the end of this loop iteration, by stream: one write per iteration.
-_pending: dict[Any, list[str]] = {}
+_pending: Final[dict[Any, list[str]]] = {}
 
 
 def flush_log() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from aiohttp.hdrs import AUTHORIZATION, UPGRADE
 from multidict import CIMultiDictProxy
@@ -35,9 +36,9 @@ from .surface.model import Route, RouteClass
 from .surface.paths import CleanPath, clean
 
 # Refusals a shadow route forwards anyway (decided, logged and counted, not enforced).
-SHADOWABLE = (InvalidToken, InsufficientScope, TargetDenied)
+SHADOWABLE: Final = (InvalidToken, InsufficientScope, TargetDenied)
 # A class's name for the decision line: a dict lookup, not the enum's `value` descriptor.
-CLASS_NAMES = {cls: cls.value for cls in RouteClass}
+CLASS_NAMES: Final = {cls: cls.value for cls in RouteClass}
 
 
 @dataclass(slots=True, init=False)

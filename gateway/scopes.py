@@ -9,14 +9,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
-LADDER = ("read", "write", "full")
-AGENCY = "agency"
-MANAGE = "tokens:manage"
-_RANK = {name: i for i, name in enumerate(LADDER)}
-FINE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}:(?:[a-z][a-z0-9_-]{0,39}|\*)$")
+LADDER: Final = ("read", "write", "full")
+AGENCY: Final = "agency"
+MANAGE: Final = "tokens:manage"
+_RANK: Final = {name: i for i, name in enumerate(LADDER)}
+FINE_RE: Final = re.compile(r"^[a-z][a-z0-9_-]{0,39}:(?:[a-z][a-z0-9_-]{0,39}|\*)$")
 
-BUILTIN_DESCRIPTIONS = {
+BUILTIN_DESCRIPTIONS: Final = {
     "read": "GET, HEAD and OPTIONS on public routes",
     "write": "every method on public routes, and read",
     "full": "every public route, including those that demand full",

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import jwt
 from cryptography import x509
@@ -37,25 +37,25 @@ from .claims import claim_list, claim_str, json_segment, numeric_date, scope_cla
 from .jwks import EC_CURVES, RSA_ALGS, JwksKeySource, fingerprint
 from .principal import Principal
 
-MAX_JWT_BYTES = 16 * 1024
-MAX_KID_CHARS = 256
-HMAC_ALGS = frozenset({"HS256", "HS384", "HS512"})
+MAX_JWT_BYTES: Final = 16 * 1024
+MAX_KID_CHARS: Final = 256
+HMAC_ALGS: Final = frozenset({"HS256", "HS384", "HS512"})
 
-_B64URL = r"[A-Za-z0-9_-]"
+_B64URL: Final = r"[A-Za-z0-9_-]"
 # Header and payload are never empty; the signature of an `alg: none` token is, and such a
 # token is still ours to refuse rather than someone else's to claim.
-_JWS_RE = re.compile(rf"{_B64URL}+\.{_B64URL}+\.{_B64URL}*")
-_JWE_RE = re.compile(rf"{_B64URL}+\.{_B64URL}*\.{_B64URL}*\.{_B64URL}+\.{_B64URL}*")
+_JWS_RE: Final = re.compile(rf"{_B64URL}+\.{_B64URL}+\.{_B64URL}*")
+_JWE_RE: Final = re.compile(rf"{_B64URL}+\.{_B64URL}*\.{_B64URL}*\.{_B64URL}+\.{_B64URL}*")
 # SECURITY: header parameters that fetch or embed keys (jku, x5u, jwk, x5c), that we would have
 # to understand (crit, b64), or that mean something other than a plain signed JWT (zip, enc).
-_REFUSED_HEADER_PARAMS = ("crit", "jku", "x5u", "jwk", "x5c", "zip", "enc", "b64")
-VERIFIED_CACHE_SIZE = 10_000
-VERIFIED_CACHE_SECONDS = 60.0
+_REFUSED_HEADER_PARAMS: Final = ("crit", "jku", "x5u", "jwk", "x5c", "zip", "enc", "b64")
+VERIFIED_CACHE_SIZE: Final = 10_000
+VERIFIED_CACHE_SECONDS: Final = 60.0
 # Verified credentials whose SHA-256 is remembered (cleared when full): a pure function memoised,
 # as the token validator does, so a busy JWT skips the hash (OpenSSL 3 looks the digest up by
 # name on every hashlib.sha256: about 9,400 of a cached JWT's 275,000 instructions a request).
 DIGEST_MEMO = 1_000
-PRINCIPALS_PER_TOKEN = 4  # principals kept per verified JWT, one per workspace asked for
+PRINCIPALS_PER_TOKEN: Final = 4  # principals kept per verified JWT, one per workspace asked for
 
 
 @dataclass(frozen=True)

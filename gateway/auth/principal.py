@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 CredentialKind = Literal["token", "jwt", "anonymous"]
 
@@ -29,4 +29,4 @@ class Principal:
     allowed_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
-ANONYMOUS = Principal(kind="anonymous", subject="", scopes=frozenset())
+ANONYMOUS: Final = Principal(kind="anonymous", subject="", scopes=frozenset())

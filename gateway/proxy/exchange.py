@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from types import TracebackType
+from typing import Final
 
 import aiohttp
 
@@ -19,11 +20,11 @@ from .pool import Connection, Pool
 from .response import Message, UpstreamError, UpstreamReadTimeout
 
 # Methods a request may be sent twice for (RFC 9110 9.2.2), when it has no body.
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 # What a failure talking to an upstream is for the client: 504 when it was too slow, else 502.
-_TIMEOUTS = (TimeoutError, aiohttp.ServerTimeoutError, UpstreamReadTimeout)
-_FAILURES = (aiohttp.ClientError, asyncio.IncompleteReadError, UpstreamError)
+_TIMEOUTS: Final = (TimeoutError, aiohttp.ServerTimeoutError, UpstreamReadTimeout)
+_FAILURES: Final = (aiohttp.ClientError, asyncio.IncompleteReadError, UpstreamError)
 
 
 class UpstreamErrors:

@@ -13,7 +13,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, istr
 from ..auth.principal import Principal
 
 # RFC 9110 section 7.6.1, plus the de-facto ones proxies must not forward.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         "connection",
         "keep-alive",
@@ -26,7 +26,7 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-IDENTITY = (
+IDENTITY: Final = (
     "X-Auth-Type",
     "X-Auth-Subject",
     "X-Auth-Workspace",
@@ -36,11 +36,11 @@ IDENTITY = (
     "X-Auth-Role",
 )
 # SECURITY: clients must never steer the method the gate sees, or the path an upstream routes on.
-METHOD_OVERRIDE = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
-REWRITE = frozenset({"x-original-url", "x-rewrite-url"})
+METHOD_OVERRIDE: Final = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+REWRITE: Final = frozenset({"x-original-url", "x-rewrite-url"})
 # SECURITY: forward-auth's question (the original method, URI and prefix) and its answer
 # (X-Auth-Authorization): an upstream that also sits behind a forward-auth proxy may trust them.
-FORWARD_AUTH = frozenset(
+FORWARD_AUTH: Final = frozenset(
     {
         "x-auth-authorization",
         "x-forwarded-uri",
@@ -50,18 +50,18 @@ FORWARD_AUTH = frozenset(
         "x-forwarded-prefix",
     }
 )
-FORWARDED = frozenset(
+FORWARDED: Final = frozenset(
     {"forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip"}
 )
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-X_REQUEST_ID = istr("X-Request-Id")  # istr: looked up without lower-casing it per request
+_REQUEST_ID_RE: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+X_REQUEST_ID: Final = istr("X-Request-Id")  # istr: looked up without lower-casing it per request
 
 T = TypeVar("T")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # What happens to a client header on its way upstream (decided per name, remembered).
 KEEP, DROP, FORWARDED_ONLY = 0, 1, 2
-VERDICT_MEMO = 4096  # distinct names (or principals) remembered before the memo starts over
+VERDICT_MEMO: Final = 4096  # distinct names (or principals) remembered before the memo starts over
 
 
 # A request id is 32 hex digits like a uuid4's, without a syscall per request: 80 random bits
@@ -271,8 +271,8 @@ def _identity_headers(principal: Principal, workspace_header: str) -> dict[str, 
     return {k: _header_safe(v) for k, v in out.items()}
 
 
-_CONTROL = dict.fromkeys([*range(32), 0x7F])
-MAX_VALUE = 1024  # characters of one identity header
+_CONTROL: Final = dict.fromkeys([*range(32), 0x7F])
+MAX_VALUE: Final = 1024  # characters of one identity header
 
 
 def _header_safe(value: str) -> str:
@@ -280,7 +280,7 @@ def _header_safe(value: str) -> str:
     return value.translate(_CONTROL)[:MAX_VALUE]
 
 
-_IDENTITY = PerPrincipal(_identity_headers)
+_IDENTITY: Final = PerPrincipal(_identity_headers)
 
 
 def _scopes_value(scopes: frozenset[str]) -> str:
@@ -293,8 +293,8 @@ def _scopes_value(scopes: frozenset[str]) -> str:
     return value
 
 
-_HOP_BY_HOP_RAW = frozenset(h.encode() for h in HOP_BY_HOP) | {b"content-length"}
-SERVER = "scopegate"  # what responses the gateway makes itself say; never a version
+_HOP_BY_HOP_RAW: Final = frozenset(h.encode() for h in HOP_BY_HOP) | {b"content-length"}
+SERVER: Final = "scopegate"  # what responses the gateway makes itself say; never a version
 
 
 def downstream_pairs(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 import httptools
 
@@ -34,13 +34,13 @@ from .response import (
 # parser copies the body out at once, so no read of the socket is ever held as a whole (uvloop's
 # own reads are up to 256 KiB each). Peak RSS with 32 downloads of 1 MB, side by side (README,
 # Reads into one shared buffer): 70.0 MB at 64 KiB reads, 74.9 MB at 128 KiB, 90.4 MB at 1 MiB.
-READ_SIZE = 64 * 1024
-_READ = memoryview(bytearray(READ_SIZE))
-HIGH_WATER = 128 * 1024  # body bytes buffered before the upstream socket stops being read
-MAX_IDLE = 100  # idle keep-alive connections kept per upstream
+READ_SIZE: Final = 64 * 1024
+_READ: Final = memoryview(bytearray(READ_SIZE))
+HIGH_WATER: Final = 128 * 1024  # body bytes buffered before the upstream socket stops being read
+MAX_IDLE: Final = 100  # idle keep-alive connections kept per upstream
 # Seconds an idle connection is reused for: below the 5 s keep-alive of Node and friends, so
 # a POST rarely meets an upstream that is closing the connection under it.
-IDLE_TIMEOUT = 4.0
+IDLE_TIMEOUT: Final = 4.0
 
 
 class Connection(asyncio.BufferedProtocol):

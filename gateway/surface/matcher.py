@@ -21,6 +21,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Final
 
 from .model import PARAM_RE, Route, Surface
 
@@ -62,7 +63,7 @@ class Match:
         self.why = why
 
 
-_NO_MATCH = Match(Verdict.NONE)
+_NO_MATCH: Final = Match(Verdict.NONE)
 
 
 @dataclass(slots=True)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
-PARAM_RE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]{0,63})\}$")
+PARAM_RE: Final = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]{0,63})\}$")
 
 
 class RouteClass(StrEnum):
@@ -58,8 +59,8 @@ class Route:
         return required_rung(method, self.scope)
 
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_RUNGS = ("read", "write", "full")
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+_RUNGS: Final = ("read", "write", "full")
 
 
 def required_rung(method: str, route_scope: str | None) -> str:

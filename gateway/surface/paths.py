@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from ..errors import BadPath
 
-_PCT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_SAFE_RE = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,=:@/%]*$")
+_PCT_RE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_SAFE_RE: Final = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,=:@/%]*$")
 # SECURITY: encoded separators and NUL would let `/a%2Fb` match `{id}` but reach the upstream
 # as two segments (Istio's %2F AuthorizationPolicy bypass, Traefik's encoded traversal).
-_FORBIDDEN_ENCODED = re.compile(r"%(?:2[fF]|5[cC]|00)")
+_FORBIDDEN_ENCODED: Final = re.compile(r"%(?:2[fF]|5[cC]|00)")
 # SECURITY: an upstream (or a proxy in front of it) that decodes twice sees `%252e` as `.`,
 # `%252f` as `/`, `%255c` as `\` and `%2500` as NUL: the same confusions, one layer down.
-_DOUBLE_ENCODED = re.compile(r"%25(?:2[eEfF]|5[cC]|00)")
+_DOUBLE_ENCODED: Final = re.compile(r"%25(?:2[eEfF]|5[cC]|00)")
 
 
 @dataclass(slots=True, init=False)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Final
 
 from ..auth.principal import Principal
 from ..config import TokensConfig
@@ -36,21 +37,21 @@ from .store import RevocationPush, TokenRecord, TokenStore
 log = logging.getLogger("scopegate.tokens")
 audit = logging.getLogger("scopegate.audit")
 
-CACHE_SIZE = 100_000
-REVOKED_SIZE = 250_000
-UNKNOWN_SIZE = 10_000
-UNKNOWN_TTL = 5.0
+CACHE_SIZE: Final = 100_000
+REVOKED_SIZE: Final = 250_000
+UNKNOWN_SIZE: Final = 10_000
+UNKNOWN_TTL: Final = 5.0
 HASH_MEMO = 10_000  # credentials whose SHA-256 is remembered (cleared when full)
-TOUCH_CHUNK = 100  # last-used times written in one transaction (see TokenValidator.flush)
-TOUCH_PAUSE = 0.05  # seconds at most between two such transactions...
-TOUCH_SPREAD = 0.8  # ...and a flush's pauses within this share of tokens.last_used_flush (a use
+TOUCH_CHUNK: Final = 100  # last-used times written in one transaction (see TokenValidator.flush)
+TOUCH_PAUSE: Final = 0.05  # seconds at most between two such transactions...
+TOUCH_SPREAD: Final = 0.8  # ...and a flush's pauses within this share of tokens.last_used_flush (a use
 # then reaches the store within 1.8 x last_used_flush: inside the 2 x that idle_ttl must exceed)
-_FEED_HEAD_PROBE = 2**63 - 1
+_FEED_HEAD_PROBE: Final = 2**63 - 1
 
 
 SCOPE_SETS = 1_000  # distinct scope lists shared between cached tokens (cleared when full)
 _scope_sets: dict[tuple[str, ...], frozenset[str]] = {}
-_NO_TARGETS: frozenset[tuple[str, str]] = frozenset()
+_NO_TARGETS: Final[frozenset[tuple[str, str]]] = frozenset()
 
 
 def _scope_set(scopes: tuple[str, ...]) -> frozenset[str]:

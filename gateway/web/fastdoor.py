@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp.tcp_helpers import tcp_nodelay
 
@@ -40,20 +40,20 @@ if TYPE_CHECKING:
     from ..surface.paths import CleanPath
     from .runtime import Runtime
 
-LOG = logging.getLogger("scopegate")
+LOG: Final = logging.getLogger("scopegate")
 
-BUFFER_LIMIT = 256 * 1024  # pipelined bytes buffered while a request is served, before reading stops
+BUFFER_LIMIT: Final = 256 * 1024  # pipelined bytes buffered while a request is served, before reading stops
 # Request-body bytes waiting for a slower upstream before reading stops (aiohttp's door: 64 KiB).
-BODY_BUFFER = 64 * 1024
+BODY_BUFFER: Final = 64 * 1024
 # Every read of a client lands in one buffer of this size, shared by the process's connections
 # and copied out at once, so no piece of a body is larger. Peak RSS with 32 uploads of 1 MB, side
 # by side (README, Reads into one shared buffer): 79.7 MB at uvloop's own 256 KiB reads, 68.9 MB
 # at 128 KiB, 65.0 MB at 64 KiB, whose extra reads cost more CPU per upload in that run (954
 # against 845 us, within the machine's noise).
-READ_SIZE = 128 * 1024
-_READ = memoryview(bytearray(READ_SIZE))
+READ_SIZE: Final = 128 * 1024
+_READ: Final = memoryview(bytearray(READ_SIZE))
 LINGER = 10.0  # seconds a refused request's unread body is read and dropped (aiohttp's lingering_time)
-VERIFY = ("verify",)  # forward-auth, under the management mount: served here too
+VERIFY: Final = ("verify",)  # forward-auth, under the management mount: served here too
 Fallback = Callable[[float | None], asyncio.Protocol]  # aiohttp's protocol, given a head deadline
 
 

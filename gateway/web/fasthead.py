@@ -5,22 +5,24 @@ aiohttp (fastdoor.py)."""
 
 from __future__ import annotations
 
+from typing import Final
+
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .fastserve import Plain
 
 # What a fast head may be. Anything else goes to aiohttp, which decides as it always has.
-MAX_HEAD = 8190  # bytes: under aiohttp's line (8190) and field (16384) limits, whatever the split
-MAX_HEADERS = 100  # aiohttp refuses more than 128
+MAX_HEAD: Final = 8190  # bytes: under aiohttp's line (8190) and field (16384) limits, whatever the split
+MAX_HEADERS: Final = 100  # aiohttp refuses more than 128
 
-FAST_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
+FAST_METHODS: Final = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
 # SECURITY: chunked framing, an upgrade or an Expect is aiohttp's to judge. A fast request's body
 # is exactly its one Content-Length (digits, checked by llhttp and again below), so nothing after
 # it can be smuggled in as part of it, nor a part of it read as a request.
-HAND_OFF = frozenset({b"transfer-encoding", b"upgrade", b"expect", b"sec-websocket-key1"})
+HAND_OFF: Final = frozenset({b"transfer-encoding", b"upgrade", b"expect", b"sec-websocket-key1"})
 # Headers aiohttp refuses to see twice (its SINGLETON_HEADERS).
-SINGLE = frozenset(
+SINGLE: Final = frozenset(
     {
         b"content-length",
         b"content-location",
@@ -45,7 +47,7 @@ def _canonical_names() -> dict[bytes, str]:
     return {str(v).lower().encode(): str(v) for v in vars(hdrs).values() if isinstance(v, istr)}
 
 
-CANONICAL = _canonical_names()
+CANONICAL: Final = _canonical_names()
 
 
 class HeadParser:

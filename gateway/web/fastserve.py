@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from aiohttp.hdrs import AUTHORIZATION
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -26,7 +26,7 @@ from .errors import error_parts
 from .ledger import Ledger
 from .management import forward_decision
 
-WHOLE_BODY = 64 * 1024  # a body all here and this small goes upstream in one write with its head
+WHOLE_BODY: Final = 64 * 1024  # a body all here and this small goes upstream in one write with its head
 
 if TYPE_CHECKING:
     from ..proxy.pool import Connection
@@ -34,14 +34,14 @@ if TYPE_CHECKING:
     from ..surface.paths import CleanPath
     from .fastdoor import FastDoor
 
-REASONS = {s.value: s.phrase for s in HTTPStatus}
-REASONS_B = {code: phrase.encode() for code, phrase in REASONS.items()}
-_SERVER_LINE = f"Server: {SERVER}".encode()
-_LAST_CHUNK = b"0\r\n\r\n"
+REASONS: Final = {s.value: s.phrase for s in HTTPStatus}
+REASONS_B: Final = {code: phrase.encode() for code, phrase in REASONS.items()}
+_SERVER_LINE: Final = f"Server: {SERVER}".encode()
+_LAST_CHUNK: Final = b"0\r\n\r\n"
 # Control bytes a head may not hold (CR and LF are counted apart): deleted, the length tells.
-_CONTROL = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
-PASSED_ON_MEMO = 1_000  # JWTs whose passed-on lines are remembered (cleared when full)
-_PASSED_ON: dict[str, bytes] = {}
+_CONTROL: Final = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+PASSED_ON_MEMO: Final = 1_000  # JWTs whose passed-on lines are remembered (cleared when full)
+_PASSED_ON: Final[dict[str, bytes]] = {}
 
 
 @dataclass(slots=True, init=False)
@@ -225,7 +225,7 @@ def _lines_of(principal: Principal, workspace_header: str) -> bytes:
     return lines
 
 
-_IDENTITY_LINES = PerPrincipal(_lines_of)  # remembered per principal, as identity_headers are
+_IDENTITY_LINES: Final = PerPrincipal(_lines_of)  # remembered per principal, as identity_headers are
 
 
 def _whole(status: int, headers: CIMultiDict[str], body: bytes, method: str, keep_alive: bool) -> bytes:
@@ -240,7 +240,7 @@ def _whole(status: int, headers: CIMultiDict[str], body: bytes, method: str, kee
     return _head(status, headers, keep_alive) + body
 
 
-_date: list[object] = [0, ""]
+_date: Final[list[object]] = [0, ""]
 
 
 def _http_date() -> str:

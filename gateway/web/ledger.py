@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from multidict import CIMultiDictProxy
 
@@ -18,7 +18,7 @@ from ..proxy.headers import request_id
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-LOG = logging.getLogger("scopegate")
+LOG: Final = logging.getLogger("scopegate")
 
 
 def _ms(ms: float) -> float:

@@ -5,7 +5,7 @@ Served by the gateway itself, before any surface rule, never forwarded.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 from aiohttp.hdrs import AUTHORIZATION
@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 
 # What a fronting proxy asks about: Traefik's and Envoy's names, then nginx's (istr: looked up
 # without lower-casing the name on every request).
-URI_NAMES = (istr("X-Forwarded-Uri"), istr("X-Original-URI"))
-METHOD_NAMES = (istr("X-Forwarded-Method"), istr("X-Original-Method"))
-_NONE: tuple[str, ...] = ()
+URI_NAMES: Final = (istr("X-Forwarded-Uri"), istr("X-Original-URI"))
+METHOD_NAMES: Final = (istr("X-Forwarded-Method"), istr("X-Original-Method"))
+_NONE: Final[tuple[str, ...]] = ()
 
 
 async def management(

@@ -10,7 +10,7 @@ POST   tokens/revoke           revoke by value   anyone, rate-limited, always 20
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 # Per client address and minute. A scanner revoking a leak sends up to 100 secrets at a time.
-BY_VALUE_PER_MINUTE = 10
+BY_VALUE_PER_MINUTE: Final = 10
 
 
 class ByValueLimiter(FailedAuthLimiter):
