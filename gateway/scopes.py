@@ -15,7 +15,7 @@ LADDER: Final = ("read", "write", "full")
 AGENCY: Final = "agency"
 MANAGE: Final = "tokens:manage"
 _RANK: Final = {name: i for i, name in enumerate(LADDER)}
-FINE_RE: Final = re.compile(r"^[a-z][a-z0-9_-]{0,39}:(?:[a-z][a-z0-9_-]{0,39}|\*)$")
+FINE_RE: Final = re.compile(r"^[a-z][a-z0-9_-]{0,39}:(?:[a-z][a-z0-9_-]{0,39}|\*)\Z")
 
 BUILTIN_DESCRIPTIONS: Final = {
     "read": "GET, HEAD and OPTIONS on public routes",

@@ -59,7 +59,7 @@ __all__ = [
     "parse_size",
 ]
 
-_HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}\Z")
 
 TOP_KEYS = {
     "listen",

@@ -23,10 +23,10 @@ from .reader import (
     pos_size,
 )
 
-_METHOD_RE = re.compile(r"^[A-Z]{1,20}$")
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9_]{1,16}$")
+_METHOD_RE = re.compile(r"^[A-Z]{1,20}\Z")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_]{1,16}\Z")
 # RFC 6265 cookie-name characters (a token), e.g. `session` or `__Host-jwt`.
-_COOKIE_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
+_COOKIE_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}\Z")
 
 
 def read_listen(

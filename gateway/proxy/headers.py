@@ -53,7 +53,7 @@ FORWARD_AUTH: Final = frozenset(
 FORWARDED: Final = frozenset(
     {"forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip"}
 )
-_REQUEST_ID_RE: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID_RE: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 X_REQUEST_ID: Final = istr("X-Request-Id")  # istr: looked up without lower-casing it per request
 
 T = TypeVar("T")

@@ -13,8 +13,8 @@ from ..yamlsrc import LList, LMap, line_of, load_yaml
 from .model import PARAM_RE, Route, RouteClass, Surface, Target
 from .paths import clean
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_METHOD_RE = re.compile(r"^[A-Z]{1,20}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
+_METHOD_RE = re.compile(r"^[A-Z]{1,20}\Z")
 _ROUTE_KEYS = {
     "id",
     "match",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-PARAM_RE: Final = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]{0,63})\}$")
+PARAM_RE: Final = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]{0,63})\}\Z")
 
 
 class RouteClass(StrEnum):

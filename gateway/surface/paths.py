@@ -13,7 +13,7 @@ from typing import Final
 from ..errors import BadPath
 
 _PCT_RE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_SAFE_RE: Final = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,=:@/%]*$")
+_SAFE_RE: Final = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,=:@/%]*\Z")
 # SECURITY: encoded separators and NUL would let `/a%2Fb` match `{id}` but reach the upstream
 # as two segments (Istio's %2F AuthorizationPolicy bypass, Traefik's encoded traversal).
 _FORBIDDEN_ENCODED: Final = re.compile(r"%(?:2[fF]|5[cC]|00)")

@@ -253,6 +253,22 @@ ERRORS = [
         [(3, "tokens.prefix: expected 1-16 letters, digits or _, got 'st-'")],
         "token-prefix-dash",
     ),
+    # A final newline (a YAML "\n" escape) must not pass a name check: `$` matches before it.
+    (
+        'tokens:\n  prefix: "sg\\n"\n',
+        [(3, "tokens.prefix: expected 1-16 letters, digits or _, got 'sg\\n'")],
+        "token-prefix-final-newline",
+    ),
+    (
+        'headers: {workspace: "X-Workspace\\n"}\n',
+        [(2, "headers.workspace: expected a header name, got 'X-Workspace\\n'")],
+        "header-name-final-newline",
+    ),
+    (
+        'methods: [GET, "POST\\n"]\n',
+        [(2, "methods[1]: 'POST\\n' is not an upper-case HTTP method")],
+        "method-final-newline",
+    ),
     (
         "tokens:\n  default_ttl: 400d\n  max_ttl: 365d\n",
         [(3, "tokens.default_ttl: longer than tokens.max_ttl")],

@@ -15,7 +15,14 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.auth.principal import ANONYMOUS, Principal
-from gateway.proxy.headers import HeaderPolicy, Network, client_ip, connection_named, identity_headers
+from gateway.proxy.headers import (
+    HeaderPolicy,
+    Network,
+    client_ip,
+    connection_named,
+    identity_headers,
+    request_id,
+)
 from tests.conftest import MakeGateway, Upstream
 from tests.core.test_proxy import port_of, raw_get, raw_request
 from tests.core.test_upstream_client import fixed, raw_upstream
@@ -291,3 +298,16 @@ def test_every_name_a_connection_header_lists_is_read_however_it_is_spaced(value
     line: a list without spaces names each header too."""
     headers = CIMultiDict([("Connection", v) for v in values])
     assert connection_named(headers) - {"keep-alive"} == {"x-a", "x-b"}
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [("req-1.a:b_c", True), ("x" * 128, True), ("x" * 129, False), ("req-1\n", False), ("a b", False)],
+    ids=["kept", "longest", "too-long", "final-newline", "space"],
+)
+def test_a_client_request_id_is_kept_only_when_nothing_in_it_can_break_a_line(given: str, kept: bool) -> None:
+    # The fast door writes the id back without checking it again (fastserve._verified): the
+    # pattern must anchor at the very end, where `$` also matches before a final newline.
+    rid = request_id(CIMultiDict({"X-Request-Id": given}))
+    assert (rid == given) is kept
+    assert "\n" not in rid and " " not in rid and 1 <= len(rid) <= 128

@@ -70,6 +70,9 @@ BAD = [
     ("/v1/a b", BAD_CHAR, "raw-space"),
     ("/v1/caf\u00e9", BAD_CHAR, "raw-non-ascii"),
     ("/v1/a\tb", BAD_CHAR, "raw-tab"),
+    # `$` in a pattern also matches before a final newline; the check must anchor at the end.
+    ("/v1/a\n", BAD_CHAR, "raw-final-newline"),
+    ("/\n", BAD_CHAR, "root-final-newline"),
     ("/v1/a\x00b", BAD_CHAR, "raw-nul"),
     ("/v1/<x>", BAD_CHAR, "raw-angle"),
     ('/v1/"x"', BAD_CHAR, "raw-quote"),

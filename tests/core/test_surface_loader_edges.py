@@ -116,6 +116,32 @@ CASES = [
         [(7, "routes[a].target.param: 'b' is not a parameter of the path")],
         id="target-param-below-kind",
     ),
+    # A final newline (a YAML "\n" escape) must not pass a check: `$` matches before it.
+    pytest.param(
+        'routes:\n  - id: "a\\n"\n    class: public\n    match: {path: /v1/a}\n',
+        [(2, "route: 'id' must be 1-64 of [A-Za-z0-9_.-], got 'a\\n'")],
+        id="id-final-newline",
+    ),
+    pytest.param(
+        'routes:\n  - id: a\n    class: public\n    match: {path: /v1/a, methods: ["GET\\n"]}\n',
+        [(4, "routes[a].match.methods: 'GET\\n' is not an upper-case method")],
+        id="method-final-newline",
+    ),
+    pytest.param(
+        'routes:\n  - id: a\n    class: public\n    match: {path: /v1/a}\n    scopes: ["items:read\\n"]\n',
+        [(5, "routes[a].scopes[0]: 'items:read\\n' is not a resource:action scope")],
+        id="scope-final-newline",
+    ),
+    pytest.param(
+        'routes:\n  - id: a\n    class: public\n    match: {path: "/v1/a\\n"}\n',
+        [(4, "routes[a].match.path: character not allowed in path")],
+        id="path-final-newline",
+    ),
+    pytest.param(
+        'routes:\n  - id: a\n    class: public\n    match: {path: "/v1/{id}\\n"}\n',
+        [(4, "routes[a].match.path: malformed parameter segment '{id}\\n'")],
+        id="parameter-final-newline",
+    ),
 ]
 
 

@@ -327,6 +327,7 @@ NOT_UI = "management.ui: expected true, false or a mapping such as {cookie: sess
         ("  ui: {cookie: 'two words'}\n", 3, "management.ui.cookie: expected a cookie name"),
         ("  ui: {cookie: 'a;b'}\n", 3, "management.ui.cookie: expected a cookie name"),
         ("  ui: {cookie: 5}\n", 3, "management.ui.cookie: expected a cookie name"),
+        ('  ui: {cookie: "session\\n"}\n', 3, "management.ui.cookie: expected a cookie name"),
         ("  ui:\n    cokie: x\n", 4, "management.ui: unknown key 'cokie'"),
         (
             "  ui: yes please\n",
