@@ -337,7 +337,10 @@ async def _token(cfg: Config, args: argparse.Namespace) -> int:
             body["allowed_cidrs"] = args.allowed_cidrs
         if args.not_before is not None:
             nbf = args.not_before
-            body["not_before"] = int(nbf) if nbf.isdigit() and len(nbf) < 16 else nbf
+            # ASCII digits only: str.isdigit() is also true of "²", which int() refuses, and of
+            # other scripts' digits, which int() would read as Unix seconds.
+            digits = nbf.isascii() and nbf.isdigit()
+            body["not_before"] = int(nbf) if digits and len(nbf) < 16 else nbf
         if args.target:
             targets = []
             for t in args.target:

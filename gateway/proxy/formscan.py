@@ -104,7 +104,7 @@ def scanner_for(
         raise BadRequest("a form body with a Content-Encoding cannot be inspected")
     if medias[0].startswith(URLENCODED):
         declared = headers.get("Content-Length", "").strip()
-        if declared.isdigit() and int(declared) > form_inspect:
+        if declared.isascii() and declared.isdigit() and int(declared) > form_inspect:
             raise BodyTooLarge(f"form body over limits.form_inspect ({form_inspect} bytes)")
         return UrlEncodedScan(form_inspect)
     m = _BOUNDARY_RE.search(types[0])

@@ -158,6 +158,16 @@ def test_urlencoded_form_of_exactly_form_inspect_bytes_passes() -> None:
     assert run(scan, b"a=12345678") == b"a=12345678"
 
 
+@pytest.mark.parametrize("declared", ["\u00b2", "\u0661\u0660\u0660"], ids=["superscript", "arabic-indic"])
+def test_a_content_length_of_other_digits_is_no_declared_size(declared: str) -> None:
+    # str.isdigit() is true of both; int() refuses U+00B2 and reads the Arabic-Indic "100" as
+    # 100. Neither is a Content-Length (HTTP's are ASCII digits; both doors' parsers refuse these
+    # first), so the scan counts what arrives instead of raising or trusting a number.
+    scan = scanner_for(headers(("Content-Type", URLENCODED), ("Content-Length", declared)), 64)
+    assert isinstance(scan, UrlEncodedScan)
+    assert run(scan, b"a=1") == b"a=1"
+
+
 def test_part_headers_of_exactly_max_part_headers_bytes_are_held_not_refused() -> None:
     scan = MultipartScan(B)
     opening = b"--" + B + b"\r\nX: "  # the part's headers are what follows `--boundary`
