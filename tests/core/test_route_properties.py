@@ -197,6 +197,23 @@ def test_clean_agrees_with_a_lenient_upstream_or_refuses(raw: str) -> None:
     assert (got.segments, got.trailing_slash) == upstream_view(raw), raw
 
 
+# RFC 3986 pchar and "/", the only characters a kept path may hold (`%` only as an escape).
+PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,=:@/%")
+
+
+@BOUNDED
+@given(st.text(st.characters(codec="ascii"), max_size=6), st.sampled_from(["", "\n", "\r\n", "\t", " "]))
+def test_a_kept_path_holds_only_path_characters(text: str, end: str) -> None:
+    # Every ASCII character, a final newline among them: `$` in a check's pattern matched before
+    # one, so "/a\n" was kept.
+    raw = "/a" + text + end
+    try:
+        got = clean(raw)
+    except BadPath:
+        return
+    assert set(got.raw) <= PATH_CHARS, raw
+
+
 @pytest.mark.parametrize("upper", [True, False], ids=["upper-hex", "lower-hex"])
 @pytest.mark.parametrize("byte", range(256), ids=lambda b: f"{b:02x}")
 def test_every_percent_encoded_byte(byte: int, upper: bool) -> None:
