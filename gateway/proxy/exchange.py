@@ -48,18 +48,26 @@ class UpstreamErrors:
 
 
 def request_head(
-    method: str, target: str, authority: str, headers: Iterable[tuple[str, str]], framing: str | None
+    method: str,
+    target: str,
+    authority: str,
+    headers: Iterable[tuple[str, str]],
+    framing: str | None,
+    ours: bytes = b"",
 ) -> bytes:
+    """The head: request line, Host, `headers`, then `ours` (lines already checked and each
+    ended: the fast door's identity block, rendered once per principal), then the framing."""
     lines = [f"{method} {target} HTTP/1.1", f"Host: {authority}"]
     lines += [f"{name}: {value}" for name, value in headers]
-    if framing is not None:
-        lines.append(framing)
     text = "\r\n".join(lines)
     # SECURITY: one header per line, whatever a value holds (the parser refuses CR/LF, and
     # identity values are cleaned; this is the last line of defence against header injection).
     if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1 or "\x00" in text:
         raise UpstreamUnavailable("a header cannot be forwarded")
-    return text.encode("utf-8", "surrogateescape") + b"\r\n\r\n"
+    head = text.encode("utf-8", "surrogateescape") + b"\r\n" + ours
+    if framing is not None:  # ours: a Content-Length of an int, or chunked
+        head += framing.encode() + b"\r\n"
+    return head + b"\r\n"
 
 
 def check_body_size(size: int, max_body: int) -> None:

@@ -177,9 +177,11 @@ class HeaderPolicy:
         host: str | None,
         rid: str,
         keep_authorization: bool,
+        identity: bool = True,
     ) -> list[tuple[str, str]]:
         """The headers the upstream is sent, in order: the client's that survive, then ours
-        (aiohttp's door and WebSockets take them as a CIMultiDict)."""
+        (aiohttp's door and WebSockets take them as a CIMultiDict). Without `identity` the
+        identity headers are left for the caller to add (the fast door's rendered block)."""
         named = connection_named(incoming) if "Connection" in incoming else None
         trusted_peer = is_trusted(peer, self.trusted)
         verdicts = self._verdicts
@@ -215,7 +217,8 @@ class HeaderPolicy:
         if not (trusted_peer and "X-Forwarded-Host" in incoming) and host:
             out.append(("X-Forwarded-Host", host))
         out.append(("X-Request-Id", rid))
-        out += identity_headers(principal, self.workspace_header).items()
+        if identity:
+            out += identity_headers(principal, self.workspace_header).items()
         return out
 
 

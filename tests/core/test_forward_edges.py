@@ -32,6 +32,18 @@ def test_the_request_head_is_one_header_per_line_and_ends_with_its_framing() -> 
     assert request_head("GET", "/", "up", [], None) == b"GET / HTTP/1.1\r\nHost: up\r\n\r\n"
 
 
+def test_the_fast_doors_rendered_identity_lines_go_after_the_headers_and_before_the_framing() -> None:
+    ours = b"X-Auth-Type: token\r\nX-Auth-Subject: cli\r\n"
+    head = request_head("PUT", "/p", "up", [("X-A", "1")], "Content-Length: 3", ours)
+    assert head == (
+        b"PUT /p HTTP/1.1\r\nHost: up\r\nX-A: 1\r\nX-Auth-Type: token\r\nX-Auth-Subject: cli\r\n"
+        b"Content-Length: 3\r\n\r\n"
+    )
+    assert request_head("GET", "/", "up", [], None, ours) == (
+        b"GET / HTTP/1.1\r\nHost: up\r\nX-Auth-Type: token\r\nX-Auth-Subject: cli\r\n\r\n"
+    )
+
+
 @pytest.mark.parametrize("value", ["a\nInjected: 1", "a\rInjected: 1", "a\r\nInjected: 1", "a\x00b"])
 def test_a_header_that_would_break_the_head_is_never_written(value: str) -> None:
     with pytest.raises(UpstreamUnavailable) as err:
