@@ -84,7 +84,8 @@ def main() -> None:
         "verify token": None,
         "verify jwt": S.sign(secret, "HS256"),
     }
-    credentials["verify token"] = credentials["stub"] = credentials["token"]  # the stub as bench/run.py asks it
+    # The stub is asked as bench/run.py asks it, with the token.
+    credentials["verify token"] = credentials["stub"] = credentials["token"]
     py = sys.executable
     env = {**os.environ, "PYTHONPATH": os.path.join(HERE, os.pardir)}
     procs = [start([py, os.path.join(HERE, "upstream.py"), str(up)], up)]
