@@ -39,6 +39,8 @@ MULTIPART = "multipart/form-data"
 MAX_PART_HEADERS = 16 * 1024  # bytes of one part's header block; longer is refused
 PHP_LINE_BUFFER = 5 * 1024  # PHP's multipart reader reads a longer line as several (FILLUNIT)
 _BOUNDARY_RE = re.compile(r';\s*boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;,"]{1,200}))', re.IGNORECASE)
+# RFC 2046's bchars: what a boundary may hold, quoted or not.
+_BCHARS_RE = re.compile(r"[0-9A-Za-z'()+_,./:=? -]+\Z")
 _HEADERS_END_RE = re.compile(rb"\n\r?\n")
 _RACK_BOUNDARY_RE = re.compile(r'multipart/.*boundary="?([^";,]+)"?', re.IGNORECASE | re.DOTALL)
 _RACK_DISPOSITION_RE = re.compile(rb"content-disposition:", re.IGNORECASE)
@@ -111,6 +113,11 @@ def scanner_for(
     if m is None:
         raise BadRequest("multipart/form-data without a usable boundary")
     boundary = m.group(1) or m.group(2)
+    if not _BCHARS_RE.match(boundary):
+        # SECURITY: a backslash or a quote is no boundary character, and parsers read one
+        # differently: busboy (multer) unescapes `boundary="a\"b"` to `a"b`, PHP and Rack keep
+        # `a\`. Scanning for the wrong delimiter would see no part at all.
+        raise BadRequest("multipart/form-data with a boundary outside RFC 2046's characters")
     rack = _RACK_BOUNDARY_RE.match(types[0])
     if _php_boundary(types[0]) != boundary or (rack is not None and rack.group(1) != boundary):
         # SECURITY: PHP takes the first "boundary" substring anywhere (`xboundary=A; boundary=B`

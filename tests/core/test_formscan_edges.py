@@ -72,6 +72,23 @@ def refusal_cases() -> list[object]:
             "multipart/form-data with an ambiguous boundary",
             id="ambiguous-boundary",
         ),
+        *(
+            pytest.param(
+                lambda value=value: scanner_for(
+                    headers(("Content-Type", f"multipart/form-data; boundary={value}")), 64
+                ),
+                BadRequest,
+                "multipart/form-data with a boundary outside RFC 2046's characters",
+                id=f"boundary-{name}",
+            )
+            for name, value in (
+                ("escaped-quote", '"a\\"b"'),  # busboy: a"b; PHP, Rack and the scan: a\
+                ("escaped-backslash", '"a\\\\b"'),  # busboy: a\b
+                ("escaped-letter", '"a\\xb"'),  # busboy: axb
+                ("non-ascii", '"a\u00e9b"'),
+                ("control", '"a\x01b"'),
+            )
+        ),
         pytest.param(
             lambda: UrlEncodedScan(4).feed(b"a=123"),
             BodyTooLarge,

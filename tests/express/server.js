@@ -1,6 +1,7 @@
 // A real Express 4 upstream for scopegate's end-to-end tests, with Express's default routing:
 // case-insensitive, non-strict about a trailing slash, and `_method` honoured in urlencoded
-// form bodies (the method-override README's own recipe). Every handler that runs is recorded;
+// and multipart form bodies (the method-override README's own recipe; multipart read by multer,
+// that is busboy, as most Express apps read it). Every handler that runs is recorded;
 // GET /__hits on this server (never through the gateway) lists them.
 //
 //   node server.js [PORT]    (or PORT=...; 0 picks a free port) -> prints "listening PORT"
@@ -8,6 +9,7 @@
 
 const express = require('express');
 const methodOverride = require('method-override');
+const multer = require('multer');
 
 const app = express();
 const hits = [];
@@ -38,6 +40,7 @@ app.post('/v1/uploads', (req, res) => {
 });
 
 app.use(express.urlencoded({ extended: false }));
+app.use(multer().none()); // multipart text fields into req.body
 app.use(
   methodOverride((req) => {
     if (req.body && typeof req.body === 'object' && '_method' in req.body) {
