@@ -32,6 +32,7 @@ from urllib.parse import unquote_to_bytes
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..errors import BadRequest, BodyTooLarge
+from .params import parameters
 
 METHOD_FIELD = b"_method"
 URLENCODED = "application/x-www-form-urlencoded"
@@ -118,8 +119,15 @@ def scanner_for(
         # differently: busboy (multer) unescapes `boundary="a\"b"` to `a"b`, PHP and Rack keep
         # `a\`. Scanning for the wrong delimiter would see no part at all.
         raise BadRequest("multipart/form-data with a boundary outside RFC 2046's characters")
+    named = [value for name, value in parameters(types[0]) or () if name == "boundary"]
     rack = _RACK_BOUNDARY_RE.match(types[0])
-    if _php_boundary(types[0]) != boundary or (rack is not None and rack.group(1) != boundary):
+    if (
+        # SECURITY: busboy parses the parameter list, skipping quoted strings, where the search
+        # above (and PHP's, and Rack's) finds `boundary=A` inside `x=";boundary=A"`.
+        named != [boundary]
+        or _php_boundary(types[0]) != boundary
+        or (rack is not None and rack.group(1) != boundary)
+    ):
         # SECURITY: PHP takes the first "boundary" substring anywhere (`xboundary=A; boundary=B`
         # is A to PHP, B to a parameter parser), Rack the last (`boundary=A; x="boundary=B"`
         # is B to Rails): the readings must agree.
@@ -194,6 +202,10 @@ class MultipartScan(FormScan):
             if len(buf) - after < 2 and not eof:
                 self._pos = i
                 return
+            if bytes(buf[after : after + 2]) not in (b"--", b"\r\n") and len(buf) - after >= 2:
+                # SECURITY: busboy reads on as the same part's headers after `--boundary x`
+                # (`form-data\r\n\r\n--B ;name=_method` is a folded `name` to it).
+                raise BadRequest("a multipart boundary line holds more than the boundary")
             if buf[after : after + 2] == b"--":
                 # SECURITY: the close delimiter ends nothing for PHP, which reads on to the next
                 # boundary line; the epilogue is scanned like the rest.
@@ -211,7 +223,12 @@ class MultipartScan(FormScan):
                 # SECURITY: Rack reads a part's headers up to CRLF CRLF, PHP up to an empty line:
                 # after `\n\r\n`, Rack would still read headers that are body to this scan.
                 raise BadRequest("a multipart part's headers must end with CRLF CRLF")
-            _check_part(bytes(buf[after : end.start()]))
+            block = bytes(buf[after : end.start()])
+            if delim in block:
+                # SECURITY: busboy removes a delimiter met inside a part's headers and joins
+                # the two sides: `name="` CRLF `--B_method"` is `name="_method"` to it.
+                raise BadRequest("a multipart boundary inside a part's headers")
+            _check_part(block)
             # SECURITY: the blank line's LF may begin the next delimiter: Rack reads a boundary
             # line right after a part's headers as the end of an empty part, and a new part.
             self._pos = end.end() - 1
@@ -263,6 +280,11 @@ def _check_part(block: bytes) -> None:
         name, sep, value = line.partition(b":")
         if not sep or name.strip().lower() != b"content-disposition":
             continue
+        for key, text in parameters(value.decode("latin-1")) or ():
+            if key == "name" and is_method_field(text.encode("latin-1")):
+                # SECURITY: busboy's reading, which skips quoted strings: `x=";name="; name=
+                # "_method"` has a regex's `name=` inside x's quotes and hides the real one.
+                raise BadRequest("a _method part in a multipart form body is not accepted")
         for m in _NAME_RE.finditer(value):
             raw = m.group(2) if m.group(2) is not None else m.group(3) or b""
             if m.group(2) is not None:

@@ -119,6 +119,56 @@ def refusal_cases() -> list[object]:
             "a multipart part's headers must end with CRLF CRLF",
             id="headers-end-lf-crlf",
         ),
+        # busboy's readings (multer, so Express): each passed PHP's and Rack's as the scan read them
+        pytest.param(
+            lambda: scanner_for(
+                headers(
+                    ("Content-Type", 'multipart/form-data; x=";boundary=A;"; boundary=B; y="boundary=A"')
+                ),
+                64,
+            ),
+            BadRequest,
+            "multipart/form-data with an ambiguous boundary",
+            id="boundary-inside-quoted-parameters",
+        ),
+        pytest.param(
+            lambda: scanner_for(
+                headers(("Content-Type", "multipart/form-data; boundary=abc; xboundaryx")), 64
+            ),
+            BadRequest,
+            "multipart/form-data with an ambiguous boundary",
+            id="malformed-parameters",
+        ),
+        pytest.param(
+            multipart(
+                b"--"
+                + B
+                + b'\r\nContent-Disposition: form-data; x=";name="; name="_method"\r\n\r\nPUT\r\n--'
+                + B
+                + b"--"
+            ),
+            BadRequest,
+            "a _method part in a multipart form body is not accepted",
+            id="name-behind-quoted-name",
+        ),
+        pytest.param(
+            multipart(
+                b"--" + B + b'\r\nContent-Disposition: form-data; name="\r\n--' + B + b'_method"\r\n\r\nPUT'
+                b"\r\n--" + B + b"--"
+            ),
+            BadRequest,
+            "a multipart boundary inside a part's headers",
+            id="boundary-inside-headers",
+        ),
+        pytest.param(
+            multipart(
+                b"--" + B + b"\r\nContent-Disposition: form-data\r\n\r\n--" + B + b" ;name=_method\r\n\r\nPUT"
+                b"\r\n--" + B + b"--"
+            ),
+            BadRequest,
+            "a multipart boundary line holds more than the boundary",
+            id="boundary-line-with-more",
+        ),
         pytest.param(
             multipart(b"x--" + B + b"\r\n"),
             BadRequest,
@@ -239,7 +289,7 @@ def test_only_a_post_with_an_empty_content_type_is_a_form(content_type: str, met
         # a quote after the boundary's closing quote
         ('multipart/form-data; boundary="abc"; x="y"', b"abc"),
         # no lower-case `boundary`: PHP takes the first of any case (`xBOUNDARYx` has no `=`)
-        ("multipart/form-data; BOUNDARY=abc; xBOUNDARYx", b"abc"),
+        ("multipart/form-data; BOUNDARY=abc; x=xBOUNDARYx", b"abc"),
         # a boundary Rack's regex cannot read: Rack parses no parts, PHP and we read `,abc`
         ('multipart/form-data; boundary=",abc"', b",abc"),
     ],
