@@ -3,7 +3,7 @@
 The form scan (formscan.py) also reads `boundary` and a part's `name` the way PHP and Rack do,
 with substring searches and unanchored regexes. busboy (multer, so most Express apps) parses the
 parameter list instead, skipping quoted strings: `x=";boundary=A"; boundary=B` is B to it and A
-to a search. Each reading is checked, so this is the parser's.
+to a search. The scan checks every reading; this module gives the parser's.
 """
 
 from __future__ import annotations
