@@ -38,6 +38,7 @@ METHOD_FIELD = b"_method"
 URLENCODED = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"
 MAX_PART_HEADERS = 16 * 1024  # bytes of one part's header block; longer is refused
+UTF8_BOM = b"\xef\xbb\xbf"
 PHP_LINE_BUFFER = 5 * 1024  # PHP's multipart reader reads a longer line as several (FILLUNIT)
 _BOUNDARY_RE = re.compile(r';\s*boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;,"]{1,200}))', re.IGNORECASE)
 # RFC 2046's bchars: what a boundary may hold, quoted or not.
@@ -66,6 +67,10 @@ def query_names_method(query: str) -> bool:
 
 
 def _names_method(data: bytes) -> bool:
+    if data.startswith(UTF8_BOM):
+        # SECURITY: body-parser (iconv-lite) drops a leading UTF-8 BOM: `\xef\xbb\xbf_method=`
+        # is `_method` to Express. To PHP the first name keeps it and is no `_method` anyway.
+        data = data[len(UTF8_BOM) :]
     return any(is_method_field(field.split(b"=", 1)[0]) for field in re.split(rb"[&;]", data))
 
 

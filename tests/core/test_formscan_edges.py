@@ -102,6 +102,12 @@ def refusal_cases() -> list[object]:
             id="urlencoded-method",
         ),
         pytest.param(
+            lambda: run(UrlEncodedScan(64), b"\xef\xbb\xbf_method=PUT"),
+            BadRequest,
+            "a _method field in a form body is not accepted",
+            id="urlencoded-method-after-a-bom",
+        ),
+        pytest.param(
             multipart(b"--" + B + b"\r\nContent-Disposition: form-data"),
             BadRequest,
             "multipart body ends inside a part's headers",

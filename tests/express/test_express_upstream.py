@@ -55,6 +55,16 @@ ATTACKS = [
     ),
     (
         "POST",
+        "/v1/items",
+        "items:create",
+        b"\xef\xbb\xbf_method=DELETE",  # body-parser drops a leading UTF-8 BOM
+        "items-delete",
+        400,
+        "bad_request",
+        "form-method-after-bom",
+    ),
+    (
+        "POST",
         "/v1/items?_method=DELETE",
         "items:create",
         b"",
