@@ -207,11 +207,12 @@ class MultipartScan(FormScan):
             if len(buf) - after < 2 and not eof:
                 self._pos = i
                 return
-            if bytes(buf[after : after + 2]) not in (b"--", b"\r\n") and len(buf) - after >= 2:
+            mark = bytes(buf[after : after + 2])  # what follows the boundary: `--`, CRLF or more
+            if len(mark) == 2 and mark not in (b"--", b"\r\n"):
                 # SECURITY: busboy reads on as the same part's headers after `--boundary x`
                 # (`form-data\r\n\r\n--B ;name=_method` is a folded `name` to it).
                 raise BadRequest("a multipart boundary line holds more than the boundary")
-            if buf[after : after + 2] == b"--":
+            if mark == b"--":
                 # SECURITY: the close delimiter ends nothing for PHP, which reads on to the next
                 # boundary line; the epilogue is scanned like the rest.
                 self._pos = after + 2
