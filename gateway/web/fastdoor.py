@@ -83,6 +83,7 @@ class FastDoor(asyncio.BufferedProtocol):
         self._lost = False
         self._handed = False
         self._closing = False  # close after the current response (shutdown)
+        self._eof = False  # the client shut its side down: close after the current response
         self._close_after_linger = False  # the lingering request's connection ends with its body
         self._read_paused = False
         self._write_paused = False
@@ -137,8 +138,15 @@ class FastDoor(asyncio.BufferedProtocol):
             return
         self._next()
 
-    def eof_received(self) -> None:
-        return None  # as aiohttp's protocol: the transport closes
+    def eof_received(self) -> bool | None:
+        # A client that sends its request and shuts its side down (`nc -N`, some health checkers)
+        # still gets the answer: a request whose body is all here is served, then the connection
+        # closes (listener.py does the same on aiohttp's door). Otherwise the transport closes.
+        # TLS has no half-close: asyncio and uvloop close it whatever this returns.
+        if self._busy and not self.body.left and self.scheme == "http":
+            self._eof = True
+            return True
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
@@ -238,7 +246,7 @@ class FastDoor(asyncio.BufferedProtocol):
         finally:
             rt.in_flight -= 1
             self._task = None
-            close = close or not req.keep_alive or rt.draining or self._closing
+            close = close or not req.keep_alive or rt.draining or self._closing or self._eof
             # An answered request whose body is still coming lingers first (below), closing after:
             # closed now, the unread bytes would reset the connection under the answer.
             if close and not self._lost and not (answered and self.body.left):

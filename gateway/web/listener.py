@@ -109,8 +109,35 @@ class _HeaderDeadline(asyncio.Protocol):
         self._inner.connection_lost(exc)
 
     def eof_received(self) -> bool | None:
-        result: bool | None = self._inner.eof_received()
-        return result
+        # A client that sends its request and shuts its side down (`nc -N`, some health checkers)
+        # still gets the answer, as on the fast door. Whether a whole request is in hand is
+        # read one loop turn later: aiohttp takes a parsed request off its queue a turn before
+        # its handler shows it, and the handler's first step is scheduled ahead of that turn.
+        transport = self._transport
+        if transport is None or transport.get_extra_info("sslcontext") is not None:
+            return self._inner.eof_received()  # type: ignore[no-any-return]  # TLS: no half-close
+        self._loop.call_soon(self._after_eof)
+        return True  # the transport stays half open until then
+
+    def _after_eof(self) -> None:
+        if self._transport is None or self._transport.is_closing():
+            return
+        if self._whole_request_in_hand():
+            self._inner.close()  # aiohttp's: close once the request in hand is answered
+        else:
+            self._transport.close()  # as aiohttp's protocol leaves it: the transport closes
+
+    def _whole_request_in_hand(self) -> bool:
+        """A request is being handled, or parsed and waiting, with all of its body here. Never on
+        an upgraded connection, whose reader needs the end of the stream."""
+        inner = self._inner
+        if getattr(inner, "_upgraded", True) or getattr(inner, "_payload_parser", None) is not None:
+            return False
+        current = getattr(inner, "_current_request", None)
+        if current is not None:
+            return bool(current.content.is_eof())
+        messages: Any = getattr(inner, "_messages", None)
+        return bool(messages) and bool(messages[0][1].is_eof())
 
     def pause_writing(self) -> None:
         self._inner.pause_writing()

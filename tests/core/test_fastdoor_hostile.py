@@ -651,23 +651,81 @@ async def test_connections_closed_mid_head_or_mid_request_leave_nothing_behind(
     assert all(not c.closed for c in pool._idle)
 
 
-async def test_half_closed_client_is_treated_as_aiohttp_treats_it(doors: Doors, upstream: Upstream) -> None:
-    # A client that sends its request and shuts its side down (`nc -N`, some health checkers).
-    async def half_close(port: int) -> bytes:
-        def run() -> bytes:
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-                s.sendall(req("GET", "/open/x", close=False))
-                s.shutdown(socket.SHUT_WR)
-                chunks = []
-                while got := s.recv(65536):
-                    chunks.append(got)
-                return b"".join(chunks)
+# A client that sends its request and shuts its side down (`nc -N`, some health checkers). The
+# slow upstream makes sure the end of the client's side is read before the answer is ready: the
+# transport used to close then, on both doors, and the answer was lost (or not, by a race).
+HALF_CLOSED = {
+    "fast": req("GET", "/slow?s=0.2", close=False),
+    "fast-quick": req("GET", "/open/x", close=False),
+    "fast-with-body": req("POST", "/slow?s=0.2", "Content-Length: 5", close=False, body=b"hello"),
+    "handed-http-1.0": b"GET /slow?s=0.2 HTTP/1.0\r\nHost: a\r\n\r\n",
+    "handed-chunked": req(
+        "POST", "/slow?s=0.2", "Transfer-Encoding: chunked", close=False, body=b"5\r\nhello\r\n0\r\n\r\n"
+    ),
+}
 
-        return normal(await asyncio.to_thread(run))
 
-    before = await half_close(doors.plain.port)
-    after = await half_close(doors.fast.port)
+async def half_close(port: int, data: bytes) -> bytes:
+    """Send `data`, shut the sending side, read until the gateway closes the connection."""
+
+    def run() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            chunks = []
+            while got := s.recv(65536):
+                chunks.append(got)
+            return b"".join(chunks)
+
+    return normal(await asyncio.to_thread(run))
+
+
+@pytest.mark.parametrize("name", sorted(HALF_CLOSED))
+async def test_a_half_closed_client_gets_its_answer_and_then_the_connection_closes(
+    doors: Doors, upstream: Upstream, name: str
+) -> None:
+    data = HALF_CLOSED[name]
+    upstream.seen.clear()
+    before = await half_close(doors.plain.port, data)
+    after = await half_close(doors.fast.port, data)
+    assert re.match(rb"HTTP/1\.[01] 200 OK\r\n", before)
     assert after == before
+    assert [s.complete for s in upstream.seen] == [True, True]
+
+
+async def test_a_client_that_half_closes_inside_its_body_is_not_served(
+    doors: Doors, upstream: Upstream
+) -> None:
+    # Half the promised body, then the end: nothing more will come, so there is no request to answer.
+    data = req("POST", "/slow?s=0.2", "Content-Length: 10", close=False, body=b"hello")
+    upstream.seen.clear()
+    before = await half_close(doors.plain.port, data)
+    after = await half_close(doors.fast.port, data)
+    assert after == before == b""
+    assert not any(s.complete for s in upstream.seen)
+
+
+async def test_a_websocket_whose_client_half_closes_ends(doors: Doors, upstream: Upstream) -> None:
+    # An upgraded connection is not kept half open: its reader needs the end of the stream.
+    upgrade = req(
+        "GET",
+        "/open/ws",
+        "Connection: Upgrade",
+        "Upgrade: websocket",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        close=False,
+    )
+    for port in (doors.plain.port, doors.fast.port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(upgrade)
+            switched = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert switched.startswith(b"HTTP/1.1 101 ")
+            writer.write_eof()
+            await asyncio.wait_for(reader.read(), 5)  # the gateway closes: no hang to a timeout
+        finally:
+            writer.close()
 
 
 class _Raw(asyncio.Protocol):
