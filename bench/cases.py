@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import random
@@ -193,3 +194,36 @@ def nginx_forward_auth(folder: str, listen: int, auth: int, app: int) -> str:
     ):
         snippet = snippet.replace(old, new)
     return _nginx_main(folder, snippet)
+
+
+# What nginx's auth_request subrequest carries besides the client's own headers
+# (deploy/nginx/forward-auth.conf).
+SUBREQUEST_HEADERS = {
+    "X-Original-URI": "/v1/playlists/1",
+    "X-Original-Method": "GET",
+    "X-Forwarded-For": "127.0.0.1",
+}
+# Headers aiohttp writes on every answer of its own: the stub's, not copied.
+_OWN = {"date", "server", "content-length", "content-type"}
+
+
+def verify_answers(port: int, credentials: list[str], path: str) -> str:
+    """Ask scopegate's /auth/verify (on `port`) once per bearer credential, as nginx asks it, and
+    write the headers of each answer to `path` (JSON, keyed by the Authorization header), for
+    bench/stub_auth.py to answer the same. Returns `path`."""
+    answers = {}
+    for credential in credentials:
+        auth = f"Bearer {credential}"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/auth/verify", headers={**SUBREQUEST_HEADERS, "Authorization": auth})
+            resp = conn.getresponse()
+            resp.read()
+        finally:
+            conn.close()
+        if resp.status != 200:
+            sys.exit(f"bench: /auth/verify answered {resp.status} at set-up")
+        answers[auth] = [(k, v) for k, v in resp.getheaders() if k.lower() not in _OWN]
+    with open(path, "w") as fh:
+        json.dump(answers, fh)
+    return path

@@ -3,7 +3,7 @@
     python bench/instructions.py                    # passthrough, anonymous, token, jwt: 2,000 each
     python bench/instructions.py passthrough token --requests 5000 --top 20
     python bench/instructions.py "pass down" down --requests 50      # 1 MiB responses
-    python bench/instructions.py stub "verify token" "verify jwt"    # forward-auth, as nginx asks
+    python bench/instructions.py stub "verify token" "stub jwt" "verify jwt"   # forward-auth
 
 wrk's req/s on a shared 2-core machine moves by 10 % from run to run, more than most single
 changes to the request path are worth. This starts the benchmark upstream normally, and one
@@ -44,6 +44,7 @@ PATHS = {
     "up": "/v1/blob",
     # Forward-auth, asked as deploy/nginx/forward-auth.conf asks (the stub is bench/stub_auth.py).
     "stub": "/auth/verify",
+    "stub jwt": "/auth/verify",
     "verify token": "/auth/verify",
     "verify jwt": "/auth/verify",
 }
@@ -51,10 +52,9 @@ Proc = subprocess.Popen[bytes]
 CASES = list(PATHS)
 DEFAULT = ["passthrough", "anonymous", "token", "jwt"]  # the passthrough first: the ratios' reference
 # A row's reference, when not the passthrough.
-REFERENCE = {"down": "pass down", "up": "pass up", "verify token": "stub", "verify jwt": "stub"}
+REFERENCE = {"down": "pass down", "up": "pass up", "verify token": "stub", "verify jwt": "stub jwt"}
 UPLOAD = 1024  # the request body of the "up" cases, as bench/run.py's "up 1 KB"
-# What nginx's auth_request subrequest carries besides the client's own headers.
-FORWARD_AUTH = "X-Original-URI: /v1/playlists/1\r\nX-Original-Method: GET\r\nX-Forwarded-For: 127.0.0.1\r\n"
+FORWARD_AUTH = "".join(f"{name}: {value}\r\n" for name, value in S.SUBREQUEST_HEADERS.items())
 
 
 def main() -> None:
@@ -84,8 +84,10 @@ def main() -> None:
         "verify token": None,
         "verify jwt": S.sign(secret, "HS256"),
     }
-    # The stub is asked as bench/run.py asks it, with the token.
+    # The stub is asked as bench/run.py asks it, with the same credential as the row it is the
+    # reference of, and answers with the headers scopegate answered that credential with.
     credentials["verify token"] = credentials["stub"] = credentials["token"]
+    credentials["stub jwt"] = credentials["verify jwt"]
     py = sys.executable
     env = {**os.environ, "PYTHONPATH": os.path.join(HERE, os.pardir)}
     procs = [start([py, os.path.join(HERE, "upstream.py"), str(up)], up)]
@@ -96,13 +98,15 @@ def main() -> None:
         gateway = _under_callgrind(control, [py, "-m", "gateway", "serve", "-c", cfg], gw, folder, env, procs)
         reference = _under_callgrind(control, passthrough, ref, folder, env, procs)
         stub = None
-        if "stub" in args.cases:
-            stub_cmd = [py, os.path.join(HERE, "stub_auth.py"), str(stub_port)]
+        if {"stub", "stub jwt"} & set(args.cases):
+            asked = [c for c in (credentials["stub"], credentials["stub jwt"]) if c is not None]
+            said = S.verify_answers(gw, asked, os.path.join(folder, "stub-answers.json"))
+            stub_cmd = [py, os.path.join(HERE, "stub_auth.py"), str(stub_port), said]
             stub = _under_callgrind(control, stub_cmd, stub_port, folder, env, procs)
         print(f"{'case':<12} {'requests':>8} {'instructions/request':>21} {'ratio to passthrough':>21}")
         for case in args.cases or DEFAULT:
             proc, port, out = reference if case.startswith("pass") else gateway
-            if case == "stub" and stub is not None:
+            if case.startswith("stub") and stub is not None:
                 proc, port, out = stub
             extra = FORWARD_AUTH if PATHS[case] == "/auth/verify" else ""
             request = _request(PATHS[case], credentials[case], extra, UPLOAD if case.endswith("up") else 0)

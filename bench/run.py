@@ -178,11 +178,13 @@ def main() -> None:
         procs["passthrough"] = start(
             [py, os.path.join(HERE, "passthrough.py"), str(port["pass"]), upstream], port["pass"]
         )
-        procs["stub"] = start([py, os.path.join(HERE, "stub_auth.py"), str(port["stub"])], port["stub"])
         configs = {"gw": main_cfg, "rs": rs_cfg, "big": big_cfg, "r10": route_cfgs[10],
                    "r1k": route_cfgs[1000], "r10k": route_cfgs[10000]}  # fmt: skip
         for name, cfg in configs.items():
             procs[name] = serve_gateway([*serve, cfg], port[name], env, os.path.join(folder, f"{name}.log"))
+        # The stub answers each credential with the identity headers scopegate answered it with.
+        said = S.verify_answers(port["gw"], [token, hs_jwt], os.path.join(folder, "stub-answers.json"))
+        procs["stub"] = start([py, os.path.join(HERE, "stub_auth.py"), str(port["stub"]), said], port["stub"])
         for name, conf in (
             ("nginx", S.nginx_proxy(os.path.join(folder, "ngx"), port["ngx"], port["up"])),
             ("nginx_stub", S.nginx_forward_auth(os.path.join(folder, "nstub"), port["ngx_stub"],
@@ -271,9 +273,10 @@ def build_cases(
              connections=1),
         Case("store miss c1", at("big", "/v1/playlists/1"), "big", ref="token c1",
              script=random_token(folder, tokens_file), connections=1),
-        # The stub is asked the same request as scopegate, its bearer header too: nginx reads it
-        # from the client and passes it to the decider either way, and what is compared is the
-        # decider. Without it the stub's row had less of nginx's work in it.
+        # The stub is asked the same request as scopegate, its bearer header too, and answers with
+        # the same identity headers (stub_auth.py): nginx reads the one from the client and copies
+        # the others to the app either way, and what is compared is the decider. Without them
+        # the stub's rows had less of nginx's and the app's work in them.
         Case("verify stub", at("ngx_stub", "/v1/playlists/1"), "stub", headers=[bearer + token]),
         Case("verify stub jwt", at("ngx_stub", "/v1/playlists/1"), "stub", headers=[bearer + hs]),
         Case("verify token", at("ngx_gw", "/v1/playlists/1"), "gw", ref="verify stub",
