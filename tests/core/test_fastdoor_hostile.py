@@ -428,21 +428,24 @@ async def test_nothing_after_a_connection_close_request_is_read(doors: Doors, up
     assert doors.fast.rt.handed_off == 0
 
 
+# A WebSocket handshake on a keep-alive connection: aiohttp's to serve, handed off by the fast door.
+UPGRADE = req(
+    "GET",
+    "/open/ws",
+    "Connection: Upgrade",
+    "Upgrade: websocket",
+    "Sec-WebSocket-Version: 13",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    close=False,
+)
+
+
 async def test_a_websocket_pipelined_after_a_fast_request_is_aiohttps(
     doors: Doors, upstream: Upstream
 ) -> None:
-    upgrade = req(
-        "GET",
-        "/open/ws",
-        "Connection: Upgrade",
-        "Upgrade: websocket",
-        "Sec-WebSocket-Version: 13",
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-        close=False,
-    )
     reader, writer = await asyncio.open_connection("127.0.0.1", doors.fast.port)
     try:
-        writer.write(req("GET", "/open/1", close=False) + upgrade)
+        writer.write(req("GET", "/open/1", close=False) + UPGRADE)
         first, _ = await _read_response(reader)
         switched = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     finally:
@@ -707,19 +710,10 @@ async def test_a_client_that_half_closes_inside_its_body_is_not_served(
 
 async def test_a_websocket_whose_client_half_closes_ends(doors: Doors, upstream: Upstream) -> None:
     # An upgraded connection is not kept half open: its reader needs the end of the stream.
-    upgrade = req(
-        "GET",
-        "/open/ws",
-        "Connection: Upgrade",
-        "Upgrade: websocket",
-        "Sec-WebSocket-Version: 13",
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-        close=False,
-    )
     for port in (doors.plain.port, doors.fast.port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            writer.write(upgrade)
+            writer.write(UPGRADE)
             switched = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             assert switched.startswith(b"HTTP/1.1 101 ")
             writer.write_eof()
