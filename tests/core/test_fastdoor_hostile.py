@@ -111,6 +111,9 @@ HANDED = {
     "http-lowercase-version": head("Host: a", CLOSE, version="http/1.1"),
     "http-1.10": head("Host: a", CLOSE, version="HTTP/1.10"),
     "http-2.0": head("Host: a", CLOSE, version="HTTP/2.0"),
+    # llhttp reads these as version 1.1 too: the fast door checks the protocol's name itself.
+    "rtsp-1.1": head("Host: a", CLOSE, version="RTSP/1.1"),
+    "ice-1.1": head("Host: a", CLOSE, version="ICE/1.1"),
     "http-0.9": b"GET /open/x\r\n\r\n",
     "connect": head("Host: a", CLOSE, method="CONNECT", target="gw.test:443"),
     "trace": head("Host: a", CLOSE, method="TRACE"),
