@@ -286,19 +286,17 @@ def setup_logging(level: str, fmt: str) -> None:
     library.propagate = False
 
 
-# Decision lines waiting for the end of this loop iteration, by stream: one write per iteration.
-_pending: Final[dict[Any, list[str]]] = {}
+# This loop iteration's decisions, written at its end: one write per iteration, and the
+# handlers looked up once for all of them rather than once a request.
+_batch: Final[list[dict[str, Any]]] = []
 
 
 def flush_log() -> None:
     """Write out the buffered decision lines (end of a loop iteration, shutdown, exit)."""
-    while _pending:
-        stream, lines = _pending.popitem()
-        try:
-            stream.write("".join(lines))
-            stream.flush()
-        except (OSError, ValueError):  # a closed stream at exit: nothing left to tell
-            pass
+    if _batch:
+        batch = _batch[:]
+        _batch.clear()
+        _write(batch)
 
 
 atexit.register(flush_log)
@@ -312,31 +310,39 @@ def _json_line(fields: dict[str, Any]) -> str:
 
 
 def log_request(fields: dict[str, Any]) -> None:
-    """One decision line per request. Formatted here (orjson) and buffered per stream until the
-    end of the loop iteration: the logging machinery costs more than the line itself."""
+    """One decision line per request. Buffered until the end of the loop iteration, then
+    formatted (orjson) and written: the logging machinery costs more than the line itself."""
+    fields["ts"] = _iso(time.time())
+    if _batch:  # the first request of the iteration asked whether to log and asked for a flush
+        _batch.append(fields)
+        return
     if not ACCESS.isEnabledFor(logging.INFO):
         return
-    fields["ts"] = _iso(time.time())
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        _write([fields])
+        return
+    _batch.append(fields)
+    loop.call_soon(flush_log)
+
+
+def _write(batch: list[dict[str, Any]]) -> None:
+    lines = ""
     for handler in _access_handlers():
         if isinstance(handler, logging.StreamHandler) and type(handler.formatter) is JsonFormatter:
-            stream = handler.stream
-            lines = _pending.get(stream)
-            if lines is not None:
-                lines.append(_json_line(fields))
-                continue
+            lines = lines or "".join([_json_line(fields) for fields in batch])
             try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                stream.write(_json_line(fields))
-                continue
-            _pending[stream] = [_json_line(fields)]
-            if len(_pending) == 1:
-                loop.call_soon(flush_log)
+                handler.stream.write(lines)
+                handler.stream.flush()
+            except (OSError, ValueError):  # a closed stream at exit: nothing left to tell
+                pass
         else:
-            record = ACCESS.makeRecord(
-                ACCESS.name, logging.INFO, "", 0, "request", (), None, extra={"fields": fields}
-            )
-            handler.handle(record)
+            for fields in batch:
+                record = ACCESS.makeRecord(
+                    ACCESS.name, logging.INFO, "", 0, "request", (), None, extra={"fields": fields}
+                )
+                handler.handle(record)
 
 
 def _access_handlers() -> list[logging.Handler]:
