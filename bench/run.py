@@ -1,6 +1,6 @@
 """The benchmark harness: everything on loopback, one table, ratios to references of the same run.
 
-    python bench/run.py            # 5 s per case, 3 interleaved rounds, a 1,000,000-token store
+    python bench/run.py            # 5 s per case, 5 interleaved rounds, a 1,000,000-token store
     python bench/run.py --quick    # 2 s, 1 round, a 100,000-token store
     python bench/run.py --only token,anonymous,passthrough
 
@@ -12,9 +12,11 @@ processes (one worker each): the main one (HS256 JWTs), one verifying RS256, sur
 store lookup), and nginx `auth_request` asking scopegate's /auth/verify. wrk (`-t1 -c32`; `-c1`
 for the rows ending `c1`, a request's own latency with no queue in front of it) runs every case
 once per round, rounds interleaved, so machine noise hits all alike. Prints one row
-per case: the median req/s (or MB/s for body cases), its ratio to its reference, p50 and p99
-latency, the peak RSS of the process under test and its CPU time per request (a steadier guide
-than req/s on a busy machine). Then the decision micro-benchmark.
+per case: the median req/s (or MB/s for body cases); its ratio to its reference, the median of
+the ratios of each round (a row and its reference run seconds apart, so a machine that slows and
+recovers between rounds moves both), with the lowest and highest of them; p50 and p99 latency,
+the peak RSS of the process under test and its CPU time per request (a steadier guide than req/s
+on a busy machine). Then the decision micro-benchmark.
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated case names (their references are added)")
     args = ap.parse_args()
     seconds = args.seconds or (2 if args.quick else 5)
-    rounds = args.rounds or (1 if args.quick else 3)
+    rounds = args.rounds or (1 if args.quick else 5)
     store_size = args.tokens or (100_000 if args.quick else 1_000_000)
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
     if nginx is None:
@@ -303,18 +305,26 @@ def print_table(cases: list[Case], rss: dict[str, float], seconds: int, rounds: 
         value = statistics.median(c.rps)
         return value * c.body / MB if c.body else value
 
-    print(f"\nwrk -t1 -c{conns} (rows ending c1: -c1), {seconds} s x {rounds} interleaved round(s), medians, "
-          f"{store:,} tokens")  # fmt: skip
-    print(f"| {'case':<15} | {'req/s':>9} | {'MB/s':>7} | {'ratio':>5} | {'to':<15} | {'p50 ms':>7} | "
-          f"{'p99 ms':>7} | {'peak RSS MB':>11} | {'CPU us/req':>10} |")  # fmt: skip
-    print(f"|{'-' * 17}|{'-' * 11}|{'-' * 9}|{'-' * 7}|{'-' * 17}|{'-' * 9}|{'-' * 9}|{'-' * 13}|{'-' * 12}|")
+    def ratios(c: Case, ref: Case) -> list[float]:
+        """Round by round: the row's req/s over its reference's (MB/s over MB/s is the same)."""
+        return [mine / theirs for mine, theirs in zip(c.rps, ref.rps, strict=True)]
+
+    print(f"\nwrk -t1 -c{conns} (rows ending c1: -c1), {seconds} s x {rounds} interleaved round(s), medians "
+          f"(ratio: of the rounds' ratios, range: lowest-highest), {store:,} tokens")  # fmt: skip
+    print(f"| {'case':<15} | {'req/s':>9} | {'MB/s':>7} | {'ratio':>5} | {'range':>9} | {'to':<15} | "
+          f"{'p50 ms':>7} | {'p99 ms':>7} | {'peak RSS MB':>11} | {'CPU us/req':>10} |")  # fmt: skip
+    print(f"|{'-' * 17}|{'-' * 11}|{'-' * 9}|{'-' * 7}|{'-' * 11}|{'-' * 17}|{'-' * 9}|{'-' * 9}|{'-' * 13}|"
+          f"{'-' * 12}|")  # fmt: skip
     for c in cases:
         ref = by_name.get(c.ref or "")
-        ratio = f"{rate(c) / rate(ref):.2f}" if ref else "1.00"
+        ratio, spread = "1.00", ""
+        if ref:
+            each = ratios(c, ref)
+            ratio, spread = f"{statistics.median(each):.2f}", f"{min(each):.2f}-{max(each):.2f}"
         mbs = f"{rate(c):.1f}" if c.body else ""
         rps, p50, p99, cpu = (statistics.median(v) for v in (c.rps, c.p50, c.p99, c.cpu_us))
         print(
-            f"| {c.name:<15} | {rps:>9.0f} | {mbs:>7} | {ratio:>5} | {c.ref or '':<15} | "
+            f"| {c.name:<15} | {rps:>9.0f} | {mbs:>7} | {ratio:>5} | {spread:>9} | {c.ref or '':<15} | "
             f"{p50:>7.2f} | {p99:>7.2f} | {rss.get(c.proc, 0):>11.1f} | {cpu:>10.0f} |"
         )
 
