@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from aiohttp.hdrs import AUTHORIZATION, UPGRADE
 from multidict import CIMultiDictProxy
@@ -59,16 +59,15 @@ class Decision:
         self.principal = principal
         self.shadow_denied = shadow_denied
 
-    def log_fields(self) -> dict[str, str | None]:
-        """What the decision line says about this decision (never a secret)."""
-        kind = self.principal.kind
-        return {
-            "route": self.route.id,
-            "class": CLASS_NAMES[self.route.cls],
-            "credential": kind if kind != "anonymous" else "none",
-            "token_id": self.principal.token_id,
-            "upstream": self.route.upstream,
-        }
+    def log_into(self, fields: dict[str, Any]) -> None:
+        """What the decision line says about this decision (never a secret), set in its fields:
+        no dict of its own to build and merge, a request."""
+        principal, route = self.principal, self.route
+        fields["route"] = route.id
+        fields["class"] = CLASS_NAMES[route.cls]
+        fields["credential"] = principal.kind if principal.kind != "anonymous" else "none"
+        fields["token_id"] = principal.token_id
+        fields["upstream"] = route.upstream
 
 
 class RouteRefused(GatewayError):
@@ -80,14 +79,12 @@ class RouteRefused(GatewayError):
         self.cause, self.route, self.principal = cause, route, principal
         self.status, self.code = cause.status, cause.code
 
-    def log_fields(self) -> dict[str, str | None]:
-        kind = self.principal.kind
-        return {
-            "route": self.route.id,
-            "class": CLASS_NAMES[self.route.cls],
-            "credential": kind if kind != "anonymous" else "none",
-            "token_id": self.principal.token_id,
-        }
+    def log_into(self, fields: dict[str, Any]) -> None:
+        principal = self.principal
+        fields["route"] = self.route.id
+        fields["class"] = CLASS_NAMES[self.route.cls]
+        fields["credential"] = principal.kind if principal.kind != "anonymous" else "none"
+        fields["token_id"] = principal.token_id
 
     def headers(self) -> dict[str, str]:
         return self.cause.headers()

@@ -52,7 +52,7 @@ class Ledger:
 
     def decided(self, d: Decision) -> None:
         """The pipeline let the request through (or a shadow route forwards a refusal)."""
-        self.fields.update(d.log_fields())
+        d.log_into(self.fields)
         if d.shadow_denied is not None:
             self.decision, self.reason = "shadow", d.shadow_denied.code
             self.rt.metrics.shadow_denied.labels(d.route.id, self.reason).inc()
@@ -67,7 +67,7 @@ class Ledger:
         """The error to answer with for an exception out of the pipeline or the forward, and
         whether the connection must close whatever the request asked (a bug of ours)."""
         if isinstance(exc, RouteRefused):
-            self.fields.update(exc.log_fields())
+            exc.log_into(self.fields)
             self.reason = exc.code
             return exc, False
         if isinstance(exc, ClientGone):

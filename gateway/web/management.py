@@ -109,7 +109,7 @@ async def forward_decision(
     if path.segments[: len(rt.mount_segments)] == rt.mount_segments:
         raise BadRequest("forward-auth cannot ask about the management mount")
     d = await rt.pipeline.decide(method, path, headers, client_ip(peer, headers, rt.cfg.trusted_proxies))
-    fields.update(d.log_fields())
+    d.log_into(fields)
     if d.principal.token_id:
         rt.validator.note_used(d.principal.token_id)
     return d
