@@ -290,6 +290,8 @@ def setup_logging(level: str, fmt: str) -> None:
 # This loop iteration's decisions, written at its end: one write per iteration, and the
 # handlers looked up once for all of them rather than once a request.
 _batch: Final[list[dict[str, Any]]] = []
+_flushing: Final[list[object]] = [None]  # the loop that will flush _batch
+_running_loop: Final = asyncio._get_running_loop  # None outside a loop, and raises nothing
 
 
 def flush_log() -> None:
@@ -314,17 +316,19 @@ def log_request(fields: dict[str, Any]) -> None:
     """One decision line per request. Buffered until the end of the loop iteration, then
     formatted (orjson) and written: the logging machinery costs more than the line itself."""
     fields["ts"] = _iso(_time())
-    if _batch:  # the first request of the iteration asked whether to log and asked for a flush
-        _batch.append(fields)
-        return
+    loop = _running_loop()
+    if _batch:
+        if loop is _flushing[0] and loop is not None:
+            _batch.append(fields)  # the first request of the iteration asked for the flush
+            return
+        flush_log()  # left by a loop that stopped before its flush ran: written now, in order
     if not ACCESS.isEnabledFor(logging.INFO):
         return
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
+    if loop is None:
         _write([fields])
         return
     _batch.append(fields)
+    _flushing[0] = loop
     loop.call_soon(flush_log)
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support import stop
+from gateway.observe import log_request
+from tests.support import captured_access_log, stop
 
 from .test_metrics_logs import request_lines, serving, thread_upstream
 
@@ -43,3 +44,30 @@ async def test_every_concurrent_request_has_one_line_and_sigterm_loses_none(tmp_
         lines = request_lines(text, f"batch-{i}")
         assert len(lines) == 1, (i, lines)
         assert lines[0]["status"] == statuses[i]
+
+
+def test_a_batch_left_by_a_stopped_loop_is_written_before_the_next_line() -> None:
+    # A loop stopped in the iteration that logged: its flush never runs (asyncio does not run
+    # what is scheduled after the stop). The next line, on another loop, writes both in order.
+    first, second = {"request_id": "left-behind"}, {"request_id": "next-loop"}
+    with captured_access_log(lambda line: line) as lines:
+        old = asyncio.new_event_loop()
+        try:
+
+            def log_and_stop() -> None:
+                log_request(first)
+                old.stop()
+
+            old.call_soon(log_and_stop)
+            old.run_forever()
+        finally:
+            old.close()
+        assert lines == []  # buffered, its flush lost with the loop
+
+        async def log_one() -> None:
+            log_request(second)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+
+        asyncio.run(log_one())
+    assert [json.loads(line)["request_id"] for line in lines] == ["left-behind", "next-loop"]
