@@ -318,7 +318,7 @@ def log_request(fields: dict[str, Any]) -> None:
     fields["ts"] = _iso(_time())
     loop = _running_loop()
     if _batch:
-        if loop is _flushing[0] and loop is not None:
+        if loop is _flushing[0]:  # never None while _batch holds lines
             _batch.append(fields)  # the first request of the iteration asked for the flush
             return
         flush_log()  # left by a loop that stopped before its flush ran: written now, in order

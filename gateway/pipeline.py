@@ -62,12 +62,16 @@ class Decision:
     def log_into(self, fields: dict[str, Any]) -> None:
         """What the decision line says about this decision (never a secret), set in its fields:
         no dict of its own to build and merge, a request."""
-        principal, route = self.principal, self.route
-        fields["route"] = route.id
-        fields["class"] = CLASS_NAMES[route.cls]
-        fields["credential"] = principal.kind if principal.kind != "anonymous" else "none"
-        fields["token_id"] = principal.token_id
-        fields["upstream"] = route.upstream
+        _log_route_and_principal(fields, self.route, self.principal)
+        fields["upstream"] = self.route.upstream
+
+
+def _log_route_and_principal(fields: dict[str, Any], route: Route, principal: Principal) -> None:
+    """The decision line's route and credential fields, allowed or refused alike."""
+    fields["route"] = route.id
+    fields["class"] = CLASS_NAMES[route.cls]
+    fields["credential"] = principal.kind if principal.kind != "anonymous" else "none"
+    fields["token_id"] = principal.token_id
 
 
 class RouteRefused(GatewayError):
@@ -80,11 +84,7 @@ class RouteRefused(GatewayError):
         self.status, self.code = cause.status, cause.code
 
     def log_into(self, fields: dict[str, Any]) -> None:
-        principal = self.principal
-        fields["route"] = self.route.id
-        fields["class"] = CLASS_NAMES[self.route.cls]
-        fields["credential"] = principal.kind if principal.kind != "anonymous" else "none"
-        fields["token_id"] = principal.token_id
+        _log_route_and_principal(fields, self.route, self.principal)
 
     def headers(self) -> dict[str, str]:
         return self.cause.headers()
