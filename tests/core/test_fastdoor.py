@@ -714,6 +714,38 @@ def test_a_control_byte_in_a_jwt_passed_on_is_never_written(byte: int) -> None:
             _passed_on(value)
 
 
+_CONTROLS = [b for b in (*range(0x20), 0x7F) if b not in (0x0A, 0x0D)]
+
+
+@pytest.mark.parametrize("where", ["name", "value", "reason"])
+async def test_an_upstream_control_byte_never_reaches_the_client(start_door: StartDoor, where: str) -> None:
+    """The response head is built from llhttp's parse of the upstream's, checking only the reason
+    phrase (upstream_head): llhttp must keep refusing control bytes in names and values (a 502),
+    and the reason phrase's check must refuse them there (a 500). Each byte, through the pool."""
+    answers = {
+        "name": b"HTTP/1.1 200 OK\r\nX-%bA: 1\r\nContent-Length: 1\r\n\r\nx",
+        "value": b"HTTP/1.1 200 OK\r\nX-A: a%bb\r\nContent-Length: 1\r\n\r\nx",
+        "reason": b"HTTP/1.1 200 O%bK\r\nContent-Length: 1\r\n\r\nx",
+    }
+
+    async def respond(head: bytes, _conn: int, _index: int) -> bytes:
+        byte = int(head.split(b" ", 2)[1].rsplit(b"/", 1)[1])  # GET /open/<byte> HTTP/1.1
+        return answers[where] % bytes([byte])
+
+    async with raw_upstream(respond) as up:
+        door = await start_door(upstream_url=f"http://127.0.0.1:{up.port}")
+        for byte in _CONTROLS:
+            reply = await exchange(door.port, req("GET", f"/open/{byte}"))
+            head = reply.partition(b"\r\n\r\n")[0]
+            if byte == 0x09 and where != "name":  # a tab may separate words in a value or reason
+                assert head.startswith(b"HTTP/1.1 200 "), (byte, reply)
+                continue
+            status = b"500" if where == "reason" else b"502"
+            assert head.startswith(b"HTTP/1.1 " + status + b" "), (byte, reply)
+            assert bytes([byte]) not in head, (byte, reply)
+        assert door.rt.handed_off == 0 and door.rt.fast_requests == len(_CONTROLS)
+
+
 def test_the_lines_passing_a_jwt_on_are_remembered_as_they_were_built() -> None:
     from gateway.web import fastserve
 
