@@ -64,10 +64,7 @@ class Upstreams:
         return self._sessions[name]
 
     def target(self, name: str, raw_path: str, query: str) -> str:
-        # SECURITY: the raw path goes out byte for byte; nothing resolves dot segments or
-        # re-encodes, so the upstream sees the path we matched.
-        prefix = self.pools[name].prefix
-        return f"{prefix}{raw_path}?{query}" if query else f"{prefix}{raw_path}"
+        return self.pools[name].target(raw_path, query)
 
     def url(self, name: str, raw_path: str, query: str) -> URL:
         base = self._config[name].url

@@ -339,6 +339,12 @@ class Pool:
         self.read_timeout = upstream.timeout
         self._idle: deque[Connection] = deque()
 
+    def target(self, raw_path: str, query: str) -> str:
+        """The request target upstream: the upstream URL's path, then the client's."""
+        # SECURITY: the raw path goes out byte for byte; nothing resolves dot segments or
+        # re-encodes, so the upstream sees the path we matched.
+        return f"{self.prefix}{raw_path}?{query}" if query else self.prefix + raw_path
+
     async def acquire(self) -> tuple[Connection, bool]:
         """A connection to send one request on, and whether it was reused from the pool."""
         idle = self._idle

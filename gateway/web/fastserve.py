@@ -124,7 +124,7 @@ async def _proxy(door: FastDoor, req: Plain, d: Decision, led: Ledger, keep_aliv
     ours = _IDENTITY_LINES.get(principal, rt.headers.workspace_header)
     upstream = d.route.upstream
     pool = rt.upstreams.pools[upstream]
-    target = rt.upstreams.target(upstream, d.path.raw, d.path.query)
+    target = pool.target(d.path.raw, d.path.query)
     if req.length:
         limits = rt.cfg.limits
         # SECURITY: a form body naming `_method` is refused before the upstream has all of it.
