@@ -53,6 +53,10 @@ _SINGLE_BITS: Final = {lname: 1 << bit for bit, lname in enumerate(sorted(SINGLE
 _HOST: Final = _SINGLE_BITS[b"host"]
 _CONTENT_LENGTH: Final = _SINGLE_BITS[b"content-length"]
 NAMES_MEMO: Final = 4096  # raw header names remembered (known ones first); past it, worked out each time
+# SECURITY: only names this short are remembered, so what clients can make the memo hold is
+# bounded (4,096 x 64 bytes, twice) and does not grow with the head's 8 KB; a longer name is
+# worked out each time.
+NAME_MEMO_BYTES: Final = 64
 
 
 class _Name:
@@ -71,7 +75,7 @@ def _name(raw: bytes) -> _Name:
     lname = raw.lower()
     kind = -1 if lname in HAND_OFF else _SINGLE_BITS.get(lname, 0)
     name = _Name(CANONICAL.get(lname) or raw.decode("latin-1"), kind)
-    if len(_NAMES) < NAMES_MEMO:
+    if len(raw) <= NAME_MEMO_BYTES and len(_NAMES) < NAMES_MEMO:
         _NAMES[raw] = name
     return name
 

@@ -938,6 +938,14 @@ def test_header_names_are_judged_alike_once_the_name_memo_is_full() -> None:
     from gateway.web import fasthead
 
     parser = fasthead.HeadParser()
+    # A long name is never remembered: what a client can make the memo hold stays small.
+    before = len(fasthead._NAMES)
+    assert before < fasthead.NAMES_MEMO  # room left: a long name would be remembered if allowed
+    for n in range(50):
+        long_name = b"X%d" % n + b"a" * 8000
+        assert fasthead.plain(b"GET / HTTP/1.1\r\nHost: a\r\n%b: 1\r\n\r\n" % long_name, parser) is not None
+    assert len(fasthead._NAMES) == before
+    assert all(len(raw) <= fasthead.NAME_MEMO_BYTES for raw in fasthead._NAMES)
     for n in range(fasthead.NAMES_MEMO + 10):
         assert fasthead.plain(b"GET / HTTP/1.1\r\nHost: a\r\nX-N%d: 1\r\n\r\n" % n, parser) is not None
     assert len(fasthead._NAMES) <= fasthead.NAMES_MEMO
