@@ -70,17 +70,18 @@ class _Name:
         self.kind = kind
 
 
+_NAMES: Final[dict[bytes, _Name]] = {}
+
+
 def _name(raw: bytes) -> _Name:
-    """A raw name's _Name, remembered while the memo has room (a client picks the names)."""
+    """A raw name's _Name, remembered if it is short and the memo has room (a client picks the
+    names)."""
     lname = raw.lower()
     kind = -1 if lname in HAND_OFF else _SINGLE_BITS.get(lname, 0)
     name = _Name(CANONICAL.get(lname) or raw.decode("latin-1"), kind)
     if len(raw) <= NAME_MEMO_BYTES and len(_NAMES) < NAMES_MEMO:
         _NAMES[raw] = name
     return name
-
-
-_NAMES: Final[dict[bytes, _Name]] = {}
 
 
 def _remember_known() -> None:

@@ -328,9 +328,8 @@ def _upstream_lines(
 
 def _reason(raw: bytes) -> bytes:
     """An upstream's reason phrase that is not a standard one: refused with a control byte (a
-    bug's 500, as `_checked` refuses), sent as aiohttp's door sends it otherwise."""
-    if 13 in raw or 10 in raw or len(raw.translate(None, _CONTROL)) < len(raw):  # 13, 10: CR, LF
-        raise ValueError("a control character in a response header")
+    bug's 500, by `_checked`), sent as aiohttp's door sends it otherwise."""
+    _checked(raw, 0)  # one line: no CR, LF or control byte, or a ValueError
     return raw if raw.isascii() else _as_text(raw)
 
 
